@@ -1,0 +1,37 @@
+"""The `vepcli` command group. Each command lives in `vepcli/commands/` and only parses options."""
+
+from __future__ import annotations
+
+import sys
+
+import click
+
+from vepcli import __version__
+from vepcli.commands import embed, finetune, merge, model, pretrain, probe, score
+from vepcli.errors import UserError
+
+
+class _Group(click.Group):
+    """Turn a UserError anywhere below into one line on stderr and exit code 1."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except UserError as err:
+            click.echo(f"vepcli: error: {err}", err=True)
+            sys.exit(1)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="vepcli")
+def cli() -> None:
+    """Score genetic variants with Caduceus DNA language models, and train such models."""
+
+
+for command in (score.score, embed.embed, probe.probe, pretrain.pretrain, finetune.finetune,
+                merge.merge, model.model):
+    cli.add_command(command)
+
+
+def main() -> None:
+    cli(prog_name="vepcli")

@@ -1,0 +1,1 @@
+"""Thin click commands: parse options, call one library function."""

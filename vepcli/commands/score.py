@@ -1,0 +1,12 @@
+"""`vepcli score` (not implemented yet)."""
+
+import click
+
+from vepcli.errors import UserError
+
+
+@click.command(context_settings={"ignore_unknown_options": True})
+@click.argument("args", nargs=-1, type=click.UNPROCESSED)
+def score(args: tuple[str, ...]) -> None:
+    """(coming) See docs/ for the plan."""
+    raise UserError("'vepcli score' is not available in this version yet")

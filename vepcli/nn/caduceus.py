@@ -1,0 +1,245 @@
+"""Caduceus (Schiff et al. 2024): a stack of BiMamba mixers, optionally reverse-complement equivariant.
+
+Ph (rcps false), pre-norm "add, norm, mix" with no MLP:
+
+    r_0 = e;  r_i = h_{i-1} + r_{i-1};  h_i = BiMamba_i(Norm_i(r_i));  out = Norm_f(h_n + r_n)
+
+PS (rcps true) carries both strands in 2*d_model channels: the first half is the forward strand,
+the second the reverse-complement strand stored flipped in length and channels, so that
+RC(x) = flip_LC(x). Every module acts on the halves with shared weights and is RC-equivariant:
+M_PS([a | b]) = [M(a) | flip_LC(M(flip_LC(b)))]. With `fused_add_norm` (all released checkpoints)
+the published code feeds the halves to each layer's add-norm in swapped order; we reproduce it.
+Module and parameter names follow the published checkpoints so their state dicts load as they are.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vepcli.nn.config import CaduceusConfig
+from vepcli.nn.mamba import BiMamba, Mamba
+
+
+def flip_LC(x: torch.Tensor) -> torch.Tensor:
+    """Reverse complement of a hidden tensor (batch, L, C) in the RC-equivariant layout."""
+    return x.flip(-2, -1)
+
+
+class RMSNorm(nn.Module):
+    """y = x / sqrt(mean(x^2) + eps) * w, computed in fp32."""
+
+    def __init__(self, d: int, eps: float = 1e-5) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(d))
+        self.bias = None
+
+    def forward(self, x: torch.Tensor, flipped: bool = False) -> torch.Tensor:
+        return _norm(self, x, flipped)
+
+
+def _norm(norm: nn.Module, x: torch.Tensor, flipped: bool = False) -> torch.Tensor:
+    """Apply an RMSNorm or LayerNorm; `flipped` gives flip_C(norm(flip_C(x))) without flipping x."""
+    w, b = norm.weight, norm.bias
+    if flipped:
+        w = w.flip(0)
+        b = None if b is None else b.flip(0)
+    xf = x.float()
+    if isinstance(norm, RMSNorm):
+        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps) * w.float()
+    else:
+        y = F.layer_norm(xf, (x.shape[-1],), w.float(), None if b is None else b.float(), norm.eps)
+    return y.to(x.dtype)
+
+
+class RCPSEmbedding(nn.Module):
+    """[E(ids) | flip_LC(E(rc(ids)))]: each token embedded on both strands with one table."""
+
+    def __init__(self, vocab_size: int, d_model: int, complement_map: dict[int, int]) -> None:
+        super().__init__()
+        comp = torch.tensor([complement_map[i] for i in range(vocab_size)], dtype=torch.long)
+        self.register_buffer("complement_map", comp)
+        self.embedding = nn.Embedding(vocab_size, d_model)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.embedding.weight
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        rc_ids = self.complement_map[input_ids.flip(-1)]
+        return torch.cat([self.embedding(input_ids), flip_LC(self.embedding(rc_ids))], dim=-1)
+
+
+class RCPSWrapper(nn.Module):
+    """[M(a) | flip_LC(M(flip_LC(b)))]: both strands through one module, as one doubled batch."""
+
+    def __init__(self, submodule: nn.Module) -> None:
+        super().__init__()
+        self.submodule = submodule
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d, batch = x.shape[-1] // 2, x.shape[0]
+        out = self.submodule(torch.cat([x[..., :d], flip_LC(x[..., d:])], dim=0))
+        return torch.cat([out[:batch], flip_LC(out[batch:])], dim=-1)
+
+
+class CaduceusBlock(nn.Module):
+    """One layer: residual add, norm, BiMamba mixer. Returns (mixer output, residual)."""
+
+    def __init__(self, config: CaduceusConfig) -> None:
+        super().__init__()
+        self.rcps = config.rcps
+        self.swap_halves = config.rcps and config.fused_add_norm  # the published fused path's order
+        self.residual_in_fp32 = config.residual_in_fp32
+        mixer = BiMamba(config.d_model, config.bidirectional, config.bidirectional_strategy,
+                        config.bidirectional_weight_tie, **config.ssm_cfg)
+        self.mixer = RCPSWrapper(mixer) if config.rcps else mixer
+        self.norm = make_norm(config)
+
+    def forward(self, hidden: torch.Tensor, residual: torch.Tensor | None):
+        residual = hidden if residual is None else hidden + residual
+        if self.residual_in_fp32:
+            residual = residual.float()
+        if not self.rcps:
+            return self.mixer(_norm(self.norm, residual)), residual
+        d = residual.shape[-1] // 2
+        if self.swap_halves:
+            residual = torch.cat([residual[..., d:], residual[..., :d]], dim=-1)
+        normed = torch.cat([_norm(self.norm, residual[..., :d]),
+                            _norm(self.norm, residual[..., d:], flipped=True)], dim=-1)
+        return self.mixer(normed.to(hidden.dtype)), residual
+
+
+def make_norm(config: CaduceusConfig) -> nn.Module:
+    if config.rms_norm:
+        return RMSNorm(config.d_model, eps=config.norm_epsilon)
+    return nn.LayerNorm(config.d_model, eps=config.norm_epsilon)
+
+
+class CaduceusEmbeddings(nn.Module):
+    def __init__(self, config: CaduceusConfig) -> None:
+        super().__init__()
+        if config.rcps:
+            self.word_embeddings = RCPSEmbedding(config.vocab_size, config.d_model, config.complement_map)
+        else:
+            self.word_embeddings = nn.Embedding(config.vocab_size, config.d_model)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.word_embeddings(input_ids)
+
+
+class CaduceusMixerModel(nn.Module):
+    """Embeddings, n_layer blocks, final add-norm."""
+
+    def __init__(self, config: CaduceusConfig) -> None:
+        super().__init__()
+        self.rcps = config.rcps
+        self.embeddings = CaduceusEmbeddings(config)
+        self.layers = nn.ModuleList(CaduceusBlock(config) for _ in range(config.n_layer))
+        self.norm_f = make_norm(config)
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        hidden, residual = self.embeddings(input_ids), None
+        for layer in self.layers:
+            hidden, residual = layer(hidden, residual)
+        residual = hidden if residual is None else hidden + residual
+        if not self.rcps:
+            return _norm(self.norm_f, residual).to(hidden.dtype)
+        d = residual.shape[-1] // 2
+        return torch.cat([_norm(self.norm_f, residual[..., :d]),
+                          _norm(self.norm_f, residual[..., d:], flipped=True)], dim=-1).to(hidden.dtype)
+
+
+class CaduceusPreTrained(nn.Module):
+    """Weight initialisation shared by the base and masked-LM models (the published recipe)."""
+
+    config: CaduceusConfig
+
+    @torch.no_grad()
+    def init_weights(self) -> None:
+        cfg = self.config.initializer_cfg or {}
+        std = cfg.get("initializer_range", 0.02)
+        n_res = cfg.get("n_residuals_per_layer", 1)
+        for module in self.modules():
+            if isinstance(module, nn.Linear) and module.bias is not None:
+                if not getattr(module.bias, "_no_reinit", False):
+                    nn.init.zeros_(module.bias)
+            elif isinstance(module, nn.Embedding):
+                nn.init.normal_(module.weight, std=std)
+            if isinstance(module, Mamba) and cfg.get("rescale_prenorm_residual", True):
+                # GPT-2 scheme: residual branch outputs scaled by 1/sqrt(n_layer)
+                nn.init.kaiming_uniform_(module.out_proj.weight, a=math.sqrt(5))
+                module.out_proj.weight /= math.sqrt(n_res * self.config.n_layer)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (tied tensors counted once), as the published model cards count them."""
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+
+class Caduceus(CaduceusPreTrained):
+    """The base model: token ids (batch, L) -> last hidden state (batch, L, hidden_width)."""
+
+    def __init__(self, config: CaduceusConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.backbone = CaduceusMixerModel(config)
+        self.init_weights()
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.backbone(input_ids)
+
+
+class RCPSLMHead(nn.Module):
+    """logits = a W^T + flip_C(b) W[comp]^T for x = [a | b]: the RC-equivariant tied LM head."""
+
+    def __init__(self, d_model: int, vocab_size: int, complement_map: dict[int, int]) -> None:
+        super().__init__()
+        comp = torch.tensor([complement_map[i] for i in range(vocab_size)], dtype=torch.long)
+        self.register_buffer("complement_map", comp)
+        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
+
+    @property
+    def weight(self) -> nn.Parameter:
+        return self.lm_head.weight
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        d = x.shape[-1] // 2
+        w = self.weight
+        return F.linear(x[..., :d], w) + F.linear(x[..., d:].flip(-1), w[self.complement_map])
+
+
+class CaduceusForMaskedLM(CaduceusPreTrained):
+    """Caduceus with the tied masked-LM head: ids -> logits (batch, L, vocab_size) in fp32."""
+
+    def __init__(self, config: CaduceusConfig) -> None:
+        super().__init__()
+        self.config = config
+        self.caduceus = Caduceus(config)
+        if config.rcps:
+            self.lm_head = RCPSLMHead(config.d_model, config.vocab_size, config.complement_map)
+        else:
+            self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False)
+        self.tie_weights()
+
+    def tie_weights(self) -> None:
+        """The LM head IS the input embedding table, and mamba_rev's projections ARE mamba_fwd's."""
+        emb = self.caduceus.backbone.embeddings.word_embeddings
+        head = self.lm_head.lm_head if self.config.rcps else self.lm_head
+        head.weight = emb.weight
+        for layer in self.caduceus.backbone.layers:
+            mixer = layer.mixer.submodule if self.config.rcps else layer.mixer
+            if mixer.tied:
+                mixer.tie_weights()
+
+    def forward(self, input_ids: torch.Tensor, return_hidden: bool = False):
+        hidden = self.caduceus(input_ids)
+        logits = self.lm_head(hidden).float()
+        return (logits, hidden) if return_hidden else logits

@@ -1,0 +1,108 @@
+"""Read and write Caduceus checkpoints in the published Hugging Face layout.
+
+A directory holds `config.json` and `model.safetensors` (older uploads: `pytorch_model.bin`, read
+with `weights_only=True`). The files omit tied tensors (mamba_rev's in/out projections, the LM
+head); we re-tie them, and a loader that left them untied would silently give wrong numbers, so
+any other missing or unexpected tensor is an error. We save the same way, so the official code
+loads what we write.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from vepcli.errors import UserError
+from vepcli.nn.caduceus import Caduceus, CaduceusForMaskedLM
+from vepcli.nn.config import CaduceusConfig
+
+CONFIG_NAME, WEIGHTS_NAME, TORCH_WEIGHTS_NAME = "config.json", "model.safetensors", "pytorch_model.bin"
+# tensors the published files leave out because they are the same tensor as another
+_TIED = re.compile(r"(mamba_rev\.(in_proj|out_proj)\.(weight|bias)|^lm_head\.weight|^lm_head\.lm_head\.weight)$")
+
+
+def read_config(directory: Path) -> CaduceusConfig:
+    path = Path(directory) / CONFIG_NAME
+    try:
+        return CaduceusConfig.from_dict(json.loads(path.read_text()))
+    except FileNotFoundError:
+        raise UserError(f"{directory} has no {CONFIG_NAME}; is it a Caduceus model directory?") from None
+    except json.JSONDecodeError as err:
+        raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+
+
+def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a checkpoint directory, safetensors first, else a weights-only torch file."""
+    directory = Path(directory)
+    st, pt = directory / WEIGHTS_NAME, directory / TORCH_WEIGHTS_NAME
+    try:
+        if st.exists():
+            return load_file(st)
+        if pt.exists():
+            return torch.load(pt, map_location="cpu", weights_only=True)
+    except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as err:
+        bad = st if st.exists() else pt
+        first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot read weights from {bad} ({first}); the file is damaged or not a checkpoint"
+                        ) from None
+    raise UserError(f"{directory} has neither {WEIGHTS_NAME} nor {TORCH_WEIGHTS_NAME}")
+
+
+def load_into(model: CaduceusForMaskedLM | Caduceus, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy a published state dict into `model`, accepting only the omission of tied tensors."""
+    if isinstance(model, CaduceusForMaskedLM):
+        if not any(k.startswith("caduceus.") for k in state):  # a base-model checkpoint
+            state = {f"caduceus.{k}": v for k, v in state.items()}
+    else:
+        state = {k.removeprefix("caduceus."): v for k, v in state.items() if not k.startswith("lm_head.")}
+    own = model.state_dict()
+    missing = [k for k in own if k not in state and not _TIED.search(k)]
+    unexpected = [k for k in state if k not in own]
+    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+             for k in own if k in state and state[k].shape != own[k].shape]
+    if missing or unexpected or wrong:
+        what = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
+                else f"shape mismatch {wrong[:2]}")
+        raise UserError(f"weights in {source} do not match its config.json: {what}")
+    with torch.no_grad():
+        for k, v in own.items():
+            if k in state:
+                v.copy_(state[k])
+    if isinstance(model, CaduceusForMaskedLM):
+        model.tie_weights()
+
+
+def load_model(path_or_id: str | Path, masked_lm: bool = True, device: str | torch.device = "cpu",
+               dtype: torch.dtype = torch.float32) -> CaduceusForMaskedLM | Caduceus:
+    """Load a model from a local directory or a Hugging Face id found in the local hub cache."""
+    from vepcli.nn.hub import resolve_model_dir
+
+    directory = resolve_model_dir(path_or_id)
+    config = read_config(directory)
+    model = (CaduceusForMaskedLM if masked_lm else Caduceus)(config)
+    load_into(model, read_state_dict(directory), str(directory))
+    return model.to(device=device, dtype=dtype).eval()
+
+
+def save_model(model: CaduceusForMaskedLM | Caduceus, directory: str | Path) -> Path:
+    """Write config.json and model.safetensors as the published checkpoints have them.
+
+    Both files are written to a temporary directory first and moved in place, so a stopped save
+    never leaves a half-written model.
+    """
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if not _TIED.search(k)}
+    with tempfile.TemporaryDirectory(dir=directory, prefix=".saving-") as tmp:
+        save_file(state, os.path.join(tmp, WEIGHTS_NAME), metadata={"format": "pt"})
+        Path(tmp, CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+        for name in (WEIGHTS_NAME, CONFIG_NAME):
+            os.replace(os.path.join(tmp, name), directory / name)
+    return directory
