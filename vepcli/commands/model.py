@@ -1,0 +1,28 @@
+"""`vepcli model info`: what a checkpoint is, before you score with it."""
+
+from __future__ import annotations
+
+import json
+
+import click
+
+from vepcli.modelinfo import model_info
+
+
+@click.group()
+def model() -> None:
+    """Inspect models."""
+
+
+@model.command("info")
+@click.argument("path_or_id")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+def info(path_or_id: str, as_json: bool) -> None:
+    """Architecture, PS/Ph, sizes, parameter count and max length of PATH_OR_ID."""
+    facts = model_info(path_or_id)
+    if as_json:
+        click.echo(json.dumps(facts, indent=2))
+    else:
+        width = max(map(len, facts))
+        for key, value in facts.items():
+            click.echo(f"{key:<{width}}  {value}")

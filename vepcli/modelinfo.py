@@ -1,0 +1,37 @@
+"""Facts about a model checkpoint, for `vepcli model info` and for output headers."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from vepcli.nn.checkpoint import load_model
+from vepcli.nn.hub import resolve_model_dir
+
+
+def config_hash(config_dict: dict[str, Any]) -> str:
+    """A short stable digest of a config: probes and outputs record it to refuse mixing models."""
+    return hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_info(path_or_id: str) -> dict[str, Any]:
+    directory = resolve_model_dir(path_or_id)
+    model = load_model(directory)
+    c = model.config
+    return {
+        "path": str(directory),
+        "architecture": "Caduceus",
+        "variant": "PS (RC-equivariant)" if c.rcps else "Ph (strand-average at inference)",
+        "d_model": c.d_model,
+        "n_layer": c.n_layer,
+        "hidden_width": c.hidden_width,
+        "d_state": c.d_state,
+        "d_inner": c.d_inner,
+        "dt_rank": c.dt_rank,
+        "bidirectional": f"{c.bidirectional} ({c.bidirectional_strategy}, weight tie {c.bidirectional_weight_tie})",
+        "vocab_size": c.vocab_size,
+        "parameters": model.num_parameters(),
+        "max_length": c.max_length if c.max_length else "unknown (not in config.json)",
+        "config_hash": config_hash(c.to_dict()),
+    }
