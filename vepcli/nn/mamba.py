@@ -135,7 +135,7 @@ class BiMamba(nn.Module):
         u, delta, B, C = (torch.cat(p) for p in ((u_f, u_r), (delta_f, delta_r), (B_f, B_r), (C_f, C_r)))
         bias = torch.cat([fwd.dt_proj.bias.expand(batch, 1, -1), rev.dt_proj.bias.expand(batch, 1, -1)])
         D = torch.cat([fwd.D.expand(batch, 1, -1), rev.D.expand(batch, 1, -1)])
-        y = selective_scan(u, delta + bias, A, B, C, D, torch.cat([z, flip_L(z)]), delta_softplus=True)
+        y = selective_scan(u, delta, A, B, C, D, torch.cat([z, flip_L(z)]), bias, delta_softplus=True)
         y_f, y_r = y[:batch], flip_L(y[batch:])
         if self.strategy == "add":
             return fwd.out_proj(y_f + y_r)

@@ -47,7 +47,8 @@ def _contract_C(h: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     return (h * C.unsqueeze(2)).sum(-1)
 
 
-def _scan_forward(u, delta, A, B, C, chunk, keep_states):
+def _scan_forward(u, delta, A, B, C, chunk, keep_states, epilogue=None):
+    """Run the recurrence chunk by chunk; `epilogue(y_chunk, s, e)` may finish each chunk in place."""
     batch, L, D = u.shape
     y = u.new_empty(batch, L, D)
     h = u.new_zeros(batch, D, A.shape[-1])
@@ -58,9 +59,23 @@ def _scan_forward(u, delta, A, B, C, chunk, keep_states):
             starts.append(h)
         a, hs = _chunk_inputs(u, delta, A, B, s, e)
         _run_chunk(a, hs, h)
-        y[:, s:e] = _contract_C(hs, C[:, s:e].transpose(0, 1)).transpose(0, 1)
+        y_c = _contract_C(hs, C[:, s:e].transpose(0, 1)).transpose(0, 1)
+        y[:, s:e] = y_c if epilogue is None else epilogue(y_c, s, e)
         h = hs[-1].clone()
     return y, starts
+
+
+class _LazyDelta:
+    """delta = softplus(delta_raw + bias), computed per chunk so inference holds no extra (B, L, D) copy."""
+
+    def __init__(self, raw, bias, softplus):
+        self.raw, self.bias, self.softplus = raw, bias, softplus
+
+    def __getitem__(self, index):
+        d = self.raw[index]
+        if self.bias is not None:
+            d = d + self.bias
+        return F.softplus(d) if self.softplus else d
 
 
 class _SelectiveScan(torch.autograd.Function):
@@ -133,6 +148,10 @@ def selective_scan(
         return y.transpose(1, 2)
     work = torch.promote_types(dtype, torch.float32)  # fp32 state for half precision, fp64 stays fp64
     u, delta, A, B, C = (t.to(work) for t in (u, delta, A, B, C))
+    needs_grad = torch.is_grad_enabled() and any(
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+    if not needs_grad:
+        return _scan_inference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk).to(dtype)
     if delta_bias is not None:
         delta = delta + delta_bias.to(work)
     if delta_softplus:
@@ -143,6 +162,23 @@ def selective_scan(
     if z is not None:
         y = y * F.silu(z.to(work))
     return y.to(dtype)
+
+
+def _scan_inference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk):
+    """The forward scan with softplus, the D skip and the SiLU(z) gate applied chunk by chunk."""
+    work = u.dtype
+    bias = None if delta_bias is None else delta_bias.to(work)
+    D = None if D is None else D.to(work)
+
+    def epilogue(y_c, s, e):
+        if D is not None:
+            y_c = y_c + u[:, s:e] * D  # D is (D,) or (batch, 1, D)
+        if z is not None:
+            y_c = y_c * F.silu(z[:, s:e].to(work))
+        return y_c
+
+    y, _ = _scan_forward(u, _LazyDelta(delta, bias, delta_softplus), A, B, C, chunk, False, epilogue)
+    return y
 
 
 def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True):
