@@ -37,8 +37,9 @@ def _chunk_inputs(u, delta, A, B, s, e):
 
 def _run_chunk(a: torch.Tensor, h: torch.Tensor, h0: torch.Tensor) -> None:
     """In place: h[t] <- a[t] * h[t-1] + h[t], with h[-1] = h0 (h holds b on entry)."""
+    a, h = a.unbind(0), h.unbind(0)  # views made once: cheaper than indexing at every step
     h[0].addcmul_(a[0], h0)
-    for t in range(1, h.shape[0]):
+    for t in range(1, len(h)):
         h[t].addcmul_(a[t], h[t - 1])
 
 

@@ -1,0 +1,141 @@
+"""The batched inference engine: windows in, strand-averaged pooled embeddings and log-probs out.
+
+Callers describe what they need from each window as a `Request`; the engine batches them, runs the
+model on the chosen device and precision, averages the two strands (PS: its two halves; Ph: a
+second pass on the reverse complement, flipped back) and returns only the small results, never a
+(L, hidden) tensor per window. The LM head runs only at the requested positions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from vepcli.errors import UserError
+from vepcli.nn.caduceus import CaduceusForMaskedLM
+from vepcli.nn.tokenizer import COMPLEMENT, MASK, batch_encode, reverse_complement_ids
+
+PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+@dataclass(frozen=True)
+class Request:
+    """One window and what to read off it."""
+
+    seq: str
+    pool: tuple[int, int] | None = None  # mean-pool the last hidden state over [start, end)
+    logp_at: tuple[int, ...] = ()  # positions whose masked-LM log-probabilities are wanted
+    mask: tuple[int, ...] = ()  # positions replaced by [MASK] before the forward pass
+
+
+@dataclass
+class Result:
+    pooled: torch.Tensor | None  # (d_model,) float32, strand-averaged
+    logp: torch.Tensor | None  # (len(logp_at), vocab) float32, strand-averaged log-probabilities
+
+
+def pick_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
+    return torch.device(device)
+
+
+def _is_oom(err: BaseException) -> bool:
+    return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
+
+
+class Engine:
+    """Runs Requests through a Caduceus masked-LM model in batches."""
+
+    def __init__(self, model: CaduceusForMaskedLM, device: str = "auto", precision: str = "fp32",
+                 batch_size: int = 8, strand_average: bool = True) -> None:
+        if precision not in PRECISIONS:
+            raise UserError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        self.device = pick_device(device)
+        self.model = model.to(self.device).eval()
+        self.rcps = model.config.rcps
+        self.d_model = model.config.d_model
+        self.dtype = PRECISIONS[precision]
+        self.batch_size = max(1, batch_size)
+        self.strand_average = strand_average
+        self.complement = COMPLEMENT.to(self.device)
+
+    def _autocast(self):
+        if self.dtype == torch.float32:
+            return nullcontext()
+        return torch.autocast(self.device.type, dtype=self.dtype)
+
+    def run(self, requests: Sequence[Request], progress: Callable[[int], None] | None = None) -> list[Result]:
+        """Results in the order of `requests`; the batch is halved on GPU out-of-memory."""
+        results: list[Result] = []
+        i = 0
+        while i < len(requests):
+            batch = requests[i : i + self.batch_size]
+            try:
+                results.extend(self._run_batch(batch))
+            except (torch.cuda.OutOfMemoryError, RuntimeError) as err:
+                if not _is_oom(err) or self.device.type != "cuda":
+                    raise
+                torch.cuda.empty_cache()
+                if self.batch_size == 1:
+                    raise UserError("out of GPU memory with a batch of one window; use a smaller --window") from None
+                self.batch_size //= 2
+                continue
+            i += len(batch)
+            if progress:
+                progress(len(batch))
+        return results
+
+    @torch.no_grad()
+    def _run_batch(self, batch: Sequence[Request]) -> list[Result]:
+        lengths = {len(r.seq) for r in batch}
+        if len(lengths) != 1:  # windows of one run share a length; keep the engine simple
+            return [res for r in batch for res in self._run_batch([r])]
+        L = lengths.pop()
+        ids = batch_encode([r.seq for r in batch], L)
+        for i, req in enumerate(batch):
+            if req.mask:
+                ids[i, list(req.mask)] = MASK
+        ids = ids.to(self.device)
+        two_pass = self.strand_average and not self.rcps
+        if two_pass:
+            ids = torch.cat([ids, reverse_complement_ids(ids)])
+        with self._autocast():
+            hidden = self.model.caduceus(ids)
+        n = len(batch)
+        out = []
+        for i, req in enumerate(batch):
+            pooled = self._pool(hidden, i, n, L, req.pool) if req.pool else None
+            logp = self._logp(hidden, i, n, L, req.logp_at) if req.logp_at else None
+            out.append(Result(pooled, logp))
+        return out
+
+    def _pool(self, hidden: torch.Tensor, i: int, n: int, L: int, span: tuple[int, int]) -> torch.Tensor:
+        s, e = span
+        d = self.d_model
+        if self.rcps:
+            fwd = hidden[i, s:e, :d].float().mean(0)
+            if not self.strand_average:
+                return fwd.cpu()
+            return (0.5 * (fwd + hidden[i, s:e, d:].float().mean(0).flip(-1))).cpu()
+        fwd = hidden[i, s:e].float().mean(0)
+        if not self.strand_average:
+            return fwd.cpu()
+        rev = hidden[n + i, L - e : L - s].float().mean(0)  # the same bases on the reverse pass
+        return (0.5 * (fwd + rev)).cpu()
+
+    def _logp(self, hidden: torch.Tensor, i: int, n: int, L: int, positions: tuple[int, ...]) -> torch.Tensor:
+        pos = torch.tensor(positions, device=hidden.device)
+        with self._autocast():
+            logits = self.model.lm_head(hidden[i, pos]).float()
+        logp = torch.log_softmax(logits, -1)
+        if self.strand_average and not self.rcps:
+            rc_logits = self.model.lm_head(hidden[n + i, L - 1 - pos]).float()
+            logp_rc = torch.log_softmax(rc_logits, -1)[:, self.complement]  # back to forward-strand bases
+            logp = 0.5 * (logp + logp_rc)
+        return logp.cpu()

@@ -1,0 +1,236 @@
+"""Outputs (design step 7): VCF / VCF.gz (bgzip + tabix), TSV and parquet, written all-or-nothing.
+
+Rows reach a *partial store* beside the output as whole blocks (JSON lines ending in a block mark,
+flushed and fsynced), so a stopped run can `--resume`. When every block is in, the final file is
+rendered to a temporary name and renamed into place; the partial store is then removed. A reader
+never sees a half-written output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from vepcli.errors import UserError
+
+FORMATS = ("vcf", "vcf.gz", "tsv", "tsv.gz", "parquet")
+BASE_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "status", "reason")
+INFO_PREFIX = "VEPCLI_"
+
+
+def output_format(path: str, output_type: str | None) -> str:
+    """The format from -O (v, z, t, p or a format name), else from the file name."""
+    if output_type:
+        short = {"v": "vcf", "z": "vcf.gz", "t": "tsv", "p": "parquet"}
+        fmt = short.get(output_type, output_type)
+        if fmt not in FORMATS:
+            raise UserError(f"-O {output_type!r} is not one of v (vcf), z (vcf.gz), t (tsv), p (parquet)")
+        return fmt
+    name = path.lower()
+    for suffix, fmt in ((".vcf.gz", "vcf.gz"), (".vcf.bgz", "vcf.gz"), (".vcf", "vcf"), (".tsv.gz", "tsv.gz"),
+                        (".parquet", "parquet"), (".pq", "parquet")):
+        if name.endswith(suffix):
+            return fmt
+    if name.endswith(".bcf"):
+        raise UserError("BCF output is not supported; write .vcf.gz and convert with 'bcftools view -Ob'")
+    return "tsv"
+
+
+# ---------------------------------------------------------------- partial store (resume)
+
+
+class PartialStore:
+    """Completed blocks of rows for one output, kept in `<output>.partial/` until the run ends."""
+
+    def __init__(self, output: Path, meta: dict[str, Any], resume: bool) -> None:
+        self.dir = output.with_name(output.name + ".partial")
+        self.rows_path = self.dir / "rows.jsonl"
+        meta_path = self.dir / "meta.json"
+        self.rows: list[dict[str, Any]] = []
+        self.blocks_done = 0
+        if self.dir.exists() and resume:
+            old = json.loads(meta_path.read_text()) if meta_path.exists() else None
+            if old != meta:
+                raise UserError(f"{self.dir} was made with other inputs or settings; rerun without --resume "
+                                "to start over")
+            self._load()
+        elif self.dir.exists():
+            shutil.rmtree(self.dir)
+        if not self.dir.exists():
+            self.dir.mkdir(parents=True)
+            meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True))
+        self._file = open(self.rows_path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across blocks
+
+    def _load(self) -> None:
+        """Keep the rows of complete blocks; drop anything after the last block mark (a stopped write)."""
+        pending: list[dict[str, Any]] = []
+        good_bytes = 0
+        with open(self.rows_path, "rb") as f:
+            for raw in f:
+                try:
+                    item = json.loads(raw)
+                except json.JSONDecodeError:
+                    break
+                if "block_end" in item:
+                    self.rows.extend(pending)
+                    pending = []
+                    self.blocks_done = item["block_end"] + 1
+                    good_bytes = f.tell()
+                else:
+                    pending.append(item)
+        with open(self.rows_path, "r+b") as f:
+            f.truncate(good_bytes)
+
+    def add_block(self, block: int, rows: Sequence[dict[str, Any]]) -> None:
+        lines = [json.dumps(r, separators=(",", ":")) for r in rows] + [json.dumps({"block_end": block})]
+        self._file.write("\n".join(lines) + "\n")
+        self._file.flush()
+        os.fsync(self._file.fileno())
+        self.rows.extend(rows)
+        self.blocks_done = block + 1
+
+    def finish(self) -> None:
+        self._file.close()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def close(self) -> None:
+        self._file.close()
+
+
+# ---------------------------------------------------------------- rendering
+
+
+def _fmt(value: Any) -> str:
+    if value is None or (isinstance(value, float) and value != value):
+        return "."
+    if isinstance(value, float):
+        return format(value, ".6g")
+    return str(value)
+
+
+def _info_escape(text: str) -> str:
+    """VCF INFO values may not hold spaces, ';', '=' or ','; percent-encode them (VCF 4.3 style)."""
+    for ch, code in (("%", "%25"), (" ", "%20"), (";", "%3B"), ("=", "%3D"), (",", "%2C"), ("\t", "%09")):
+        text = text.replace(ch, code)
+    return text
+
+
+def vcf_header(meta_lines: Sequence[str], contigs: Sequence[tuple[str, int | None]],
+               score_columns: Sequence[tuple[str, str]]) -> str:
+    lines = ["##fileformat=VCFv4.2"]
+    for name, length in contigs:
+        lines.append(f"##contig=<ID={name}" + (f",length={length}>" if length else ">"))
+    lines.append(f'##INFO=<ID={INFO_PREFIX}STATUS,Number=1,Type=String,Description="vepcli status: ok, or why '
+                 'the allele was not scored (see docs/input-rules.md)">')
+    lines.append(f'##INFO=<ID={INFO_PREFIX}REASON,Number=1,Type=String,Description="Why the allele was not '
+                 'scored, or a note on a score left empty (percent-encoded)">')
+    for column, description in score_columns:
+        lines.append(f'##INFO=<ID={INFO_PREFIX}{column.upper()},Number=1,Type=Float,Description="{description}">')
+    lines.extend(meta_lines)
+    lines.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO")
+    return "\n".join(lines) + "\n"
+
+
+def _vcf_record(row: dict[str, Any], scores: Sequence[str]) -> str:
+    info = [f"{INFO_PREFIX}STATUS={row['status']}"]
+    if row.get("reason"):
+        info.append(f"{INFO_PREFIX}REASON={_info_escape(row['reason'])}")
+    for column in scores:
+        if row.get(column) is not None:
+            info.append(f"{INFO_PREFIX}{column.upper()}={_fmt(row[column])}")
+    return "\t".join([row["chrom"], str(row["pos"]), row["id"] or ".", row["ref"], row["alt"] or ".", ".", ".",
+                      ";".join(info)]) + "\n"
+
+
+def sort_for_vcf(rows: Iterable[dict[str, Any]], contig_order: Sequence[str]) -> list[dict[str, Any]]:
+    """Contig order of the header, then position, then input order: what tabix needs, deterministic."""
+    rank = {name: i for i, name in enumerate(contig_order)}
+    return sorted(rows, key=lambda r: (rank.get(r["chrom"], len(rank)), r["chrom"], r["pos"], r["index"]))
+
+
+def _atomic_target(path: Path) -> Path:
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    return Path(tmp)
+
+
+def write_output(path: Path, fmt: str, rows: list[dict[str, Any]], scores: Sequence[str],
+                 score_descriptions: dict[str, str], meta_lines: Sequence[str],
+                 contigs: Sequence[tuple[str, int | None]], extra_columns: Sequence[str]) -> None:
+    """Render all rows to a temporary file beside `path`, then rename it (and its index) into place."""
+    tmp = _atomic_target(path)
+    try:
+        if fmt in ("vcf", "vcf.gz"):
+            _write_vcf(tmp, fmt, rows, scores, score_descriptions, meta_lines, contigs)
+        else:
+            _write_table(tmp, fmt, rows, scores, meta_lines, extra_columns)
+        os.replace(tmp, path)
+        if fmt == "vcf.gz":
+            os.replace(str(tmp) + ".tbi", str(path) + ".tbi")
+    finally:
+        for leftover in (tmp, Path(str(tmp) + ".tbi"), Path(str(tmp) + ".plain")):
+            leftover.unlink(missing_ok=True)
+
+
+def _write_vcf(tmp: Path, fmt: str, rows, scores, score_descriptions, meta_lines, contigs) -> None:
+    import pysam
+
+    text_path = Path(str(tmp) + ".plain") if fmt == "vcf.gz" else tmp
+    ordered = sort_for_vcf(rows, [c for c, _ in contigs])
+    with open(text_path, "w", encoding="utf-8") as f:
+        f.write(vcf_header(meta_lines, contigs, [(s, score_descriptions[s]) for s in scores]))
+        for row in ordered:
+            f.write(_vcf_record(row, scores))
+    if fmt == "vcf.gz":
+        pysam.tabix_compress(str(text_path), str(tmp), force=True)
+        pysam.tabix_index(str(tmp), preset="vcf", force=True)
+
+
+def _write_table(tmp: Path, fmt: str, rows, scores, meta_lines, extra_columns) -> None:
+    columns = [*BASE_COLUMNS, *scores, *extra_columns]
+    frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
+    frame["pos"] = frame["pos"].astype("int64")
+    for s in scores:
+        frame[s] = frame[s].astype("float64")
+    if fmt == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        table = pa.Table.from_pandas(frame, preserve_index=False)
+        meta = {**(table.schema.metadata or {}), b"vepcli": json.dumps(list(meta_lines)).encode()}
+        pq.write_table(table.replace_schema_metadata(meta), tmp)
+        return
+    text = "".join(f"{line}\n" for line in meta_lines)
+    text += frame.to_csv(sep="\t", index=False, na_rep="", float_format="%.6g")
+    if fmt == "tsv.gz":
+        import gzip
+
+        with gzip.GzipFile(tmp, "wb", mtime=0) as f:  # mtime 0: same inputs give the same bytes
+            f.write(text.encode())
+    else:
+        Path(tmp).write_text(text, encoding="utf-8")
+
+
+def read_scores(path: str | Path) -> pd.DataFrame:
+    """Read a vepcli TSV (skipping its ## lines) or parquet output back into a DataFrame."""
+    path = Path(path)
+    if path.suffix in (".parquet", ".pq"):
+        return pd.read_parquet(path)
+    import gzip
+
+    opener = gzip.open if path.suffix == ".gz" else open
+    with opener(path, "rt", encoding="utf-8") as f:
+        skip = 0
+        for line in f:
+            if not line.startswith("##"):
+                break
+            skip += 1
+    return pd.read_csv(path, sep="\t", skiprows=skip, dtype={"chrom": str, "id": str, "ref": str, "alt": str},
+                       keep_default_na=False, na_values={c: [""] for c in ("llr", "emb_l2", "emb_cos", "probe")})

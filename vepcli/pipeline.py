@@ -1,0 +1,294 @@
+"""`vepcli score` end to end: variants -> checks -> windows -> engine -> scores -> output.
+
+Variants are processed in blocks of BLOCK consecutive records. A block is the unit of work, of
+ref-window sharing and of resume: the same block always gets the same batches, so a resumed run
+writes the same bytes as an uninterrupted one.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from vepcli import __version__
+from vepcli.errors import UserError
+from vepcli.genome import Genome
+from vepcli.infer import Engine, Request
+from vepcli.modelinfo import config_hash
+from vepcli.nn.checkpoint import load_model
+from vepcli.nn.hub import resolve_model_dir
+from vepcli.output import PartialStore, output_format, write_output
+from vepcli.scores import POOL_DEFAULT, SCORE_NAMES, emb_cos, emb_l2, llr, pool_span
+from vepcli.variants import REF_MISMATCH, Variant, check_against_reference, read_variants
+from vepcli.windows import DEFAULT_MAX_N_FRACTION, build_windows
+
+BLOCK = 64  # variants per unit of work and of resume
+MAX_WINDOW = 131_072
+DEFAULT_MODEL_NAME = "caduceus-ps-chr22-small"
+SCORE_DESCRIPTIONS = {
+    "llr": "Masked log-likelihood ratio log p(alt) - log p(ref) at the changed positions, strand-averaged "
+           "(SNVs and MNVs; negative = alt less likely than ref)",
+    "emb_l2": "Euclidean distance between pooled ref and alt embeddings (>= 0; larger = bigger effect)",
+    "emb_cos": "Cosine distance 1 - cos(ref, alt) between pooled embeddings (larger = bigger effect)",
+}
+
+
+def default_model() -> str:
+    """$VEPCLI_MODEL, else the model bundled in the repository's models/ folder."""
+    if os.environ.get("VEPCLI_MODEL"):
+        return os.environ["VEPCLI_MODEL"]
+    bundled = Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME
+    if not bundled.is_dir():
+        raise UserError(f"no default model at {bundled}; pass --model DIR_OR_HUB_ID or set VEPCLI_MODEL")
+    return str(bundled)
+
+
+@dataclass
+class ScoreSettings:
+    """Everything that changes the numbers or the set of rows: recorded in outputs, checked on resume."""
+
+    model: str | None = None
+    window: int | None = None
+    pool: int = POOL_DEFAULT
+    scores: tuple[str, ...] = SCORE_NAMES
+    strand_average: bool = True
+    share_ref: bool = True
+    ref_mismatch: str = "skip"
+    max_indel_len: int = 1000
+    max_n_fraction: float = DEFAULT_MAX_N_FRACTION
+    regions: str | None = None
+    shard: tuple[int, int] | None = None  # (i, n), 1-based i
+    precision: str = "fp32"
+    # not part of the numbers' identity:
+    batch_size: int = 8
+    device: str = "auto"
+    extra_meta: dict[str, Any] = field(default_factory=dict)
+
+    def identity(self) -> dict[str, Any]:
+        d = asdict(self)
+        for key in ("batch_size", "device", "extra_meta"):
+            d.pop(key)
+        d["scores"] = list(self.scores)
+        d["shard"] = list(self.shard) if self.shard else None
+        return d
+
+
+def _file_identity(path: str) -> dict[str, Any]:
+    st = os.stat(path)
+    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _in_shard(v: Variant, shard: tuple[int, int] | None) -> bool:
+    """Whole input records go to one shard: record line modulo N (see docs/snakemake.md)."""
+    return shard is None or v.line % shard[1] == shard[0] - 1
+
+
+def _blocks(variants: Iterator[Variant], size: int) -> Iterator[list[Variant]]:
+    block: list[Variant] = []
+    for v in variants:
+        block.append(v)
+        if len(block) == size:
+            yield block
+            block = []
+    if block:
+        yield block
+
+
+class Scorer:
+    """Turns blocks of checked variants into output rows with the engine."""
+
+    def __init__(self, engine: Engine, genome: Genome, settings: ScoreSettings, window: int) -> None:
+        self.engine, self.genome, self.settings, self.window = engine, genome, settings, window
+        self.want_emb = any(s in settings.scores for s in ("emb_l2", "emb_cos"))
+        self.want_llr = "llr" in settings.scores
+
+    def score_block(self, block: list[Variant], progress=None) -> list[dict[str, Any]]:
+        s, W = self.settings, self.window
+        windows = build_windows(block, self.genome, W, share=s.share_ref, max_n_fraction=s.max_n_fraction)
+        span = pool_span(W, W // 2, s.pool)
+        requests: list[Request] = []
+        ref_req: dict[int, int] = {}
+        alt_req: list[int | None] = []
+        llr_req: list[int | None] = []
+        masked: dict[tuple[int, int, int], int] = {}
+        for i in range(len(windows.variants)):
+            slot = windows.ref_index[i]
+            if self.want_emb:
+                if slot not in ref_req:
+                    ref_req[slot] = len(requests)
+                    requests.append(Request(windows.ref_seqs[slot], pool=span))
+                alt_req.append(len(requests))
+                requests.append(Request(windows.alt_seqs[i], pool=span))
+            changed = windows.changed[i]
+            if self.want_llr and len(changed):
+                # the masked window is the same for every allele at a site: one pass serves them all
+                key = (slot, changed.start, changed.stop) if s.share_ref else (i, changed.start, changed.stop)
+                if key not in masked:
+                    masked[key] = len(requests)
+                    positions = tuple(changed)
+                    requests.append(Request(windows.ref_seqs[slot], logp_at=positions, mask=positions))
+                llr_req.append(masked[key])
+            else:
+                llr_req.append(None)
+        results = self.engine.run(requests, progress)
+        scored: dict[int, dict[str, Any]] = {}
+        for i, v in enumerate(windows.variants):
+            row: dict[str, Any] = {}
+            if self.want_emb:
+                ref_vec = results[ref_req[windows.ref_index[i]]].pooled
+                alt_vec = results[alt_req[i]].pooled
+                if "emb_l2" in s.scores:
+                    row["emb_l2"] = emb_l2(ref_vec, alt_vec)
+                if "emb_cos" in s.scores:
+                    row["emb_cos"] = emb_cos(ref_vec, alt_vec)
+            if self.want_llr:
+                if llr_req[i] is not None:
+                    row["llr"] = llr(results[llr_req[i]].logp, v.norm_ref, v.norm_alt)
+                else:
+                    row["reason"] = f"llr is defined for SNVs and MNVs only; this allele is {v.kind}"
+            scored[v.index] = row
+        return [self._row(v, scored.get(v.index, {})) for v in block]
+
+    def _row(self, v: Variant, values: dict[str, Any]) -> dict[str, Any]:
+        row = {"index": v.index, "chrom": v.chrom, "pos": v.pos, "id": v.id, "ref": v.ref, "alt": v.alt,
+               "status": v.status, "reason": v.reason or values.pop("reason", "")}
+        row.update({name: values.get(name) for name in self.settings.scores})
+        for key, value in v.extra.items():
+            row[key] = None if isinstance(value, float) and value != value else _plain(value)
+        return row
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars -> Python, so rows serialise to JSON."""
+    return value.item() if hasattr(value, "item") else value
+
+
+def _checked(settings: ScoreSettings, variants_path: str, genome: Genome) -> Iterator[Variant]:
+    for v in read_variants(variants_path, settings.regions):
+        if not _in_shard(v, settings.shard):
+            continue
+        check_against_reference(v, genome, settings.max_indel_len)
+        if v.status == REF_MISMATCH and settings.ref_mismatch == "error":
+            raise UserError(f"{variants_path} line {v.line}: {v.reason} (use --ref-mismatch skip to go on)")
+        yield v
+
+
+def resolve_window(requested: int | None, max_length: int | None) -> int:
+    window = requested or max_length or MAX_WINDOW
+    if not 1 <= window <= MAX_WINDOW:
+        raise UserError(f"--window {window} is outside 1..{MAX_WINDOW}")
+    return window
+
+
+def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSettings, output_type: str | None = None,
+               resume: bool = False, quiet: bool = False) -> Path:
+    """Score every ALT of `variants_path` and write `output`; returns the output path."""
+    if output == "-":
+        raise UserError("-o - (stdout) is not supported for score; give a file name")
+    out = Path(output)
+    fmt = output_format(output, output_type)
+    if not out.parent.exists():
+        raise UserError(f"the output folder {out.parent} does not exist")
+    unknown = [s for s in settings.scores if s not in SCORE_NAMES]
+    if unknown:
+        raise UserError(f"unknown score(s) {', '.join(unknown)}; choose from {', '.join(SCORE_NAMES)}")
+    model_path = settings.model or default_model()
+    model_dir = resolve_model_dir(model_path)
+    model = load_model(model_dir)
+    window = resolve_window(settings.window, model.config.max_length)
+    genome = Genome(fasta)
+    model_hash = config_hash(model.config.to_dict())
+    weights = model_dir / "model.safetensors"
+    weights_digest = _digest(weights) if weights.exists() else "unknown"
+    meta = {"version": __version__, "variants": _file_identity(variants_path), "fasta": _file_identity(fasta),
+            "model": {"path": str(model_dir), "config_hash": model_hash, "weights_sha256": weights_digest},
+            "window": window, "settings": settings.identity(), "format": fmt}
+    store = PartialStore(out, meta, resume)
+    engine = Engine(model, settings.device, settings.precision, settings.batch_size, settings.strand_average)
+    scorer = Scorer(engine, genome, settings, window)
+    bar = None
+    if not quiet:
+        from tqdm import tqdm
+
+        bar = tqdm(desc="scoring", unit=" variants", file=sys.stderr, dynamic_ncols=True,
+                   initial=len(store.rows))
+    try:
+        for b, block in enumerate(_blocks(_checked(settings, variants_path, genome), BLOCK)):
+            if b < store.blocks_done:
+                continue
+            rows = scorer.score_block(block)
+            store.add_block(b, rows)
+            if bar is not None:
+                bar.update(len(block))
+            _test_abort_hook(b)
+    except UserError:
+        store.finish()  # bad input: nothing worth resuming; a kill or Ctrl-C keeps the store for --resume
+        raise
+    finally:
+        if bar is not None:
+            bar.close()
+        store.close()
+    extra_columns = list(dict.fromkeys(k for r in store.rows for k in r if k not in _standard_keys(settings)))
+    command = " ".join(["vepcli", *sys.argv[1:]]) if sys.argv else "vepcli score"
+    meta_lines = [f"##vepcli_version={__version__}",
+                  f"##vepcli_command={command}",
+                  f"##vepcli_model=<path={model_dir},arch={model.config.arch},d_model={model.config.d_model},"
+                  f"n_layer={model.config.n_layer},config_hash={model_hash},weights_sha256={weights_digest[:16]}>",
+                  f"##vepcli_window={window}",
+                  f"##vepcli_pool={settings.pool}",
+                  f"##vepcli_strand_average={str(settings.strand_average).lower()}",
+                  f"##vepcli_scores={','.join(settings.scores)}",
+                  f"##vepcli_settings_hash={_settings_hash(meta)}"]
+    if settings.shard:
+        meta_lines.append(f"##vepcli_shard={settings.shard[0]}/{settings.shard[1]}")
+    contigs = [(c, genome.length(c)) for c in genome.contigs]
+    used = {r["chrom"] for r in store.rows}
+    contigs = _contig_lines(contigs, used, genome)
+    write_output(out, fmt, store.rows, settings.scores, SCORE_DESCRIPTIONS, meta_lines, contigs, extra_columns)
+    store.finish()
+    return out
+
+
+def _standard_keys(settings: ScoreSettings) -> set[str]:
+    return {"index", "chrom", "pos", "id", "ref", "alt", "status", "reason", *settings.scores}
+
+
+def _contig_lines(fasta_contigs, used, genome: Genome):
+    """FASTA contigs (FASTA names and lengths), plus input names that differ (aliases, missing contigs)."""
+    out = list(fasta_contigs)
+    names = {c for c, _ in out}
+    for name in sorted(used - names):
+        resolved = genome.resolve(name)
+        out.append((name, genome.length(resolved) if resolved else None))
+    return out
+
+
+def _digest(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _settings_hash(meta: dict[str, Any]) -> str:
+    """Model, window and settings that change numbers; `vepcli merge` refuses shards that differ."""
+    import json
+
+    keep = {"model": meta["model"]["config_hash"], "weights": meta["model"]["weights_sha256"],
+            "window": meta["window"], "settings": {k: v for k, v in meta["settings"].items()
+                                                   if k not in ("regions", "shard")}}
+    return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def _test_abort_hook(block: int) -> None:
+    """VEPCLI_ABORT_AFTER_BLOCK=k ends the process at once after block k, as a kill would (for tests)."""
+    stop = os.environ.get("VEPCLI_ABORT_AFTER_BLOCK")
+    if stop is not None and block >= int(stop):
+        os._exit(137)
+

@@ -1,0 +1,343 @@
+"""The masked-LM pretraining loop (the Caduceus recipe), for one process or several under torchrun.
+
+One optimizer step takes `batch_size` windows in all. Rank r of W takes samples
+[r B/W, (r+1) B/W) of the step, in micro-batches of `micro_batch`, accumulating gradients. The loss
+is the summed cross-entropy divided by the number of targets of the whole step (all micro-batches,
+all ranks), so the update does not depend on W or on the micro-batch size, and DDP's averaging is
+undone by the factor W. Only rank 0 writes files or prints.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vepcli.errors import UserError
+from vepcli.genome import Genome
+from vepcli.nn import CaduceusConfig, CaduceusForMaskedLM
+from vepcli.nn.checkpoint import save_model
+from vepcli.nn.tokenizer import MASK
+from vepcli.train import checkpoints, distributed
+from vepcli.train.data import (
+    WindowSampler,
+    reverse_complement_np,
+    sample_rng,
+    split_intervals,
+    tile_windows,
+    val_rng,
+)
+from vepcli.train.masking import IGNORE, mask_window, masked_lm_sums
+from vepcli.train.optim import build_optimizer, build_scheduler
+from vepcli.train.report import MetricsLog, plot_curves
+
+ARCHS = {"caduceus-ps": True, "caduceus-ph": False}
+# settings a resumed run must share with the run it continues (the others only change speed or logging)
+_RUN_DEFINING = ("fasta", "intervals", "val_intervals", "val_regions", "val_fraction", "arch", "d_model",
+                 "n_layer", "d_state", "seq_len", "batch_size", "steps", "lr", "min_lr", "warmup_frac",
+                 "weight_decay", "betas", "grad_clip", "mask_prob", "min_base_fraction", "rc_aug", "seed",
+                 "val_windows")
+
+
+@dataclass
+class PretrainConfig:
+    """Every setting of `vepcli pretrain`; the defaults are the published recipe scaled to one machine."""
+
+    fasta: str
+    output: str
+    intervals: str | None = None
+    val_intervals: str | None = None
+    val_regions: tuple[str, ...] = ()
+    val_fraction: float = 0.05
+    arch: str = "caduceus-ps"
+    d_model: int = 128
+    n_layer: int = 4
+    d_state: int = 16
+    seq_len: int = 1024
+    batch_size: int = 16
+    micro_batch: int | None = None
+    steps: int = 1000
+    lr: float = 8e-3
+    min_lr: float = 1e-4
+    warmup_frac: float = 0.1
+    weight_decay: float = 0.1
+    betas: tuple[float, float] = (0.9, 0.95)
+    grad_clip: float = 1.0
+    mask_prob: float = 0.15
+    min_base_fraction: float = 0.5
+    rc_aug: bool | None = None  # default: on for Ph, off for PS (which is equivariant by construction)
+    val_every: int = 100
+    val_windows: int = 128
+    checkpoint_every: int = 500
+    keep_checkpoints: int = 2
+    log_every: int = 10
+    seed: int = 0
+    device: str = "auto"
+    precision: str = "auto"
+    threads: int = 1
+    resume: bool = False
+    quiet: bool = False
+    command: str = field(default_factory=lambda: " ".join(["vepcli", *sys.argv[1:]]))
+
+    def __post_init__(self) -> None:
+        self.val_regions = tuple(self.val_regions)
+        self.betas = tuple(self.betas)
+        if self.arch not in ARCHS:
+            raise UserError(f"--arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
+        if self.rc_aug is None:
+            self.rc_aug = not ARCHS[self.arch]
+        for name in ("d_model", "n_layer", "d_state", "seq_len", "batch_size", "steps", "val_every",
+                     "val_windows", "checkpoint_every", "log_every", "threads"):
+            if getattr(self, name) < 1:
+                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        if not 0 < self.mask_prob < 1:
+            raise UserError("--mask-prob must be between 0 and 1")
+
+    def run_defining(self) -> dict[str, Any]:
+        return {k: _jsonable(getattr(self, k)) for k in _RUN_DEFINING}
+
+
+def _jsonable(v: Any) -> Any:
+    return list(v) if isinstance(v, tuple) else v
+
+
+# ------------------------------------------------------------------------------------------- set-up
+def pick_device(name: str, d: distributed.Dist) -> torch.device:
+    if name == "auto":
+        name = "cuda" if torch.cuda.is_available() else "cpu"
+    if name == "cuda":
+        if not torch.cuda.is_available():
+            raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
+        return torch.device("cuda", d.local_rank)
+    if name != "cpu":
+        raise UserError(f"--device must be auto, cpu or cuda, not {name!r}")
+    return torch.device("cpu")
+
+
+def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype, or None for fp32. auto: bf16 on GPUs that have it, else fp16; fp32 on CPU."""
+    if name == "auto":
+        if device.type != "cuda":
+            return None
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    table = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
+    if name not in table:
+        raise UserError(f"--precision must be auto, fp32, bf16 or fp16, not {name!r}")
+    if table[name] is torch.float16 and device.type != "cuda":
+        raise UserError("--precision fp16 needs a GPU; use bf16 or fp32 on CPU")
+    return table[name]
+
+
+def build_model(cfg: PretrainConfig) -> CaduceusForMaskedLM:
+    config = CaduceusConfig(d_model=cfg.d_model, n_layer=cfg.n_layer, rcps=ARCHS[cfg.arch],
+                            ssm_cfg={"d_state": cfg.d_state}, max_length=cfg.seq_len)
+    return CaduceusForMaskedLM(config)
+
+
+def make_sample(sampler: WindowSampler, cfg: PretrainConfig, step: int, index: int
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """Sample `index` of step `step`: a window, reverse-complemented half the time for Ph, masked."""
+    rng = sample_rng(cfg.seed, step, index)
+    _, ids = sampler.draw(rng)
+    if cfg.rc_aug and rng.random() < 0.5:
+        ids = reverse_complement_np(ids)
+    return mask_window(ids, rng, cfg.mask_prob)
+
+
+def stack(pairs: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> tuple[torch.Tensor, torch.Tensor]:
+    x = torch.from_numpy(np.stack([p[0] for p in pairs])).to(device)
+    y = torch.from_numpy(np.stack([p[1] for p in pairs])).to(device)
+    return x, y
+
+
+def validation_set(genome: Genome, val, cfg: PretrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fixed, fixed-masked validation windows (the same at every evaluation and for the k-mer baseline)."""
+    windows = tile_windows(genome, val, cfg.seq_len, cfg.val_windows, cfg.min_base_fraction)
+    return [mask_window(ids, val_rng(cfg.seed, i), cfg.mask_prob) for i, (_, ids) in enumerate(windows)]
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: list[tuple[np.ndarray, np.ndarray]], micro: int,
+             device: torch.device, amp: torch.dtype | None, d: distributed.Dist) -> dict[str, float]:
+    """Validation loss and masked-token accuracy over all targets and over the [MASK]ed ones alone."""
+    was_training = model.training
+    model.eval()
+    mine = data[d.rank::d.world]
+    sums = [0.0] * 5
+    for i in range(0, len(mine), micro):
+        x, y = stack(mine[i:i + micro], device)
+        with _autocast(device, amp):
+            logits = model(x)
+        ce, correct, n = masked_lm_sums(logits, y)
+        at_mask = (x == MASK) & (y != IGNORE)
+        correct_mask = (logits.argmax(-1)[at_mask] == y[at_mask]).sum()
+        for j, v in enumerate((ce, correct, n, correct_mask, at_mask.sum())):
+            sums[j] += float(v)
+    ce, correct, n, correct_mask, n_mask = d.sum(sums, device)
+    model.train(was_training)
+    return {"val_loss": ce / max(n, 1), "val_acc": correct / max(n, 1), "val_acc_masked": correct_mask / max(n_mask, 1)}
+
+
+def _autocast(device: torch.device, amp: torch.dtype | None):
+    if amp is None:
+        return contextlib.nullcontext()
+    return torch.autocast(device.type, dtype=amp)
+
+
+def _say(cfg: PretrainConfig, d: distributed.Dist, msg: str) -> None:
+    if d.main and not cfg.quiet:
+        print(msg, file=sys.stderr, flush=True)
+
+
+# --------------------------------------------------------------------------------------------- loop
+def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
+    """Run (or resume) a pretraining run into cfg.output; return the final validation figures."""
+    d = distributed.from_env()
+    device = pick_device(cfg.device, d)
+    amp = pick_precision(cfg.precision, device)
+    torch.set_num_threads(cfg.threads)
+    per_rank, rem = divmod(cfg.batch_size, d.world)
+    micro = cfg.micro_batch or per_rank
+    if rem or per_rank == 0 or per_rank % micro:
+        raise UserError(f"--batch-size {cfg.batch_size} must split evenly into {d.world} process(es) "
+                        f"and then into micro-batches of {micro}")
+    accum = per_rank // micro
+    run_dir = Path(cfg.output)
+    if device.type == "cuda":
+        torch.cuda.set_device(device)
+    distributed.init(d, device)
+    try:
+        return _train(cfg, d, device, amp, micro, accum, run_dir)
+    finally:
+        distributed.shutdown(d)
+
+
+def _train(cfg, d, device, amp, micro, accum, run_dir: Path) -> dict[str, Any]:
+    resume_from = None
+    if cfg.resume:
+        found = checkpoints.list_checkpoints(run_dir)
+        if not found:
+            raise UserError(f"--resume: {run_dir}/checkpoints has no checkpoint to continue from")
+        resume_from = found[-1][1]
+        saved = checkpoints.read_state(resume_from)["settings"]
+        differ = [k for k, v in cfg.run_defining().items() if saved.get(k) != v]
+        if differ:
+            raise UserError(f"--resume: these settings differ from the run in {run_dir}: {', '.join(differ)}; "
+                            "give the same ones, or a new -o")
+    elif d.main and (run_dir / "checkpoints").is_dir() and checkpoints.list_checkpoints(run_dir):
+        raise UserError(f"{run_dir} already holds a run; add --resume to continue it or choose a new -o")
+
+    genome = Genome(cfg.fasta)
+    train_iv, val_iv = split_intervals(genome, cfg.intervals, cfg.val_intervals, cfg.val_regions, cfg.val_fraction)
+    sampler = WindowSampler(genome, train_iv, cfg.seq_len, cfg.min_base_fraction)
+    val_data = validation_set(genome, val_iv, cfg)
+
+    torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP checks nothing, it broadcasts)
+    model = build_model(cfg).to(device)
+    optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas)
+    scheduler = build_scheduler(optimizer, cfg.steps, cfg.warmup_frac, cfg.lr, cfg.min_lr)
+    scaler = torch.amp.GradScaler("cuda") if amp is torch.float16 else None
+    start, elapsed_before = 0, 0.0
+    if resume_from is not None:
+        state = checkpoints.load_checkpoint(resume_from, model, optimizer, scheduler, scaler)
+        start, elapsed_before = state["step"], state["elapsed_s"]
+        _say(cfg, d, f"resuming {run_dir} at step {start}")
+    if start >= cfg.steps:
+        raise UserError(f"the run in {run_dir} has already done its {cfg.steps} steps")
+
+    train_tokens = sum(len(iv) for iv in train_iv)
+    _say(cfg, d, f"{cfg.arch} d_model {cfg.d_model} n_layer {cfg.n_layer}: {model.num_parameters():,} parameters; "
+                 f"{len(train_iv)} training intervals ({train_tokens:,} bp), {len(val_data)} validation windows; "
+                 f"{d.world} process(es) x {accum} micro-batch(es) of {micro} on {device}")
+    net = model
+    if d.world > 1:
+        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
+                                                        else None)
+    if d.main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        log = MetricsLog(run_dir, resume_step=start if resume_from is not None else None)
+    params = list(model.parameters())
+    model.train()
+    t0, tokens_since, t_since = time.perf_counter(), 0, time.perf_counter()
+    last_val: dict[str, float] = {}
+    for step in range(start, cfg.steps):
+        first = d.rank * micro * accum
+        batches = [stack([make_sample(sampler, cfg, step, first + m * micro + i) for i in range(micro)], device)
+                   for m in range(accum)]
+        n_step = d.sum([float(sum(int((y != IGNORE).sum()) for _, y in batches))], device)[0]
+        ce_sum = correct = 0.0
+        for m, (x, y) in enumerate(batches):
+            sync = contextlib.nullcontext() if d.world == 1 or m == accum - 1 else net.no_sync()
+            with sync:
+                with _autocast(device, amp):
+                    logits = net(x)
+                ce, right, _ = masked_lm_sums(logits, y)
+                loss = ce * (d.world / max(n_step, 1.0))
+                (scaler.scale(loss) if scaler else loss).backward()
+            ce_sum += float(ce.detach())
+            correct += float(right)
+        if scaler:
+            scaler.unscale_(optimizer)
+        grad_norm = float(torch.nn.utils.clip_grad_norm_(params, cfg.grad_clip))
+        lr = optimizer.param_groups[0]["lr"]
+        if scaler:
+            scaler.step(optimizer)
+            scaler.update()
+        else:
+            optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+        scheduler.step()
+        ce_all, correct_all = d.sum([ce_sum, correct], device)
+        done = step + 1
+        tokens_since += cfg.batch_size * cfg.seq_len
+        is_last = done == cfg.steps
+        row: dict[str, Any] = {}
+        if done % cfg.val_every == 0 or is_last:
+            last_val = evaluate(model, val_data, micro, device, amp, d)
+            row.update(last_val)
+        if done % cfg.log_every == 0 or is_last or row:
+            now = time.perf_counter()
+            row.update(step=done, lr=lr, train_loss=ce_all / max(n_step, 1), train_acc=correct_all / max(n_step, 1),
+                       grad_norm=grad_norm, tokens=done * cfg.batch_size * cfg.seq_len,
+                       elapsed_s=round(elapsed_before + now - t0, 3),
+                       tokens_per_s=round(tokens_since / max(now - t_since, 1e-9), 1))
+            tokens_since, t_since = 0, now
+            if d.main:
+                log.log(row)
+            val = (f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} "
+                   f"[MASK] acc {row['val_acc_masked']:.4f}") if "val_loss" in row else ""
+            _say(cfg, d, f"step {done}/{cfg.steps} loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
+                         f"lr {lr:.2e} {row['tokens_per_s']:.0f} tok/s{val}")
+        if d.main and (done % cfg.checkpoint_every == 0 or is_last):
+            checkpoints.save_checkpoint(run_dir, done, model, optimizer, scheduler, scaler, {
+                "settings": cfg.run_defining(), "elapsed_s": elapsed_before + time.perf_counter() - t0})
+            checkpoints.prune(run_dir, cfg.keep_checkpoints)
+        d.barrier()  # no rank runs ahead of a checkpoint being written
+    elapsed = elapsed_before + time.perf_counter() - t0
+    if d.main:
+        log.close()
+        _finish(cfg, model, run_dir, elapsed, last_val, d)
+    d.barrier()
+    return {"steps": cfg.steps, "elapsed_s": elapsed, **last_val}
+
+
+def _finish(cfg: PretrainConfig, model: CaduceusForMaskedLM, run_dir: Path, elapsed: float,
+            last_val: dict[str, float], d: distributed.Dist) -> None:
+    """The final model in the published layout, its training record, and the curves."""
+    out = save_model(model, run_dir / "model")
+    record = {"command": cfg.command, "arch": cfg.arch, "parameters": model.num_parameters(),
+              "steps": cfg.steps, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
+              "tokens": cfg.steps * cfg.batch_size * cfg.seq_len, "processes": d.world,
+              "elapsed_s": round(elapsed, 1), "final_validation": last_val,
+              "settings": {k: _jsonable(v) for k, v in dataclasses.asdict(cfg).items() if k != "command"}}
+    (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
+    _say(cfg, d, f"model written to {out} ({elapsed:.0f} s); curves in {run_dir / 'curves.png'}")

@@ -1,0 +1,88 @@
+"""Training metrics: `metrics.csv`, TensorBoard events when tensorboard is installed, `curves.png`."""
+
+from __future__ import annotations
+
+import csv
+import math
+from pathlib import Path
+from typing import Any
+
+COLUMNS = ("step", "lr", "train_loss", "train_acc", "grad_norm", "tokens", "elapsed_s", "tokens_per_s",
+           "val_loss", "val_acc", "val_acc_masked")
+
+
+class MetricsLog:
+    """Append-only CSV of one row per logged step. On resume, rows past the checkpoint are dropped
+    (a run killed after its last checkpoint logged steps that the resumed run does again)."""
+
+    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
+        self.path = Path(run_dir) / "metrics.csv"
+        rows = read_metrics(self.path) if resume_step is not None and self.path.exists() else []
+        rows = [r for r in rows if int(r["step"]) <= (resume_step or 0)]
+        with open(self.path, "w", newline="") as fh:
+            writer = csv.DictWriter(fh, COLUMNS)
+            writer.writeheader()
+            writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
+        self.tb = _tensorboard(Path(run_dir) / "tensorboard")
+
+    def log(self, row: dict[str, Any]) -> None:
+        with open(self.path, "a", newline="") as fh:
+            csv.DictWriter(fh, COLUMNS).writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+        if self.tb is not None:
+            for k, v in row.items():
+                if k != "step" and v is not None:
+                    self.tb.add_scalar(k.replace("_", "/", 1), v, row["step"])
+            self.tb.flush()
+
+    def close(self) -> None:
+        if self.tb is not None:
+            self.tb.close()
+
+
+def _fmt(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, float):
+        return repr(v)  # full precision: resumed runs are compared step for step
+    return str(v)
+
+
+def _tensorboard(path: Path):
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard is optional; the CSV has everything
+        return None
+    return SummaryWriter(str(path))
+
+
+def read_metrics(path: Path) -> list[dict[str, Any]]:
+    """metrics.csv as dicts of floats (None where a column is empty)."""
+    with open(path, newline="") as fh:
+        return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(fh)]
+
+
+def plot_curves(metrics_csv: Path, png: Path) -> None:
+    """Training and validation loss, and validation masked-token accuracy, against the step."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    rows = read_metrics(metrics_csv)
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(10, 4))
+    for key, label in (("train_loss", "train"), ("val_loss", "validation")):
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None and math.isfinite(r[key])]
+        if pts:
+            ax_loss.plot(*zip(*pts, strict=True), label=label, marker="o" if key == "val_loss" else None)
+    ax_loss.set(xlabel="step", ylabel="masked-LM loss (nats)", title="loss")
+    ax_loss.legend()
+    for key, label in (("train_acc", "train"), ("val_acc", "validation, all targets"),
+                       ("val_acc_masked", "validation, [MASK] targets")):
+        pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
+        if pts:
+            ax_acc.plot(*zip(*pts, strict=True), label=label, marker="o" if key.startswith("val") else None)
+    ax_acc.set(xlabel="step", ylabel="masked-token accuracy", title="accuracy")
+    ax_acc.legend()
+    fig.tight_layout()
+    fig.savefig(png, dpi=100)
+    plt.close(fig)
