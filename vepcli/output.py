@@ -16,11 +16,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from vepcli.errors import UserError
 
-FORMATS = ("vcf", "vcf.gz", "tsv", "tsv.gz", "parquet")
+FORMATS = ("vcf", "vcf.gz", "tsv", "tsv.gz", "parquet", "npz")
 BASE_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "status", "reason")
 INFO_PREFIX = "VEPCLI_"
 
@@ -35,7 +36,7 @@ def output_format(path: str, output_type: str | None) -> str:
         return fmt
     name = path.lower()
     for suffix, fmt in ((".vcf.gz", "vcf.gz"), (".vcf.bgz", "vcf.gz"), (".vcf", "vcf"), (".tsv.gz", "tsv.gz"),
-                        (".parquet", "parquet"), (".pq", "parquet")):
+                        (".parquet", "parquet"), (".pq", "parquet"), (".npz", "npz")):
         if name.endswith(suffix):
             return fmt
     if name.endswith(".bcf"):
@@ -163,14 +164,17 @@ def _atomic_target(path: Path) -> Path:
 
 def write_output(path: Path, fmt: str, rows: list[dict[str, Any]], scores: Sequence[str],
                  score_descriptions: dict[str, str], meta_lines: Sequence[str],
-                 contigs: Sequence[tuple[str, int | None]], extra_columns: Sequence[str]) -> None:
+                 contigs: Sequence[tuple[str, int | None]], extra_columns: Sequence[str],
+                 vectors: Sequence[str] = ()) -> None:
     """Render all rows to a temporary file beside `path`, then rename it (and its index) into place."""
     tmp = _atomic_target(path)
     try:
         if fmt in ("vcf", "vcf.gz"):
             _write_vcf(tmp, fmt, rows, scores, score_descriptions, meta_lines, contigs)
+        elif fmt == "npz":
+            _write_npz(tmp, rows, scores, meta_lines, extra_columns, vectors)
         else:
-            _write_table(tmp, fmt, rows, scores, meta_lines, extra_columns)
+            _write_table(tmp, fmt, rows, scores, meta_lines, extra_columns, vectors)
         os.replace(tmp, path)
         if fmt == "vcf.gz":
             os.replace(str(tmp) + ".tbi", str(path) + ".tbi")
@@ -193,17 +197,45 @@ def _write_vcf(tmp: Path, fmt: str, rows, scores, score_descriptions, meta_lines
         pysam.tabix_index(str(tmp), preset="vcf", force=True)
 
 
-def _write_table(tmp: Path, fmt: str, rows, scores, meta_lines, extra_columns) -> None:
+def _frame(rows, scores, extra_columns) -> pd.DataFrame:
     columns = [*BASE_COLUMNS, *scores, *extra_columns]
     frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
     frame["pos"] = frame["pos"].astype("int64")
     for s in scores:
         frame[s] = frame[s].astype("float64")
+    return frame
+
+
+def _vector_array(rows, column: str) -> np.ndarray:
+    """(n, d) float32 with NaN rows for alleles that were not embedded."""
+    d = next((len(r[column]) for r in rows if r.get(column) is not None), 0)
+    out = np.full((len(rows), d), np.nan, dtype=np.float32)
+    for i, r in enumerate(rows):
+        if r.get(column) is not None:
+            out[i] = r[column]
+    return out
+
+
+def _write_npz(tmp: Path, rows, scores, meta_lines, extra_columns, vectors) -> None:
+    frame = _frame(rows, scores, extra_columns)
+    arrays = {c: frame[c].to_numpy() for c in frame.columns}
+    arrays = {k: (v.astype(str) if v.dtype == object else v) for k, v in arrays.items()}
+    arrays.update({c: _vector_array(rows, c) for c in vectors})
+    with open(tmp, "wb") as f:
+        np.savez(f, meta=np.array(list(meta_lines)), **arrays)
+
+
+def _write_table(tmp: Path, fmt: str, rows, scores, meta_lines, extra_columns, vectors=()) -> None:
+    frame = _frame(rows, scores, extra_columns)
     if fmt == "parquet":
         import pyarrow as pa
         import pyarrow.parquet as pq
 
         table = pa.Table.from_pandas(frame, preserve_index=False)
+        for c in vectors:
+            arr = _vector_array(rows, c)
+            flat = pa.array(arr.reshape(-1), type=pa.float32())
+            table = table.append_column(c, pa.FixedSizeListArray.from_arrays(flat, arr.shape[1]))
         meta = {**(table.schema.metadata or {}), b"vepcli": json.dumps(list(meta_lines)).encode()}
         pq.write_table(table.replace_schema_metadata(meta), tmp)
         return

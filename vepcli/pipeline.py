@@ -64,6 +64,7 @@ class ScoreSettings:
     regions: str | None = None
     shard: tuple[int, int] | None = None  # (i, n), 1-based i
     precision: str = "fp32"
+    embeddings: bool = False  # also keep the pooled ref and alt vectors (vepcli embed)
     # not part of the numbers' identity:
     batch_size: int = 8
     device: str = "auto"
@@ -104,7 +105,7 @@ class Scorer:
 
     def __init__(self, engine: Engine, genome: Genome, settings: ScoreSettings, window: int) -> None:
         self.engine, self.genome, self.settings, self.window = engine, genome, settings, window
-        self.want_emb = any(s in settings.scores for s in ("emb_l2", "emb_cos"))
+        self.want_emb = settings.embeddings or any(s in settings.scores for s in ("emb_l2", "emb_cos"))
         self.want_llr = "llr" in settings.scores
 
     def score_block(self, block: list[Variant], progress=None) -> list[dict[str, Any]]:
@@ -146,6 +147,8 @@ class Scorer:
                     row["emb_l2"] = emb_l2(ref_vec, alt_vec)
                 if "emb_cos" in s.scores:
                     row["emb_cos"] = emb_cos(ref_vec, alt_vec)
+                if s.embeddings:
+                    row["ref_emb"], row["alt_emb"] = ref_vec.tolist(), alt_vec.tolist()
             if self.want_llr:
                 if llr_req[i] is not None:
                     row["llr"] = llr(results[llr_req[i]].logp, v.norm_ref, v.norm_alt)
@@ -158,6 +161,8 @@ class Scorer:
         row = {"index": v.index, "chrom": v.chrom, "pos": v.pos, "id": v.id, "ref": v.ref, "alt": v.alt,
                "status": v.status, "reason": v.reason or values.pop("reason", "")}
         row.update({name: values.get(name) for name in self.settings.scores})
+        if self.settings.embeddings:
+            row["ref_emb"], row["alt_emb"] = values.get("ref_emb"), values.get("alt_emb")
         for key, value in v.extra.items():
             row[key] = None if isinstance(value, float) and value != value else _plain(value)
         return row
@@ -194,6 +199,8 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
     fmt = output_format(output, output_type)
     if not out.parent.exists():
         raise UserError(f"the output folder {out.parent} does not exist")
+    if settings.embeddings and fmt not in ("parquet", "npz"):
+        raise UserError(f"embeddings need a .parquet or .npz output, not {fmt}")
     unknown = [s for s in settings.scores if s not in SCORE_NAMES]
     if unknown:
         raise UserError(f"unknown score(s) {', '.join(unknown)}; choose from {', '.join(SCORE_NAMES)}")
@@ -249,13 +256,17 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
     contigs = [(c, genome.length(c)) for c in genome.contigs]
     used = {r["chrom"] for r in store.rows}
     contigs = _contig_lines(contigs, used, genome)
-    write_output(out, fmt, store.rows, settings.scores, SCORE_DESCRIPTIONS, meta_lines, contigs, extra_columns)
+    if settings.embeddings:
+        meta_lines.append(f"##vepcli_embedding=<d_model={model.config.d_model},pool={settings.pool},"
+                          f"config_hash={model_hash},window={window}>")
+    write_output(out, fmt, store.rows, settings.scores, SCORE_DESCRIPTIONS, meta_lines, contigs, extra_columns,
+                 vectors=("ref_emb", "alt_emb") if settings.embeddings else ())
     store.finish()
     return out
 
 
 def _standard_keys(settings: ScoreSettings) -> set[str]:
-    return {"index", "chrom", "pos", "id", "ref", "alt", "status", "reason", *settings.scores}
+    return {"index", "chrom", "pos", "id", "ref", "alt", "status", "reason", "ref_emb", "alt_emb", *settings.scores}
 
 
 def _contig_lines(fasta_contigs, used, genome: Genome):

@@ -19,6 +19,7 @@ import numpy as np
 from vepcli.errors import UserError
 from vepcli.genome import Genome
 from vepcli.nn.tokenizer import COMPLEMENT, NUCLEOTIDES, encode
+from vepcli.train.masking import mask_window
 
 MAX_TRIES = 1000  # windows drawn before we give up on intervals that hold (almost) no sequence
 _COMPLEMENT_NP = COMPLEMENT.numpy()
@@ -234,3 +235,11 @@ def tile_windows(genome: Genome, intervals: Sequence[Interval], seq_len: int, ma
         pick = np.linspace(0, len(found) - 1, max_windows).round().astype(int)
         found = [found[i] for i in pick]
     return found
+
+
+def validation_set(genome: Genome, intervals: Sequence[Interval], seq_len: int, n_windows: int, seed: int,
+                   mask_prob: float = 0.15, min_base_fraction: float = 0.5
+                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Fixed windows with fixed masks: every evaluation, and the k-mer baseline, see the same targets."""
+    windows = tile_windows(genome, intervals, seq_len, n_windows, min_base_fraction)
+    return [mask_window(ids, val_rng(seed, i), mask_prob) for i, (_, ids) in enumerate(windows)]

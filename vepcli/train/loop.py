@@ -32,8 +32,7 @@ from vepcli.train.data import (
     reverse_complement_np,
     sample_rng,
     split_intervals,
-    tile_windows,
-    val_rng,
+    validation_set,
 )
 from vepcli.train.masking import IGNORE, mask_window, masked_lm_sums
 from vepcli.train.optim import build_optimizer, build_scheduler
@@ -158,12 +157,6 @@ def stack(pairs: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> t
     return x, y
 
 
-def validation_set(genome: Genome, val, cfg: PretrainConfig) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Fixed, fixed-masked validation windows (the same at every evaluation and for the k-mer baseline)."""
-    windows = tile_windows(genome, val, cfg.seq_len, cfg.val_windows, cfg.min_base_fraction)
-    return [mask_window(ids, val_rng(cfg.seed, i), cfg.mask_prob) for i, (_, ids) in enumerate(windows)]
-
-
 @torch.no_grad()
 def evaluate(model: torch.nn.Module, data: list[tuple[np.ndarray, np.ndarray]], micro: int,
              device: torch.device, amp: torch.dtype | None, d: distributed.Dist) -> dict[str, float]:
@@ -238,7 +231,8 @@ def _train(cfg, d, device, amp, micro, accum, run_dir: Path) -> dict[str, Any]:
     genome = Genome(cfg.fasta)
     train_iv, val_iv = split_intervals(genome, cfg.intervals, cfg.val_intervals, cfg.val_regions, cfg.val_fraction)
     sampler = WindowSampler(genome, train_iv, cfg.seq_len, cfg.min_base_fraction)
-    val_data = validation_set(genome, val_iv, cfg)
+    val_data = validation_set(genome, val_iv, cfg.seq_len, cfg.val_windows, cfg.seed, cfg.mask_prob,
+                              cfg.min_base_fraction)
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP checks nothing, it broadcasts)
     model = build_model(cfg).to(device)

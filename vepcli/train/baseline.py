@@ -1,0 +1,149 @@
+"""The k-mer baseline a pretrained model must beat: predict a masked base from its k flanking bases.
+
+For each k, count (k bases left, k bases right) -> centre base over the training intervals, and
+predict the most frequent centre of the context (backing off to k-1 when the context was never
+seen or runs off the window or into an N). It is scored on the very validation targets of
+`vepcli pretrain` (same windows, same masks). It reads the TRUE flanking bases, where the model
+sees 15% of its context corrupted, so it is a generous baseline. Two figures, as for the model:
+- [MASK] targets: the base is hidden, only the context can tell it;
+- all targets: at the 20% of targets whose input still shows a base (10% unchanged, 10% random)
+  the best guess is that base (right 62.5% of the time), and the baseline takes it.
+
+    python -m vepcli.train.baseline --fasta genome.fa --val-region 22:47000001-51304566 --seq-len 1024
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Sequence
+
+import numpy as np
+
+from vepcli.genome import Genome
+from vepcli.nn.tokenizer import MASK, NUCLEOTIDES
+from vepcli.train.data import Interval, split_intervals, validation_set
+from vepcli.train.masking import IGNORE
+
+_CODE = np.full(256, -1, dtype=np.int8)  # token id -> 0..3 for A, C, G, T; -1 otherwise
+_CODE[list(NUCLEOTIDES)] = np.arange(4)
+DENSE_MAX_K = 5  # up to 4^11 keys we count with bincount; above, with np.unique
+
+
+def _codes(seqs: Sequence[np.ndarray]) -> np.ndarray:
+    """Token-id arrays -> one int64 array of 0..3, separated by -1 so no context spans two of them."""
+    parts = []
+    for s in seqs:
+        parts += [_CODE[s].astype(np.int64), np.array([-1], dtype=np.int64)]
+    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+
+
+def _context(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """(context key, valid) for every position: the 2k flanking bases in base 4, valid if all are ACGT."""
+    n = len(codes)
+    key = np.zeros(n, dtype=np.int64)
+    valid = np.ones(n, dtype=bool)
+    valid[:k] = valid[n - k:] = False
+    for j in range(1, k + 1):
+        for shift, digit in ((-j, j - 1), (j, k + j - 1)):  # left neighbour j, right neighbour j
+            nb = np.full(n, -1, dtype=np.int64)
+            if shift < 0:
+                nb[-shift:] = codes[:shift]
+            else:
+                nb[:-shift] = codes[shift:]
+            valid &= nb >= 0
+            key += np.maximum(nb, 0) << (2 * digit)
+    return key, valid
+
+
+class KmerTable:
+    """The most frequent centre base of every 2k-base context seen in training."""
+
+    def __init__(self, codes: np.ndarray, k: int) -> None:
+        self.k = k
+        key, valid = _context(codes, k)
+        valid &= codes >= 0
+        full = (key[valid] << 2) | codes[valid]
+        if k <= DENSE_MAX_K:
+            counts = np.bincount(full, minlength=4 ** (2 * k + 1)).reshape(-1, 4)
+            self.contexts = np.flatnonzero(counts.sum(1))
+            self.best = counts[self.contexts].argmax(1)
+        else:
+            uniq, counts = np.unique(full, return_counts=True)
+            ctx, base = uniq >> 2, uniq & 3
+            order = np.lexsort((-counts, ctx))  # per context, the most frequent base first
+            ctx, base = ctx[order], base[order]
+            first = np.r_[True, ctx[1:] != ctx[:-1]]
+            self.contexts, self.best = ctx[first], base[first]
+
+    def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(prediction 0..3, known) for every position of `codes`."""
+        key, valid = _context(codes, self.k)
+        i = np.clip(np.searchsorted(self.contexts, key), 0, len(self.contexts) - 1)
+        known = valid & (self.contexts[i] == key)
+        return np.where(known, self.best[i], 0), known
+
+
+def kmer_baseline(train_seqs: Sequence[np.ndarray], val: Sequence[tuple[np.ndarray, np.ndarray]],
+                  ks: Sequence[int] = (0, 1, 2, 3, 4, 5, 6, 7)) -> dict[int, dict[str, float]]:
+    """Accuracy on the validation targets for each k (with back-off to smaller k), as a dict by k.
+
+    `val` holds (inputs, labels) pairs as `validation_set` makes them; the true window is the
+    labels at targets and the inputs elsewhere.
+    """
+    train = _codes(train_seqs)
+    inputs = np.stack([x for x, _ in val])
+    labels = np.stack([y for _, y in val])
+    truth = _codes(list(np.where(labels != IGNORE, labels, inputs)))
+    target = np.concatenate([np.r_[lab != IGNORE, False] for lab in labels])
+    hidden = np.concatenate([np.r_[x == MASK, False] for x in inputs]) & target
+    shown = _codes(list(inputs))  # what the input shows at targets that are not [MASK]
+    pred = np.full(len(truth), np.bincount(train[train >= 0], minlength=4).argmax())
+    out = {}
+    for k in sorted(ks):
+        if k > 0:
+            p, known = KmerTable(train, k).predict(truth)
+            pred = np.where(known, p, pred)
+        right = pred == truth
+        copy = np.where(hidden, right, shown == truth)
+        out[k] = {"acc_masked": float(right[hidden].mean()), "acc_all": float(copy[target].mean())}
+    return out
+
+
+def train_sequences(genome: Genome, intervals: Sequence[Interval]) -> list[np.ndarray]:
+    from vepcli.nn.tokenizer import encode
+
+    return [encode(genome.fetch(iv.contig, iv.start, iv.end)) for iv in intervals]
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description="k-mer baseline for masked-base prediction on the validation set "
+                                 "of `vepcli pretrain` (give the same data options and seed)")
+    ap.add_argument("--fasta", required=True)
+    ap.add_argument("--intervals")
+    ap.add_argument("--val-intervals")
+    ap.add_argument("--val-region", dest="val_regions", action="append", default=[])
+    ap.add_argument("--val-fraction", type=float, default=0.05)
+    ap.add_argument("--seq-len", type=int, default=1024)
+    ap.add_argument("--val-windows", type=int, default=128)
+    ap.add_argument("--mask-prob", type=float, default=0.15)
+    ap.add_argument("--min-base-fraction", type=float, default=0.5)
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--max-k", type=int, default=7)
+    ap.add_argument("-o", "--output", help="write the figures as JSON here too")
+    a = ap.parse_args(argv)
+    genome = Genome(a.fasta)
+    train_iv, val_iv = split_intervals(genome, a.intervals, a.val_intervals, a.val_regions, a.val_fraction)
+    val = validation_set(genome, val_iv, a.seq_len, a.val_windows, a.seed, a.mask_prob, a.min_base_fraction)
+    res = kmer_baseline(train_sequences(genome, train_iv), val, range(a.max_k + 1))
+    best = max(res, key=lambda k: res[k]["acc_masked"])
+    print("k (each side)  acc [MASK] targets  acc all targets")
+    for k, r in res.items():
+        print(f"{k:>13}  {r['acc_masked']:>18.4f}  {r['acc_all']:>15.4f}" + ("  <- best" if k == best else ""))
+    if a.output:
+        with open(a.output, "w") as fh:
+            json.dump({"best_k": best, "by_k": res, "val_windows": len(val)}, fh, indent=2)
+
+
+if __name__ == "__main__":
+    main()
