@@ -22,7 +22,7 @@ import pandas as pd
 from vepcli.errors import UserError
 
 FORMATS = ("vcf", "vcf.gz", "tsv", "tsv.gz", "parquet", "npz")
-BASE_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "status", "reason")
+BASE_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "status", "reason", "index")
 INFO_PREFIX = "VEPCLI_"
 
 
@@ -130,6 +130,8 @@ def vcf_header(meta_lines: Sequence[str], contigs: Sequence[tuple[str, int | Non
         lines.append(f"##contig=<ID={name}" + (f",length={length}>" if length else ">"))
     lines.append(f'##INFO=<ID={INFO_PREFIX}STATUS,Number=1,Type=String,Description="vepcli status: ok, or why '
                  'the allele was not scored (see docs/input-rules.md)">')
+    lines.append(f'##INFO=<ID={INFO_PREFIX}INDEX,Number=1,Type=Integer,Description="0-based number of this ALT '
+                 'allele in the input, in input order (a stable row id across shards)">')
     lines.append(f'##INFO=<ID={INFO_PREFIX}REASON,Number=1,Type=String,Description="Why the allele was not '
                  'scored, or a note on a score left empty (percent-encoded)">')
     for column, description in score_columns:
@@ -140,7 +142,7 @@ def vcf_header(meta_lines: Sequence[str], contigs: Sequence[tuple[str, int | Non
 
 
 def _vcf_record(row: dict[str, Any], scores: Sequence[str]) -> str:
-    info = [f"{INFO_PREFIX}STATUS={row['status']}"]
+    info = [f"{INFO_PREFIX}STATUS={row['status']}", f"{INFO_PREFIX}INDEX={row['index']}"]
     if row.get("reason"):
         info.append(f"{INFO_PREFIX}REASON={_info_escape(row['reason'])}")
     for column in scores:
@@ -201,6 +203,7 @@ def _frame(rows, scores, extra_columns) -> pd.DataFrame:
     columns = [*BASE_COLUMNS, *scores, *extra_columns]
     frame = pd.DataFrame([{c: r.get(c) for c in columns} for r in rows], columns=columns)
     frame["pos"] = frame["pos"].astype("int64")
+    frame["index"] = frame["index"].astype("int64")
     for s in scores:
         frame[s] = frame[s].astype("float64")
     return frame
