@@ -25,12 +25,18 @@ except ImportError:  # pragma: no cover - depends on the machine
     _cuda_selective_scan = None
 
 DEFAULT_CHUNK = 64
+CHUNK_ELEMENTS = 1 << 20  # keep a chunk's (T, batch, D, N) tensors near 4 MB, resident in cache
+
+
+def chunk_length(batch: int, D: int, N: int, chunk: int = DEFAULT_CHUNK) -> int:
+    """Steps per chunk: at most `chunk`, fewer for wide batches so the per-chunk tensors stay small."""
+    return max(1, min(chunk, CHUNK_ELEMENTS // (batch * D * N)))
 
 
 def _chunk_inputs(u, delta, A, B, s, e):
     """a_t = exp(delta_t A) and b_t = delta_t u_t B_t for steps s..e, time-major: (T, batch, D, N)."""
     dt = delta[:, s:e].transpose(0, 1)  # (T, batch, D)
-    a = torch.exp(dt.unsqueeze(-1) * A)  # A broadcasts as (D, N) or (batch, D, N)
+    a = (dt.unsqueeze(-1) * A).exp_()  # A broadcasts as (D, N) or (batch, D, N)
     b = (dt * u[:, s:e].transpose(0, 1)).unsqueeze(-1) * B[:, s:e].transpose(0, 1).unsqueeze(2)
     return a, b
 
@@ -53,6 +59,7 @@ def _scan_forward(u, delta, A, B, C, chunk, keep_states, epilogue=None):
     batch, L, D = u.shape
     y = u.new_empty(batch, L, D)
     h = u.new_zeros(batch, D, A.shape[-1])
+    chunk = chunk_length(batch, D, A.shape[-1], chunk)
     starts = []
     for s in range(0, L, chunk):
         e = min(s + chunk, L)
@@ -84,6 +91,7 @@ class _SelectiveScan(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, chunk):
+        chunk = chunk_length(u.shape[0], u.shape[2], A.shape[-1], chunk)  # the same chunks in backward
         y, starts = _scan_forward(u, delta, A, B, C, chunk, keep_states=True)
         ctx.save_for_backward(u, delta, A, B, C, *starts)
         ctx.chunk = chunk
