@@ -33,6 +33,11 @@ def chunk_length(batch: int, D: int, N: int, chunk: int = DEFAULT_CHUNK) -> int:
     return max(1, min(chunk, CHUNK_ELEMENTS // (batch * D * N)))
 
 
+def has_cuda_kernel() -> bool:
+    """True when mamba_ssm's selective-scan kernel is importable (the `gpu` extra)."""
+    return _cuda_selective_scan is not None
+
+
 def _chunk_inputs(u, delta, A, B, s, e):
     """a_t = exp(delta_t A) and b_t = delta_t u_t B_t for steps s..e, time-major: (T, batch, D, N)."""
     dt = delta[:, s:e].transpose(0, 1)  # (T, batch, D)
