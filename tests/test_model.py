@@ -91,6 +91,16 @@ def test_ps_reverse_complement_equivariance() -> None:
     torch.testing.assert_close(logits_rc, logits.flip(-2)[..., COMPLEMENT], atol=1e-5, rtol=0)
 
 
+def test_ps_strand_average_is_strand_invariant() -> None:
+    model = randomised_model(rcps=True)
+    ids = torch.randint(7, 12, (2, 90))
+    with torch.no_grad():
+        h, h_rc = model.caduceus(ids), model.caduceus(reverse_complement_ids(ids))
+    fwd, rev = strand_average(h, None, rcps=True), strand_average(h_rc, None, rcps=True)
+    torch.testing.assert_close(rev, fwd.flip(-2), atol=1e-5, rtol=0)
+    assert fwd.shape[-1] == 16 and (h[..., :16] - fwd).abs().max() > 1e-3
+
+
 def test_ph_strand_average_is_strand_invariant() -> None:
     model = randomised_model(rcps=False)
     ids = torch.randint(7, 12, (2, 90))
