@@ -159,8 +159,12 @@ def sort_for_vcf(rows: Iterable[dict[str, Any]], contig_order: Sequence[str]) ->
 
 
 def _atomic_target(path: Path) -> Path:
+    """A fresh temporary name beside `path`, with the permissions a plain open() would give (umask)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
     return Path(tmp)
 
 

@@ -35,6 +35,7 @@ SCORE_DESCRIPTIONS = {
            "(SNVs and MNVs; negative = alt less likely than ref)",
     "emb_l2": "Euclidean distance between pooled ref and alt embeddings (>= 0; larger = bigger effect)",
     "emb_cos": "Cosine distance 1 - cos(ref, alt) between pooled embeddings (larger = bigger effect)",
+    "probe": "Probability of the positive class from the probe given with --probe",
 }
 
 
@@ -65,6 +66,7 @@ class ScoreSettings:
     shard: tuple[int, int] | None = None  # (i, n), 1-based i
     precision: str = "fp32"
     embeddings: bool = False  # also keep the pooled ref and alt vectors (vepcli embed)
+    probe: str | None = None  # a probe.skops whose probability becomes the `probe` score
     # not part of the numbers' identity:
     batch_size: int = 8
     device: str = "auto"
@@ -103,9 +105,11 @@ def _blocks(variants: Iterator[Variant], size: int) -> Iterator[list[Variant]]:
 class Scorer:
     """Turns blocks of checked variants into output rows with the engine."""
 
-    def __init__(self, engine: Engine, genome: Genome, settings: ScoreSettings, window: int) -> None:
+    def __init__(self, engine: Engine, genome: Genome, settings: ScoreSettings, window: int, probe=None) -> None:
         self.engine, self.genome, self.settings, self.window = engine, genome, settings, window
-        self.want_emb = settings.embeddings or any(s in settings.scores for s in ("emb_l2", "emb_cos"))
+        self.probe = probe
+        self.want_emb = (settings.embeddings or probe is not None
+                         or any(s in settings.scores for s in ("emb_l2", "emb_cos")))
         self.want_llr = "llr" in settings.scores
 
     def score_block(self, block: list[Variant], progress=None) -> list[dict[str, Any]]:
@@ -117,7 +121,7 @@ class Scorer:
         alt_req: list[int | None] = []
         llr_req: list[int | None] = []
         masked: dict[tuple[int, int, int], int] = {}
-        for i in range(len(windows.variants)):
+        for i, v in enumerate(windows.variants):
             slot = windows.ref_index[i]
             if self.want_emb:
                 if slot not in ref_req:
@@ -126,7 +130,7 @@ class Scorer:
                 alt_req.append(len(requests))
                 requests.append(Request(windows.alt_seqs[i], pool=span))
             changed = windows.changed[i]
-            if self.want_llr and len(changed):
+            if self.want_llr and len(changed) == len(v.norm_ref):
                 # the masked window is the same for every allele at a site: one pass serves them all
                 key = (slot, changed.start, changed.stop) if s.share_ref else (i, changed.start, changed.stop)
                 if key not in masked:
@@ -152,20 +156,40 @@ class Scorer:
             if self.want_llr:
                 if llr_req[i] is not None:
                     row["llr"] = llr(results[llr_req[i]].logp, v.norm_ref, v.norm_alt)
+                elif v.kind in ("snv", "mnv"):
+                    row["reason"] = f"llr needs the whole allele ({len(v.norm_ref)} bp) inside the window's right half"
                 else:
                     row["reason"] = f"llr is defined for SNVs and MNVs only; this allele is {v.kind}"
             scored[v.index] = row
+        if self.probe is not None and windows.variants:
+            self._add_probe(windows, results, ref_req, alt_req, scored)
         return [self._row(v, scored.get(v.index, {})) for v in block]
+
+    def _add_probe(self, windows, results, ref_req, alt_req, scored) -> None:
+        import numpy as np
+        import pandas as pd
+
+        ref = np.stack([results[ref_req[slot]].pooled.numpy() for slot in windows.ref_index])
+        alt = np.stack([results[i].pooled.numpy() for i in alt_req])
+        covariates = pd.DataFrame([v.extra for v in windows.variants])
+        proba = self.probe.predict_proba(ref, alt, covariates if len(covariates.columns) else None)
+        for v, p in zip(windows.variants, proba, strict=True):
+            scored[v.index]["probe"] = float(p)
 
     def _row(self, v: Variant, values: dict[str, Any]) -> dict[str, Any]:
         row = {"index": v.index, "chrom": v.chrom, "pos": v.pos, "id": v.id, "ref": v.ref, "alt": v.alt,
                "status": v.status, "reason": v.reason or values.pop("reason", "")}
-        row.update({name: values.get(name) for name in self.settings.scores})
+        row.update({name: values.get(name) for name in output_scores(self.settings)})
         if self.settings.embeddings:
             row["ref_emb"], row["alt_emb"] = values.get("ref_emb"), values.get("alt_emb")
         for key, value in v.extra.items():
             row[key] = None if isinstance(value, float) and value != value else _plain(value)
         return row
+
+
+def output_scores(settings: ScoreSettings) -> tuple[str, ...]:
+    """Score columns of the output: the zero-shot ones asked for, then the probe's."""
+    return settings.scores + (("probe",) if settings.probe else ())
 
 
 def _plain(value: Any) -> Any:
@@ -215,9 +239,16 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
     meta = {"version": __version__, "variants": _file_identity(variants_path), "fasta": _file_identity(fasta),
             "model": {"path": str(model_dir), "config_hash": model_hash, "weights_sha256": weights_digest},
             "window": window, "settings": settings.identity(), "format": fmt}
+    probe = None
+    if settings.probe:
+        from vepcli.probe import load_probe
+
+        probe = load_probe(settings.probe)
+        probe.check_compatible(model_hash, window, settings.pool)
+        meta["probe"] = {"path": os.path.abspath(settings.probe), "sha256": _digest(Path(settings.probe))}
     store = PartialStore(out, meta, resume)
     engine = Engine(model, settings.device, settings.precision, settings.batch_size, settings.strand_average)
-    scorer = Scorer(engine, genome, settings, window)
+    scorer = Scorer(engine, genome, settings, window, probe)
     bar = None
     if not quiet:
         from tqdm import tqdm
@@ -249,7 +280,7 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
                   f"##vepcli_window={window}",
                   f"##vepcli_pool={settings.pool}",
                   f"##vepcli_strand_average={str(settings.strand_average).lower()}",
-                  f"##vepcli_scores={','.join(settings.scores)}",
+                  f"##vepcli_scores={','.join(output_scores(settings))}",
                   f"##vepcli_settings_hash={_settings_hash(meta)}"]
     if settings.shard:
         meta_lines.append(f"##vepcli_shard={settings.shard[0]}/{settings.shard[1]}")
@@ -259,14 +290,17 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
     if settings.embeddings:
         meta_lines.append(f"##vepcli_embedding=<d_model={model.config.d_model},pool={settings.pool},"
                           f"config_hash={model_hash},window={window}>")
-    write_output(out, fmt, store.rows, settings.scores, SCORE_DESCRIPTIONS, meta_lines, contigs, extra_columns,
+    if settings.probe:
+        meta_lines.append(f"##vepcli_probe=<path={settings.probe},sha256={meta['probe']['sha256'][:16]}>")
+    write_output(out, fmt, store.rows, output_scores(settings), SCORE_DESCRIPTIONS, meta_lines, contigs, extra_columns,
                  vectors=("ref_emb", "alt_emb") if settings.embeddings else ())
     store.finish()
     return out
 
 
 def _standard_keys(settings: ScoreSettings) -> set[str]:
-    return {"index", "chrom", "pos", "id", "ref", "alt", "status", "reason", "ref_emb", "alt_emb", *settings.scores}
+    return {"index", "chrom", "pos", "id", "ref", "alt", "status", "reason", "ref_emb", "alt_emb",
+            *output_scores(settings)}
 
 
 def _contig_lines(fasta_contigs, used, genome: Genome):

@@ -34,6 +34,8 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--pool", type=int, default=POOL_DEFAULT, show_default=True,
               help="Embedding pooling span in bp, centred on the variant.")
 @click.option("--scores", default=",".join(SCORE_NAMES), show_default=True, help="Scores to compute.")
+@click.option("--probe", default=None, type=click.Path(exists=True, dir_okay=False),
+              help="A probe.skops from 'vepcli probe train': adds its probability as the `probe` score.")
 @click.option("--no-strand-average", is_flag=True, help="Forward strand only.")
 @click.option("--no-share-ref", is_flag=True, help="Compute the ref window again for every allele.")
 @click.option("--ref-mismatch", type=click.Choice(["skip", "error"]), default="skip", show_default=True)
@@ -45,7 +47,7 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--threads", type=int, default=None, help="CPU threads for PyTorch.")
 @click.option("--resume", is_flag=True, help="Continue a stopped run with the same inputs and settings.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
-def score(variants, fasta, model, output, output_type, regions, window, pool, scores, no_strand_average,
+def score(variants, fasta, model, output, output_type, regions, window, pool, scores, probe, no_strand_average,
           no_share_ref, ref_mismatch, max_indel_len, shard, device, precision, batch_size, threads, resume,
           quiet) -> None:
     """Score every ALT allele in VARIANTS (VCF/BCF or TSV/CSV/parquet with chrom,pos,ref,alt)."""
@@ -55,7 +57,7 @@ def score(variants, fasta, model, output, output_type, regions, window, pool, sc
         model=model, window=window, pool=pool, scores=tuple(s.strip() for s in scores.split(",") if s.strip()),
         strand_average=not no_strand_average, share_ref=not no_share_ref, ref_mismatch=ref_mismatch,
         max_indel_len=max_indel_len, regions=regions, shard=parse_shard(shard), precision=precision,
-        batch_size=batch_size, device=device)
+        batch_size=batch_size, device=device, probe=probe)
     out = score_file(variants, fasta, output, settings, output_type, resume=resume, quiet=quiet)
     if not quiet:
         click.echo(f"vepcli: wrote {out}", err=True)
