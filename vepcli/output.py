@@ -251,7 +251,8 @@ def _write_table(tmp: Path, fmt: str, rows, scores, meta_lines, extra_columns, v
     if fmt == "tsv.gz":
         import gzip
 
-        with gzip.GzipFile(tmp, "wb", mtime=0) as f:  # mtime 0: same inputs give the same bytes
+        # no name and mtime 0 in the gzip header: the same inputs give the same bytes
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as f:
             f.write(text.encode())
     else:
         Path(tmp).write_text(text, encoding="utf-8")

@@ -87,8 +87,8 @@ def _file_identity(path: str) -> dict[str, Any]:
 
 
 def _in_shard(v: Variant, shard: tuple[int, int] | None) -> bool:
-    """Whole input records go to one shard: record line modulo N (see docs/snakemake.md)."""
-    return shard is None or v.line % shard[1] == shard[0] - 1
+    """Whole input records go to one shard: record number modulo N (see docs/snakemake.md)."""
+    return shard is None or v.record % shard[1] == shard[0] - 1
 
 
 def _blocks(variants: Iterator[Variant], size: int) -> Iterator[list[Variant]]:

@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import torch
 
+from vepcli.defaults import POOL_DEFAULT, SCORE_NAMES
 from vepcli.nn.tokenizer import encode
 
-SCORE_NAMES = ("llr", "emb_l2", "emb_cos")
-POOL_DEFAULT = 1536  # bp, centred on the variant, as in the Caduceus variant effect protocol
+__all__ = ["POOL_DEFAULT", "SCORE_NAMES", "emb_cos", "emb_l2", "llr", "pool_span"]
 
 
 def pool_span(window: int, centre: int, pool: int = POOL_DEFAULT) -> tuple[int, int]:

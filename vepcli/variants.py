@@ -88,6 +88,7 @@ class Variant:
     norm_alt: str = ""
     kind: str = ""
     fasta_chrom: str = ""
+    record: int = 0  # 0-based number of the input record (shared by its ALTs): the unit of --shard
 
     @property
     def ok(self) -> bool:
@@ -566,11 +567,23 @@ def read_variants(path: str | os.PathLike[str], regions: str | None = None) -> I
     """Dispatch on the file name: VCF/BCF through read_vcf, tables through read_table."""
     name = Path(path).name.lower()
     if name.endswith(_VCF_SUFFIXES):
-        return read_vcf(path, regions)
+        return _number_records(read_vcf(path, regions))
     if name.endswith(_TABLE_SUFFIXES):
-        return read_table(path, regions)
+        return _number_records(read_table(path, regions))
     known = ", ".join(_VCF_SUFFIXES + _TABLE_SUFFIXES)
     raise UserError(f"{path}: unknown variants file type; expected one of {known}")
+
+
+def _number_records(variants: Iterator[Variant]) -> Iterator[Variant]:
+    """Set Variant.record: the ALTs of one input record come together and share one number (index
+    queries give no line numbers, so records are told apart by line, site, REF and ID)."""
+    record, last = -1, None
+    for v in variants:
+        key = (v.line, v.chrom, v.pos, v.ref, v.id)
+        if key != last:
+            record, last = record + 1, key
+        v.record = record
+        yield v
 
 
 # ---------------------------------------------------------------- reference checks

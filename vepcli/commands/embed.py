@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import click
-import torch
 
 from vepcli.commands.score import parse_shard
-from vepcli.pipeline import ScoreSettings, score_file
-from vepcli.scores import POOL_DEFAULT
+from vepcli.defaults import POOL_DEFAULT
 
 
 @click.command()
@@ -32,7 +30,11 @@ def embed(variants, fasta, model, output, regions, window, pool, no_strand_avera
           shard, device, precision, batch_size, threads, resume, quiet) -> None:
     """Write strand-averaged, pooled ref and alt embeddings of every ALT in VARIANTS, with its columns."""
     if threads:
+        import torch  # imported here: `vepcli --help` and `vepcli merge` stay quick
+
         torch.set_num_threads(threads)
+    from vepcli.pipeline import ScoreSettings, score_file
+
     settings = ScoreSettings(model=model, window=window, pool=pool, scores=(), strand_average=not no_strand_average,
                              share_ref=not no_share_ref, ref_mismatch=ref_mismatch, regions=regions,
                              shard=parse_shard(shard), precision=precision, embeddings=True,

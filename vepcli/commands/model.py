@@ -6,8 +6,6 @@ import json
 
 import click
 
-from vepcli.modelinfo import model_info
-
 
 @click.group()
 def model() -> None:
@@ -19,6 +17,8 @@ def model() -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(path_or_id: str, as_json: bool) -> None:
     """Architecture, PS/Ph, sizes, parameter count and max length of PATH_OR_ID."""
+    from vepcli.modelinfo import model_info
+
     facts = model_info(path_or_id)
     if as_json:
         click.echo(json.dumps(facts, indent=2))

@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import click
-import torch
 
+from vepcli.defaults import POOL_DEFAULT, SCORE_NAMES
 from vepcli.errors import UserError
-from vepcli.pipeline import ScoreSettings, score_file
-from vepcli.scores import POOL_DEFAULT, SCORE_NAMES
 
 
 def parse_shard(text: str | None) -> tuple[int, int] | None:
@@ -52,7 +50,11 @@ def score(variants, fasta, model, output, output_type, regions, window, pool, sc
           quiet) -> None:
     """Score every ALT allele in VARIANTS (VCF/BCF or TSV/CSV/parquet with chrom,pos,ref,alt)."""
     if threads:
+        import torch  # imported here: `vepcli --help` and `vepcli merge` stay quick
+
         torch.set_num_threads(threads)
+    from vepcli.pipeline import ScoreSettings, score_file
+
     settings = ScoreSettings(
         model=model, window=window, pool=pool, scores=tuple(s.strip() for s in scores.split(",") if s.strip()),
         strand_average=not no_strand_average, share_ref=not no_share_ref, ref_mismatch=ref_mismatch,
