@@ -239,10 +239,10 @@ def _train(cfg, d, device, amp, micro, accum, run_dir: Path) -> dict[str, Any]:
     optimizer = build_optimizer(model, cfg.lr, cfg.weight_decay, cfg.betas)
     scheduler = build_scheduler(optimizer, cfg.steps, cfg.warmup_frac, cfg.lr, cfg.min_lr)
     scaler = torch.amp.GradScaler("cuda") if amp is torch.float16 else None
-    start, elapsed_before = 0, 0.0
+    start, elapsed_before, cpu_before = 0, 0.0, 0.0
     if resume_from is not None:
         state = checkpoints.load_checkpoint(resume_from, model, optimizer, scheduler, scaler)
-        start, elapsed_before = state["step"], state["elapsed_s"]
+        start, elapsed_before, cpu_before = state["step"], state["elapsed_s"], state.get("cpu_s", 0.0)
         _say(cfg, d, f"resuming {run_dir} at step {start}")
     if start >= cfg.steps:
         raise UserError(f"the run in {run_dir} has already done its {cfg.steps} steps")
@@ -260,7 +260,7 @@ def _train(cfg, d, device, amp, micro, accum, run_dir: Path) -> dict[str, Any]:
         log = MetricsLog(run_dir, resume_step=start if resume_from is not None else None)
     params = list(model.parameters())
     model.train()
-    t0, tokens_since, t_since = time.perf_counter(), 0, time.perf_counter()
+    t0, tokens_since, t_since, cpu0 = time.perf_counter(), 0, time.perf_counter(), time.process_time()
     last_val: dict[str, float] = {}
     for step in range(start, cfg.steps):
         first = d.rank * micro * accum
@@ -312,25 +312,27 @@ def _train(cfg, d, device, amp, micro, accum, run_dir: Path) -> dict[str, Any]:
                          f"lr {lr:.2e} {row['tokens_per_s']:.0f} tok/s{val}")
         if d.main and (done % cfg.checkpoint_every == 0 or is_last):
             checkpoints.save_checkpoint(run_dir, done, model, optimizer, scheduler, scaler, {
-                "settings": cfg.run_defining(), "elapsed_s": elapsed_before + time.perf_counter() - t0})
+                "settings": cfg.run_defining(), "elapsed_s": elapsed_before + time.perf_counter() - t0,
+                "cpu_s": cpu_before + time.process_time() - cpu0})
             checkpoints.prune(run_dir, cfg.keep_checkpoints)
         d.barrier()  # no rank runs ahead of a checkpoint being written
     elapsed = elapsed_before + time.perf_counter() - t0
+    cpu = cpu_before + time.process_time() - cpu0
     if d.main:
         log.close()
-        _finish(cfg, model, run_dir, elapsed, last_val, d)
+        _finish(cfg, model, run_dir, elapsed, cpu, last_val, d)
     d.barrier()
     return {"steps": cfg.steps, "elapsed_s": elapsed, **last_val}
 
 
-def _finish(cfg: PretrainConfig, model: CaduceusForMaskedLM, run_dir: Path, elapsed: float,
+def _finish(cfg: PretrainConfig, model: CaduceusForMaskedLM, run_dir: Path, elapsed: float, cpu: float,
             last_val: dict[str, float], d: distributed.Dist) -> None:
     """The final model in the published layout, its training record, and the curves."""
     out = save_model(model, run_dir / "model")
     record = {"command": cfg.command, "arch": cfg.arch, "parameters": model.num_parameters(),
               "steps": cfg.steps, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
               "tokens": cfg.steps * cfg.batch_size * cfg.seq_len, "processes": d.world,
-              "elapsed_s": round(elapsed, 1), "final_validation": last_val,
+              "elapsed_s": round(elapsed, 1), "cpu_s_rank0": round(cpu, 1), "final_validation": last_val,
               "settings": {k: _jsonable(v) for k, v in dataclasses.asdict(cfg).items() if k != "command"}}
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")

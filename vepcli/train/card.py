@@ -1,0 +1,141 @@
+"""Package a finished run as a shippable model folder: config.json, model.safetensors, MODEL_CARD.md.
+
+    python -m vepcli.train.card RUN_DIR BASELINE_JSON OUT_DIR
+
+The card records the data, the exact command, steps, time and the validation figures next to the
+k-mer baseline computed on the same validation targets (`python -m vepcli.train.baseline -o ...`).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import torch
+
+from vepcli import __version__
+from vepcli.nn.checkpoint import load_model
+from vepcli.train.report import read_metrics
+
+CHR22 = "GRCh37_chr22_subset.fa.gz"
+CHR22_NOTE = (": GRCh37 chr22, the 21.6 Mb of it covered by the Ensembl EPO primate alignment example "
+              "(the rest N), shipped in the project's shared data")
+
+
+def write_card(run_dir: Path, baseline_json: Path, out: Path, make_target: str = "make pretrain-default") -> Path:
+    run_dir, out = Path(run_dir), Path(out)
+    record = json.loads((run_dir / "model" / "training.json").read_text())
+    base = json.loads(Path(baseline_json).read_text())
+    out.mkdir(parents=True, exist_ok=True)
+    for name in ("config.json", "model.safetensors"):
+        shutil.copy(run_dir / "model" / name, out / name)
+    model = load_model(out)  # what we ship must load
+    cfg, s, val = model.config, record["settings"], record["final_validation"]
+    size_mb = (out / "model.safetensors").stat().st_size / 1e6
+    rows = [r for r in read_metrics(run_dir / "metrics.csv") if r.get("val_loss") is not None]
+    curve = "\n".join(f"| {int(r['step'])} | {r['val_loss']:.4f} | {r['val_acc']:.4f} | {r['val_acc_masked']:.4f} |"
+                      for r in rows)
+    b = base["best"]
+    by_k = "\n".join(f"| {k} | {v['acc_masked']:.4f} | {v['acc_all']:.4f} | {v['acc_masked_true_flanks']:.4f} | "
+                     f"{v['acc_all_true_flanks']:.4f} |" for k, v in base["by_k"].items())
+    recipe = (f"MLM 15% (80/10/10), N as [PAD], AdamW lr {s['lr']} betas {tuple(s['betas'])} wd "
+              f"{s['weight_decay']} (none on biases, A_log, D, embeddings, norms), {s['warmup_frac']:.0%} "
+              f"warmup + cosine to {s['min_lr']}, clip {s['grad_clip']}")
+    held_out = ", ".join(s["val_regions"]) or s["val_intervals"] or f"last {s['val_fraction']} of each contig"
+    facts = [
+        ("architecture", f"{cfg.arch}, d_model {cfg.d_model}, n_layer {cfg.n_layer}, d_state {cfg.d_state}, "
+                         f"expand {cfg.ssm_cfg['expand']}"),
+        ("parameters", f"{model.num_parameters():,} ({size_mb:.1f} MB in fp32 safetensors)"),
+        ("trained length", f"{record['seq_len']} bp (`max_length` in config.json)"),
+        ("data", f"`{Path(s['fasta']).name}`" + (CHR22_NOTE if Path(s["fasta"]).name == CHR22 else "")
+                 + (f", intervals `{s['intervals']}`" if s["intervals"] else "")),
+        ("validation (held out)", f"{held_out}, cut out of training; {s['val_windows']} windows of "
+                                  f"{record['seq_len']} bp"),
+        ("recipe", recipe),
+        ("steps", f"{record['steps']} x {record['batch_size']} windows = {record['tokens']:,} tokens, "
+                  f"seed {s['seed']}"),
+        ("time", f"{record['elapsed_s'] / 60:.1f} min wall clock, {record.get('cpu_s_rank0', 0) / 60:.1f} min of CPU, "
+                 f"{record['processes']} process(es) of {s['threads']} thread(s) on a shared 2-core machine "
+                 f"({platform.machine()}, torch {torch.__version__})"),
+        ("vepcli", __version__),
+    ]
+    table = "\n".join(f"| {k} | {v} |" for k, v in facts)
+
+    def best(key: str) -> str:
+        return f"{b[key]['acc']:.4f} (k={b[key]['k']})"
+
+    beats = [name for name, key, ours in (("like for like", "acc_masked", "val_acc_masked"),
+                                          ("true flanks", "acc_masked_true_flanks", "val_acc_masked"))
+             if val[ours] > b[key]["acc"]]
+    verdict = (f"On [MASK] targets the model beats the best k-mer baseline {' and '.join(beats)}."
+               if beats else "On [MASK] targets the model does NOT beat the best k-mer baseline.")
+
+    text = f"""# {out.name}
+
+A small Caduceus-PS (reverse-complement-equivariant bi-directional Mamba) masked language model,
+pretrained by `vepcli pretrain` on human chromosome 22. It is vepcli's bundled default: small
+enough to ship and to run on a laptop CPU, not a substitute for the published 131k models.
+
+| | |
+| --- | --- |
+{table}
+
+Reproduce with `{make_target}`, which ran:
+
+    {record['command']}
+
+## Validation: masked-token accuracy vs the best k-mer baseline
+
+Both are scored on the same {base['val_windows']} held-out windows with the same masks. The k-mer
+baseline predicts a masked base as the most frequent centre base of its k left + k right bases in
+the training region (backing off to smaller k), for k = 0..{max(map(int, base['by_k']))}; the best k is
+reported. "Like for like" reads the flanks from the model's own input (15% of it masked or
+replaced); "true flanks" reads the true bases, which the model never sees.
+
+| | [MASK] targets | all targets |
+| --- | ---: | ---: |
+| **this model** | **{val['val_acc_masked']:.4f}** | **{val['val_acc']:.4f}** |
+| best k-mer, like for like | {best('acc_masked')} | {best('acc_all')} |
+| best k-mer, true flanks | {best('acc_masked_true_flanks')} | {best('acc_all_true_flanks')} |
+
+{verdict} Validation loss {val['val_loss']:.4f} nats per target. ("All targets" counts the 20% of
+targets whose input still shows a base; the best guess there is that base, and the baseline takes it.)
+
+Validation during training:
+
+| step | loss | accuracy, all targets | accuracy, [MASK] targets |
+| ---: | ---: | ---: | ---: |
+{curve}
+
+k-mer baseline by k:
+
+| k | [MASK], like for like | all, like for like | [MASK], true flanks | all, true flanks |
+| ---: | ---: | ---: | ---: | ---: |
+{by_k}
+
+## Use and limits
+
+Load with `vepcli.nn.checkpoint.load_model("{out}")` or give the folder as `--model`. Trained for
+{record.get('cpu_s_rank0', record['elapsed_s']) / 60:.0f} minutes of one CPU core: it knows local
+sequence statistics and little else. Windows longer than {record['seq_len']} bp run but were never
+seen in training.
+"""
+    (out / "MODEL_CARD.md").write_text(text)
+    return out / "MODEL_CARD.md"
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("baseline_json", type=Path)
+    ap.add_argument("out", type=Path)
+    a = ap.parse_args(argv)
+    print(write_card(a.run_dir, a.baseline_json, a.out))
+
+
+if __name__ == "__main__":
+    main()
