@@ -31,14 +31,13 @@ import io
 import json
 import os
 import re
-import tempfile
 from array import array
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from vepcli.errors import UserError
-from vepcli.output import INFO_PREFIX, output_format
+from vepcli.output import INFO_PREFIX, atomic_output, output_format
 
 FAMILY = {"vcf": "VCF", "vcf.gz": "VCF", "tsv": "TSV", "tsv.gz": "TSV", "parquet": "parquet"}
 INDEX_KEY = f"{INFO_PREFIX}INDEX="
@@ -326,12 +325,6 @@ def _table_rows(part: Part, k: int, renumber: bool, contigs: _Contigs) -> Iterat
 # ---------------------------------------------------------------- writing
 
 
-def _temp_beside(path: Path) -> Path:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(tmp)
-
-
 def _columns(parts: list[Part]) -> str:
     return next((p.columns for p in parts if p.rows), parts[0].columns)
 
@@ -486,18 +479,11 @@ def merge_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathL
         command = " ".join(["vepcli", "merge", *map(str, inputs), "-o", str(output)])
     contigs = _merged_contigs(parts) if family == "VCF" else []
     header = _merged_header(parts, command, contigs)
-    tmp = _temp_beside(out)
-    try:
+    with atomic_output(out) as tmp:
         if family == "VCF":
             total = _write_vcf(parts, out_fmt, tmp, header, renumber)
         elif family == "TSV":
             total = _write_table(parts, out_fmt, tmp, header, renumber)
         else:
             total = _write_parquet(parts, tmp, header, renumber)
-        os.replace(tmp, out)
-        if out_fmt == "vcf.gz":
-            os.replace(str(tmp) + ".tbi", str(out) + ".tbi")
-    finally:
-        for leftover in (tmp, Path(str(tmp) + ".tbi"), Path(str(tmp) + ".plain")):
-            leftover.unlink(missing_ok=True)
     return out, total, kind

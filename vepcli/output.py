@@ -12,7 +12,8 @@ import json
 import os
 import shutil
 import tempfile
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -168,25 +169,34 @@ def _atomic_target(path: Path) -> Path:
     return Path(tmp)
 
 
+@contextmanager
+def atomic_output(path: Path) -> Iterator[Path]:
+    """Yield a temporary name beside `path`; when the body succeeds, rename it (and the `.tbi` made
+    beside it, if any) into place. On failure nothing is left: no reader sees a half-written file."""
+    tmp = _atomic_target(path)
+    index = Path(str(tmp) + ".tbi")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+        if index.exists():
+            os.replace(index, str(path) + ".tbi")
+    finally:
+        for leftover in (tmp, index, Path(str(tmp) + ".plain")):
+            leftover.unlink(missing_ok=True)
+
+
 def write_output(path: Path, fmt: str, rows: list[dict[str, Any]], scores: Sequence[str],
                  score_descriptions: dict[str, str], meta_lines: Sequence[str],
                  contigs: Sequence[tuple[str, int | None]], extra_columns: Sequence[str],
                  vectors: Sequence[str] = ()) -> None:
     """Render all rows to a temporary file beside `path`, then rename it (and its index) into place."""
-    tmp = _atomic_target(path)
-    try:
+    with atomic_output(path) as tmp:
         if fmt in ("vcf", "vcf.gz"):
             _write_vcf(tmp, fmt, rows, scores, score_descriptions, meta_lines, contigs)
         elif fmt == "npz":
             _write_npz(tmp, rows, scores, meta_lines, extra_columns, vectors)
         else:
             _write_table(tmp, fmt, rows, scores, meta_lines, extra_columns, vectors)
-        os.replace(tmp, path)
-        if fmt == "vcf.gz":
-            os.replace(str(tmp) + ".tbi", str(path) + ".tbi")
-    finally:
-        for leftover in (tmp, Path(str(tmp) + ".tbi"), Path(str(tmp) + ".plain")):
-            leftover.unlink(missing_ok=True)
 
 
 def _write_vcf(tmp: Path, fmt: str, rows, scores, score_descriptions, meta_lines, contigs) -> None:
