@@ -244,7 +244,8 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
         from vepcli.probe import load_probe
 
         probe = load_probe(settings.probe)
-        probe.check_compatible(model_hash, window, settings.pool)
+        probe.check_compatible(model_hash, window, settings.pool, weights_sha256=weights_digest,
+                               strand_average=settings.strand_average)
         meta["probe"] = {"path": os.path.abspath(settings.probe), "sha256": _digest(Path(settings.probe))}
     store = PartialStore(out, meta, resume)
     engine = Engine(model, settings.device, settings.precision, settings.batch_size, settings.strand_average)
