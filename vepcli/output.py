@@ -283,4 +283,4 @@ def read_scores(path: str | Path) -> pd.DataFrame:
                 break
             skip += 1
     return pd.read_csv(path, sep="\t", skiprows=skip, dtype={"chrom": str, "id": str, "ref": str, "alt": str},
-                       keep_default_na=False, na_values={c: [""] for c in ("llr", "emb_l2", "emb_cos", "probe")})
+                       keep_default_na=False, na_values={c: [""] for c in ("llr", "emb_l2", "emb_cos", "probe", "finetune")})

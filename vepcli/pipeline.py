@@ -36,6 +36,7 @@ SCORE_DESCRIPTIONS = {
     "emb_l2": "Euclidean distance between pooled ref and alt embeddings (>= 0; larger = bigger effect)",
     "emb_cos": "Cosine distance 1 - cos(ref, alt) between pooled embeddings (larger = bigger effect)",
     "probe": "Probability of the positive class from the probe given with --probe",
+    "finetune": "Probability from the head of the fine-tuned model given with --model",
 }
 
 
@@ -67,6 +68,7 @@ class ScoreSettings:
     precision: str = "fp32"
     embeddings: bool = False  # also keep the pooled ref and alt vectors (vepcli embed)
     probe: str | None = None  # a probe.skops whose probability becomes the `probe` score
+    finetune: bool = False  # set when --model is a fine-tuned directory: its head gives the `finetune` score
     # not part of the numbers' identity:
     batch_size: int = 8
     device: str = "auto"
@@ -105,10 +107,11 @@ def _blocks(variants: Iterator[Variant], size: int) -> Iterator[list[Variant]]:
 class Scorer:
     """Turns blocks of checked variants into output rows with the engine."""
 
-    def __init__(self, engine: Engine, genome: Genome, settings: ScoreSettings, window: int, probe=None) -> None:
+    def __init__(self, engine: Engine, genome: Genome, settings: ScoreSettings, window: int, probe=None,
+                 head=None) -> None:
         self.engine, self.genome, self.settings, self.window = engine, genome, settings, window
-        self.probe = probe
-        self.want_emb = (settings.embeddings or probe is not None
+        self.probe, self.head = probe, head
+        self.want_emb = (settings.embeddings or probe is not None or head is not None
                          or any(s in settings.scores for s in ("emb_l2", "emb_cos")))
         self.want_llr = "llr" in settings.scores
 
@@ -161,20 +164,27 @@ class Scorer:
                 else:
                     row["reason"] = f"llr is defined for SNVs and MNVs only; this allele is {v.kind}"
             scored[v.index] = row
-        if self.probe is not None and windows.variants:
-            self._add_probe(windows, results, ref_req, alt_req, scored)
+        if (self.probe is not None or self.head is not None) and windows.variants:
+            self._add_supervised(windows, results, ref_req, alt_req, scored)
         return [self._row(v, scored.get(v.index, {})) for v in block]
 
-    def _add_probe(self, windows, results, ref_req, alt_req, scored) -> None:
+    def _add_supervised(self, windows, results, ref_req, alt_req, scored) -> None:
+        """The probe's and the fine-tuned head's probabilities, from the pooled vectors already computed."""
         import numpy as np
         import pandas as pd
 
         ref = np.stack([results[ref_req[slot]].pooled.numpy() for slot in windows.ref_index])
         alt = np.stack([results[i].pooled.numpy() for i in alt_req])
-        covariates = pd.DataFrame([v.extra for v in windows.variants])
-        proba = self.probe.predict_proba(ref, alt, covariates if len(covariates.columns) else None)
-        for v, p in zip(windows.variants, proba, strict=True):
-            scored[v.index]["probe"] = float(p)
+        extras = [v.extra for v in windows.variants]
+        columns = {}
+        if self.probe is not None:
+            covariates = pd.DataFrame(extras)
+            columns["probe"] = self.probe.predict_proba(ref, alt, covariates if len(covariates.columns) else None)
+        if self.head is not None:
+            columns["finetune"] = self.head(ref, alt, extras)
+        for name, values in columns.items():
+            for v, p in zip(windows.variants, values, strict=True):
+                scored[v.index][name] = float(p)
 
     def _row(self, v: Variant, values: dict[str, Any]) -> dict[str, Any]:
         row = {"index": v.index, "chrom": v.chrom, "pos": v.pos, "id": v.id, "ref": v.ref, "alt": v.alt,
@@ -188,8 +198,8 @@ class Scorer:
 
 
 def output_scores(settings: ScoreSettings) -> tuple[str, ...]:
-    """Score columns of the output: the zero-shot ones asked for, then the probe's."""
-    return settings.scores + (("probe",) if settings.probe else ())
+    """Score columns of the output: the zero-shot ones asked for, then the probe's and the head's."""
+    return settings.scores + (("probe",) if settings.probe else ()) + (("finetune",) if settings.finetune else ())
 
 
 def _plain(value: Any) -> Any:
@@ -247,9 +257,15 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
         probe.check_compatible(model_hash, window, settings.pool, weights_sha256=weights_digest,
                                strand_average=settings.strand_average)
         meta["probe"] = {"path": os.path.abspath(settings.probe), "sha256": _digest(Path(settings.probe))}
+    from vepcli.finetune import ScoreHead
+
+    head = ScoreHead.load(model_dir, window, settings.pool, settings.strand_average)
+    settings.finetune = head is not None
+    if head is not None:
+        meta["finetune"] = {"path": str(model_dir), "head_sha256": head.meta["model"]["head_sha256"]}
     store = PartialStore(out, meta, resume)
     engine = Engine(model, settings.device, settings.precision, settings.batch_size, settings.strand_average)
-    scorer = Scorer(engine, genome, settings, window, probe)
+    scorer = Scorer(engine, genome, settings, window, probe, head)
     bar = None
     if not quiet:
         from tqdm import tqdm
@@ -293,7 +309,10 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
                           f"config_hash={model_hash},window={window}>")
     if settings.probe:
         meta_lines.append(f"##vepcli_probe=<path={settings.probe},sha256={meta['probe']['sha256'][:16]}>")
-    write_output(out, fmt, store.rows, output_scores(settings), SCORE_DESCRIPTIONS, meta_lines, contigs, extra_columns,
+    if head is not None:
+        meta_lines.append(head.header_line())
+    descriptions = {**SCORE_DESCRIPTIONS, **({"finetune": head.description} if head is not None else {})}
+    write_output(out, fmt, store.rows, output_scores(settings), descriptions, meta_lines, contigs, extra_columns,
                  vectors=("ref_emb", "alt_emb") if settings.embeddings else ())
     store.finish()
     return out
@@ -328,7 +347,8 @@ def _settings_hash(meta: dict[str, Any]) -> str:
 
     keep = {"model": meta["model"]["config_hash"], "weights": meta["model"]["weights_sha256"],
             "window": meta["window"], "settings": {k: v for k, v in meta["settings"].items()
-                                                   if k not in ("regions", "shard")}}
+                                                   if k not in ("regions", "shard")},
+            "probe": meta.get("probe", {}).get("sha256"), "finetune": meta.get("finetune")}
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
