@@ -282,5 +282,6 @@ def read_scores(path: str | Path) -> pd.DataFrame:
             if not line.startswith("##"):
                 break
             skip += 1
+    numeric = ("llr", "emb_l2", "emb_cos", "probe", "finetune")
     return pd.read_csv(path, sep="\t", skiprows=skip, dtype={"chrom": str, "id": str, "ref": str, "alt": str},
-                       keep_default_na=False, na_values={c: [""] for c in ("llr", "emb_l2", "emb_cos", "probe", "finetune")})
+                       keep_default_na=False, na_values={c: [""] for c in numeric})
