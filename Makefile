@@ -32,17 +32,18 @@ bench: install
 	$(PIP) install -e '.[bench]'
 	$(PY) bench/forward.py
 	$(PY) bench/score.py
+	$(PY) bench/pretrain.py
 
 clean:
 	rm -rf build *.egg-info demo-out .pytest_cache
 
-# The bundled default model, models/caduceus-ps-chr22-small: about 35 min of one CPU core. A run that
+# The bundled default model, models/caduceus-ps-chr22-small: about 40 min of one CPU core. A run that
 # was stopped continues from its last checkpoint; a finished one is not trained again.
 PRETRAIN_FASTA ?= ../shared/data/GRCh37_chr22_subset.fa.gz
 PRETRAIN_RUN   ?= runs/caduceus-ps-chr22-small
 PRETRAIN_DATA  := --fasta $(PRETRAIN_FASTA) --val-region 22:47000001-51304566 --seq-len 1024 --val-windows 128 --seed 0
 PRETRAIN_ARGS  := $(PRETRAIN_DATA) --arch caduceus-ps --d-model 64 --n-layer 4 --d-state 4 --batch-size 4 \
-                  --steps 1200 --lr 4e-3 --val-every 100 --checkpoint-every 100 --threads 1
+                  --steps 1800 --lr 4e-3 --val-every 100 --checkpoint-every 100 --threads 1
 
 .PHONY: pretrain-default
 pretrain-default: install

@@ -68,11 +68,11 @@ def write_card(run_dir: Path, baseline_json: Path, out: Path, make_target: str =
     def best(key: str) -> str:
         return f"{b[key]['acc']:.4f} (k={b[key]['k']})"
 
-    beats = [name for name, key, ours in (("like for like", "acc_masked", "val_acc_masked"),
-                                          ("true flanks", "acc_masked_true_flanks", "val_acc_masked"))
-             if val[ours] > b[key]["acc"]]
-    verdict = (f"On [MASK] targets the model beats the best k-mer baseline {' and '.join(beats)}."
-               if beats else "On [MASK] targets the model does NOT beat the best k-mer baseline.")
+    margins = [(name, 100 * (val["val_acc_masked"] - b[key]["acc"]))
+               for name, key in (("like for like", "acc_masked"), ("with true flanks", "acc_masked_true_flanks"))]
+    verdict = "On [MASK] targets the model " + "; ".join(
+        f"{'beats' if m > 0 else 'does NOT beat'} the best k-mer baseline {name} ({m:+.2f} points)"
+        for name, m in margins) + "."
 
     text = f"""# {out.name}
 
@@ -102,8 +102,10 @@ replaced); "true flanks" reads the true bases, which the model never sees.
 | best k-mer, like for like | {best('acc_masked')} | {best('acc_all')} |
 | best k-mer, true flanks | {best('acc_masked_true_flanks')} | {best('acc_all_true_flanks')} |
 
-{verdict} Validation loss {val['val_loss']:.4f} nats per target. ("All targets" counts the 20% of
-targets whose input still shows a base; the best guess there is that base, and the baseline takes it.)
+{verdict}
+
+Validation loss {val['val_loss']:.4f} nats per target. "All targets" counts the 20% of targets whose
+input still shows a base; the best guess there is that base, and the baseline takes it.
 
 Validation during training:
 

@@ -1,0 +1,234 @@
+"""`vepcli pretrain`: data split and sampling, optimiser groups, schedule, a falling loss on real DNA,
+exact resume, and a 2-process gloo run under torchrun."""
+
+from __future__ import annotations
+
+import math
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vepcli.errors import UserError
+from vepcli.genome import Genome
+from vepcli.nn.checkpoint import load_model
+from vepcli.nn.tokenizer import encode
+from vepcli.train.baseline import KmerTable, _codes, kmer_baseline
+from vepcli.train.data import (
+    Interval,
+    WindowSampler,
+    base_fraction,
+    parse_region,
+    split_intervals,
+    subtract,
+    tile_windows,
+)
+from vepcli.train.loop import PretrainConfig, build_model, pretrain
+from vepcli.train.masking import mask_window
+from vepcli.train.optim import build_scheduler, param_groups
+from vepcli.train.report import read_metrics
+
+ROOT = Path(__file__).resolve().parents[1]
+VENV_BIN = Path(sys.executable).parent
+FASTA = ROOT / ".." / "shared" / "data" / "GRCh37_chr22_subset.fa.gz"
+needs_data = pytest.mark.skipif(not FASTA.exists(), reason="needs ../shared/data beside the clone")
+TRAIN_BED = "22\t30000000\t30400000\n"  # 400 kb of chr22 that is mostly real sequence
+VAL_REGION = "22:30300001-30340000"  # carved out of it
+
+
+@pytest.fixture
+def toy_fasta(tmp_path: Path) -> Path:
+    """A small FASTA: contig `a` half N, contig `b` all N, contig `c` a repeat."""
+    rng = np.random.default_rng(0)
+    half = "".join(rng.choice(list("ACGT"), 3000)) + "N" * 3000
+    path = tmp_path / "toy.fa"
+    path.write_text(f">a\n{half}\n>b\n{'N' * 2000}\n>c\n{'ACGTTGCA' * 500}\n")
+    return path
+
+
+def tiny(tmp_path: Path, name: str, **kw) -> PretrainConfig:
+    bed = tmp_path / "train.bed"
+    bed.write_text(TRAIN_BED)
+    settings = dict(fasta=str(FASTA), output=str(tmp_path / name), intervals=str(bed), val_regions=(VAL_REGION,),
+                    d_model=16, n_layer=2, seq_len=128, batch_size=4, steps=6, lr=4e-3, val_every=3,
+                    val_windows=8, log_every=1, checkpoint_every=3, keep_checkpoints=0, quiet=True)
+    settings.update(kw)
+    return PretrainConfig(**settings)
+
+
+# ------------------------------------------------------------------------------------- data
+def test_regions_and_interval_arithmetic():
+    assert parse_region("22:1,001-2000") == Interval("22", 1000, 2000)
+    with pytest.raises(UserError):
+        parse_region("22:5-1")
+    got = subtract([Interval("a", 0, 100), Interval("b", 0, 50)], [Interval("a", 10, 20), Interval("a", 90, 200)])
+    assert got == [Interval("a", 0, 10), Interval("a", 20, 90), Interval("b", 0, 50)]
+
+
+def test_split_by_bed_folds_and_by_held_out_fraction(toy_fasta: Path, tmp_path: Path):
+    genome = Genome(toy_fasta)
+    bed = tmp_path / "folds.bed"
+    bed.write_text("a\t0\t1000\ttrain\na\t1000\t2000\tvalid\na\t2000\t3000\ttest\nc\t0\t4000\ttrain\n")
+    train, val = split_intervals(genome, str(bed))
+    assert val == [Interval("a", 1000, 2000)]
+    assert train == [Interval("a", 0, 1000), Interval("c", 0, 4000)], "test folds must not be trained on"
+    train, val = split_intervals(genome, None, val_fraction=0.1)
+    assert Interval("c", 3600, 4000) in val
+    assert all(t.end <= v.start or t.start >= v.end for t in train for v in val if t.contig == v.contig)
+    train, val = split_intervals(genome, None, val_regions=["c:1-800"])
+    assert val == [Interval("c", 0, 800)] and Interval("c", 800, 4000) in train
+
+
+def test_sampler_skips_mostly_n_windows(toy_fasta: Path):
+    genome = Genome(toy_fasta)
+    sampler = WindowSampler(genome, [Interval("a", 0, 6000)], 256)
+    rng = np.random.default_rng(0)
+    fractions = [base_fraction(sampler.draw(rng)[1]) for _ in range(200)]
+    assert min(fractions) >= 0.5
+    with pytest.raises(UserError, match="mostly N"):
+        WindowSampler(genome, [Interval("b", 0, 2000)], 256).draw(rng)
+    tiles = tile_windows(genome, [Interval("a", 0, 6000)], 500, 100)
+    assert len(tiles) == 6 and all(base_fraction(ids) >= 0.5 for _, ids in tiles)
+
+
+# ------------------------------------------------------------------------------------ optimiser
+def test_param_groups_follow_the_recipe():
+    model = build_model(PretrainConfig(fasta="-", output="-", d_model=16, n_layer=2))
+    decay, no_decay = param_groups(model, 0.1)
+    names = {id(p): n for n, p in model.named_parameters()}
+    in_decay = {names[id(p)].split(".")[-2] + "." + names[id(p)].split(".")[-1] for p in decay["params"]}
+    in_none = {names[id(p)] for p in no_decay["params"]}
+    assert in_decay == {"in_proj.weight", "conv1d.weight", "x_proj.weight", "dt_proj.weight", "out_proj.weight"}
+    assert all(n.endswith(("A_log", "D", "bias", "norm.weight", "norm_f.weight", "embedding.weight"))
+               for n in in_none)
+    assert any(n.endswith("A_log") for n in in_none) and any(n.endswith("embedding.weight") for n in in_none)
+    listed = [id(p) for g in (decay, no_decay) for p in g["params"]]
+    assert len(listed) == len(set(listed)) == len({id(p) for p in model.parameters()})
+    assert sum(p.numel() for g in (decay, no_decay) for p in g["params"]) == model.num_parameters()
+
+
+def test_warmup_then_cosine_to_min_lr():
+    opt = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(1))], lr=8e-3)
+    sched = build_scheduler(opt, total_steps=100, warmup_frac=0.1, lr=8e-3, min_lr=1e-4)
+    lrs = []
+    for _ in range(100):
+        lrs.append(opt.param_groups[0]["lr"])
+        opt.step()
+        sched.step()
+    assert lrs[0] == pytest.approx(8e-4) and lrs[9] == pytest.approx(8e-3)
+    assert all(a >= b for a, b in zip(lrs[9:], lrs[10:], strict=False))
+    assert lrs[-1] == pytest.approx(1e-4, rel=0.05) and opt.param_groups[0]["lr"] == pytest.approx(1e-4)
+
+
+# ------------------------------------------------------------------------------------ baseline
+def test_kmer_baseline_learns_a_periodic_sequence():
+    seq = encode("ACGTTGCA" * 300)
+    table = KmerTable(_codes([seq]), 2)
+    pred, known = table.predict(_codes([seq]))
+    assert known[2:-3].all() and (pred[2:-3] == _codes([seq])[2:-3]).all()
+    val = [mask_window(encode("ACGTTGCA" * 32), np.random.default_rng(i)) for i in range(4)]
+    res = kmer_baseline([seq], val, ks=(0, 1, 2))
+    assert res[2]["acc_masked_true_flanks"] > 0.95 > res[0]["acc_masked_true_flanks"]
+    assert res[2]["acc_masked"] <= res[2]["acc_masked_true_flanks"]
+
+
+# ------------------------------------------------------------------------------------ training
+@needs_data
+def test_loss_falls_on_real_dna_and_the_model_loads(tmp_path: Path):
+    cfg = tiny(tmp_path, "run", d_model=32, steps=30, batch_size=8, val_every=10, checkpoint_every=100)
+    result = pretrain(cfg)
+    rows = read_metrics(tmp_path / "run" / "metrics.csv")
+    losses = [r["train_loss"] for r in rows]
+    assert len(rows) == 30 and math.isclose(losses[0], math.log(16), abs_tol=0.5)
+    assert np.mean(losses[-5:]) < losses[0] - 0.8, losses
+    vals = [r["val_loss"] for r in rows if r["val_loss"] is not None]
+    assert len(vals) == 3 and vals[-1] < vals[0] and vals[-1] < 1.6  # ln 16 = 2.77 at the start
+    assert 0.25 < result["val_acc"] <= 1
+    run = tmp_path / "run"
+    model = load_model(run / "model")
+    assert model.config.max_length == 128 and model.config.rcps and model.config.d_model == 32
+    assert (run / "model" / "training.json").is_file() and (run / "curves.png").stat().st_size > 1000
+    assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-30"]
+
+
+@needs_data
+def test_resumed_run_matches_uninterrupted_step_for_step(tmp_path: Path):
+    full = pretrain(tiny(tmp_path, "full", arch="caduceus-ph"))  # Ph: the RC augmentation is drawn too
+    a, b = tmp_path / "full", tmp_path / "resumed"
+    (b / "checkpoints").mkdir(parents=True)
+    shutil.copytree(a / "checkpoints" / "step-3", b / "checkpoints" / "step-3")
+    shutil.copy(a / "metrics.csv", b / "metrics.csv")  # rows past step 3 must be dropped on resume
+    with pytest.raises(UserError, match="already holds a run"):
+        pretrain(tiny(tmp_path, "resumed", arch="caduceus-ph"))
+    with pytest.raises(UserError, match="lr"):
+        pretrain(tiny(tmp_path, "resumed", arch="caduceus-ph", lr=1e-3, resume=True))
+    resumed = pretrain(tiny(tmp_path, "resumed", arch="caduceus-ph", resume=True))
+    rows_a, rows_b = read_metrics(a / "metrics.csv"), read_metrics(b / "metrics.csv")
+    assert [r["step"] for r in rows_b] == [1, 2, 3, 4, 5, 6]
+    for ra, rb in zip(rows_a, rows_b, strict=True):
+        for key in ("lr", "train_loss", "train_acc", "grad_norm", "val_loss", "val_acc"):
+            assert ra[key] == rb[key], (ra["step"], key)  # bit for bit
+    assert full["val_loss"] == resumed["val_loss"]
+    wa, wb = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def _cli(tmp_path: Path, out: str, *extra: str) -> list[str]:
+    bed = tmp_path / "train.bed"
+    bed.write_text(TRAIN_BED)
+    return ["pretrain", "--fasta", str(FASTA), "-o", str(tmp_path / out), "--intervals", str(bed),
+            "--val-region", VAL_REGION, "--d-model", "16", "--n-layer", "2", "--seq-len", "128", "--steps", "3",
+            "--lr", "4e-3", "--val-every", "3", "--val-windows", "8", "--log-every", "1", "-q", *extra]
+
+
+@needs_data
+def test_two_processes_under_torchrun_share_the_work(tmp_path: Path):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    torchrun = [str(VENV_BIN / "torchrun")] if (VENV_BIN / "torchrun").exists() else [
+        sys.executable, "-m", "torch.distributed.run"]
+    cmd = [*torchrun, "--standalone", "--nproc_per_node", "2", "-m", "vepcli",
+           *_cli(tmp_path, "ddp", "--batch-size", "4")]
+    proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ddp = read_metrics(tmp_path / "ddp" / "metrics.csv")
+    assert [r["step"] for r in ddp] == [1, 2, 3], "rank 0 alone writes: each step once"
+    written = {p.name for p in (tmp_path / "ddp").iterdir()} - {"tensorboard"}
+    assert written == {"checkpoints", "curves.png", "metrics.csv", "model"}
+    # one process doing both halves of the batch by gradient accumulation takes the same steps...
+    same = pretrain(tiny(tmp_path, "accum", steps=3, batch_size=4, micro_batch=2, checkpoint_every=100))
+    acc = read_metrics(tmp_path / "accum" / "metrics.csv")
+    for r, s in zip(ddp, acc, strict=True):
+        assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-5)
+    assert same["val_loss"] == pytest.approx(ddp[-1]["val_loss"], rel=1e-4)
+    # ...while rank 0's half of the batch alone trains another model: rank 1 saw other windows
+    pretrain(tiny(tmp_path, "half", steps=3, batch_size=2, checkpoint_every=100))
+    w = {name: load_file(tmp_path / name / "model" / "model.safetensors") for name in ("ddp", "accum", "half")}
+
+    def dist(a: str, b: str) -> float:
+        return sum(float((w[a][k] - w[b][k]).pow(2).sum()) for k in w[a]) ** 0.5
+
+    assert dist("ddp", "half") > 1e-3
+    assert dist("ddp", "accum") < 0.01 * dist("ddp", "half")
+
+
+@needs_data
+def test_cli_errors_are_one_line(tmp_path: Path):
+    proc = subprocess.run([sys.executable, "-m", "vepcli", *_cli(tmp_path, "bad", "--batch-size", "3",
+                                                                 "--micro-batch", "2")],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "--batch-size 3" in proc.stderr
+
+
+@needs_data
+def test_bf16_autocast_path_trains(tmp_path: Path):
+    """The autocast path GPUs take (bf16 here on CPU; fp16 needs CUDA and is refused on CPU)."""
+    result = pretrain(tiny(tmp_path, "bf16", steps=2, precision="bf16", checkpoint_every=100))
+    assert math.isfinite(result["val_loss"]) and result["val_loss"] < math.log(16) + 0.5
+    with pytest.raises(UserError, match="fp16 needs a GPU"):
+        pretrain(tiny(tmp_path, "fp16", steps=2, precision="fp16", device="cpu"))
