@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - depends on the machine
     _cuda_selective_scan = None
 
 DEFAULT_CHUNK = 64
-CHUNK_ELEMENTS = 1 << 19  # a chunk's (T, batch, N, D) buffers stay near 2 MB: resident in cache
+CHUNK_ELEMENTS = 1 << 19  # a chunk's buffers stay near 2 MB for a batch of 4 rows: resident in cache
 LOG2_E = 1.4426950408889634
 
 
@@ -43,8 +43,14 @@ def has_cuda_kernel() -> bool:
 
 
 def chunk_length(batch: int, D: int, N: int, chunk: int = DEFAULT_CHUNK) -> int:
-    """Steps per chunk: at most `chunk`, fewer for wide batches so the per-chunk tensors stay small."""
-    return max(1, min(chunk, CHUNK_ELEMENTS // (batch * D * N)))
+    """Steps per chunk: at most `chunk`, fewer for wide channels so the buffers stay in cache.
+
+    It depends on D and N only, never on the batch, and is a multiple of 8: PyTorch's vector loops
+    finish the last (size mod 32) elements of an op with scalar code that rounds differently, so
+    chunk shapes that changed with the batch would make a window's numbers depend on its batch-mates.
+    """
+    del batch  # kept in the signature: the choice is per model, not per batch
+    return max(8, min(chunk, CHUNK_ELEMENTS // (4 * D * N)) // 8 * 8)
 
 
 def _steps(x: torch.Tensor, s: int, e: int) -> torch.Tensor:
