@@ -1,6 +1,6 @@
 """`vepcli score` throughput on CPU: variants per second with the 131k configuration.
 
-A VCF of 1,000 SNVs on real chr22 DNA: 334 sites with every alternative allele (as in saturation
+A VCF of 1,000 SNVs on real chr22 DNA (../shared/data, GRCh37 chr22): 334 sites with every alternative allele (as in saturation
 mutagenesis and in most annotation sets, where sites carry several ALTs), the last one truncated.
 The model is a Caduceus-PS of the published 131k shape (d_model 256, 16 layers) with random weights,
 saved to a temporary directory. Each configuration scores the first `--n-variants` records of that
@@ -26,7 +26,7 @@ from vepcli.nn.checkpoint import save_model
 from vepcli.pipeline import ScoreSettings, score_file
 
 ROOT = Path(__file__).resolve().parents[1]
-FASTA = ROOT / "tests" / "data" / "chr22_slice.fa.gz"
+FASTA = ROOT.parent / "shared" / "data" / "GRCh37_chr22_subset.fa.gz"  # whole chr22: room for 8 kb N-free windows
 
 
 def write_vcf(path: Path, n: int, margin: int) -> None:
