@@ -1,7 +1,8 @@
 """`vepcli score` throughput on CPU: variants per second with the 131k configuration.
 
-A VCF of 1,000 SNVs on real chr22 DNA (../shared/data, GRCh37 chr22): 334 sites with every alternative allele (as in saturation
-mutagenesis and in most annotation sets, where sites carry several ALTs), the last one truncated.
+A VCF of 1,000 SNVs on real chr22 DNA (../shared/data, GRCh37 chr22): 334 sites with every alternative
+allele (as in saturation mutagenesis and in most annotation sets, where sites carry several ALTs), the
+last one truncated.
 The model is a Caduceus-PS of the published 131k shape (d_model 256, 16 layers) with random weights,
 saved to a temporary directory. Each configuration scores the first `--n-variants` records of that
 VCF (all 1,000 by default; fewer for long windows on a small CPU), through the real CLI code path.

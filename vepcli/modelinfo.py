@@ -4,10 +4,20 @@ from __future__ import annotations
 
 import hashlib
 import json
+from pathlib import Path
 from typing import Any
 
 from vepcli.nn.checkpoint import load_model
 from vepcli.nn.hub import resolve_model_dir
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file, read in 1 MB blocks: outputs, probes and heads record their model's weights by it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
 
 
 def config_hash(config_dict: dict[str, Any]) -> str:

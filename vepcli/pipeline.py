@@ -19,7 +19,7 @@ from vepcli import __version__
 from vepcli.errors import UserError
 from vepcli.genome import Genome
 from vepcli.infer import Engine, Request
-from vepcli.modelinfo import config_hash
+from vepcli.modelinfo import config_hash, file_sha256
 from vepcli.nn.checkpoint import load_model
 from vepcli.nn.hub import resolve_model_dir
 from vepcli.output import PartialStore, output_format, write_output
@@ -245,7 +245,7 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
     genome = Genome(fasta)
     model_hash = config_hash(model.config.to_dict())
     weights = model_dir / "model.safetensors"
-    weights_digest = _digest(weights) if weights.exists() else "unknown"
+    weights_digest = file_sha256(weights) if weights.exists() else "unknown"
     meta = {"version": __version__, "variants": _file_identity(variants_path), "fasta": _file_identity(fasta),
             "model": {"path": str(model_dir), "config_hash": model_hash, "weights_sha256": weights_digest},
             "window": window, "settings": settings.identity(), "format": fmt}
@@ -256,7 +256,7 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
         probe = load_probe(settings.probe)
         probe.check_compatible(model_hash, window, settings.pool, weights_sha256=weights_digest,
                                strand_average=settings.strand_average)
-        meta["probe"] = {"path": os.path.abspath(settings.probe), "sha256": _digest(Path(settings.probe))}
+        meta["probe"] = {"path": os.path.abspath(settings.probe), "sha256": file_sha256(Path(settings.probe))}
     from vepcli.finetune import ScoreHead
 
     head = ScoreHead.load(model_dir, window, settings.pool, settings.strand_average)
@@ -331,14 +331,6 @@ def _contig_lines(fasta_contigs, used, genome: Genome):
         resolved = genome.resolve(name)
         out.append((name, genome.length(resolved) if resolved else None))
     return out
-
-
-def _digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _settings_hash(meta: dict[str, Any]) -> str:

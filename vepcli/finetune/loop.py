@@ -45,13 +45,12 @@ from vepcli.finetune.model import (
     LAYOUTS,
     FinetuneNet,
     Head,
-    file_digest,
     load_head_state,
     save_finetuned,
     save_head,
 )
 from vepcli.genome import Genome
-from vepcli.modelinfo import config_hash
+from vepcli.modelinfo import config_hash, file_sha256
 from vepcli.nn.checkpoint import load_model
 from vepcli.nn.hub import resolve_model_dir
 from vepcli.scores import pool_span
@@ -408,7 +407,7 @@ def _base_identity(base_dir: Path, lm) -> dict[str, Any]:
     weights = base_dir / "model.safetensors"
     return {"path": str(base_dir), "config_hash": config_hash(lm.config.to_dict()), "arch": lm.config.arch,
             "d_model": lm.config.d_model, "n_layer": lm.config.n_layer,
-            "weights_sha256": file_digest(weights) if weights.exists() else "unknown"}
+            "weights_sha256": file_sha256(weights) if weights.exists() else "unknown"}
 
 
 class Trainer:

@@ -14,7 +14,6 @@ engine computed with that backbone into the head's probability, which is what `v
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -28,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vepcli.errors import UserError
+from vepcli.modelinfo import file_sha256
 from vepcli.nn.caduceus import CaduceusForMaskedLM
 from vepcli.nn.checkpoint import load_model, save_model
 from vepcli.nn.tokenizer import reverse_complement_ids
@@ -149,14 +149,6 @@ def build_head(meta_head: dict[str, Any]) -> Head:
 # ---------------------------------------------------------------- the model directory
 
 
-def file_digest(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def save_head(head: Head, path: Path) -> None:
     save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(path),
               metadata={"format": FORMAT})
@@ -180,8 +172,8 @@ def save_finetuned(lm: CaduceusForMaskedLM, head: Head, meta: dict[str, Any], di
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(lm, tmp)
     save_head(head, tmp / HEAD_NAME)
-    meta = {**meta, "model": {**meta.get("model", {}), "weights_sha256": file_digest(tmp / "model.safetensors"),
-                              "head_sha256": file_digest(tmp / HEAD_NAME)}}
+    meta = {**meta, "model": {**meta.get("model", {}), "weights_sha256": file_sha256(tmp / "model.safetensors"),
+                              "head_sha256": file_sha256(tmp / HEAD_NAME)}}
     (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     old = directory.parent / f".old-{directory.name}"
     if directory.exists():
@@ -221,7 +213,7 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> Fine
     for name, key, what in (("model.safetensors", "weights_sha256", "the backbone the head was trained with"),
                             (HEAD_NAME, "head_sha256", "the head finetune.json describes")):
         path, recorded = directory / name, meta["model"].get(key)
-        if path.exists() and recorded and file_digest(path) != recorded:
+        if path.exists() and recorded and file_sha256(path) != recorded:
             raise UserError(f"{path} is not {what} (its sha256 differs from {directory / META_NAME})")
     lm = load_model(directory, device=device)
     head = build_head(meta["head"])
