@@ -200,9 +200,22 @@ def selective_scan(
     return y.to(dtype)
 
 
+ROW_GROUP = 4  # rows per inference scan: cache-sized buffers and shapes that do not depend on the batch
+
+
 def _scan_inference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk):
     """The forward scan with softplus, the D skip and the SiLU(z) gate applied chunk by chunk, so
-    that inference holds no extra full-length copy of delta or y."""
+    that inference holds no extra full-length copy of delta or y. Wide batches run ROW_GROUP rows
+    at a time: the rows are independent, and each group's buffers stay in cache."""
+    rows = u.shape[0]
+    if rows > ROW_GROUP:
+        def part(t, i):
+            return None if t is None else t[i : i + ROW_GROUP] if t.dim() == 3 else t
+
+        return torch.cat([_scan_inference(u[i : i + ROW_GROUP], delta[i : i + ROW_GROUP], part(A, i),
+                                          B[i : i + ROW_GROUP], C[i : i + ROW_GROUP], part(D, i), part(z, i),
+                                          part(delta_bias, i), delta_softplus, chunk)
+                          for i in range(0, rows, ROW_GROUP)])
     work = u.dtype
     bias = None if delta_bias is None else delta_bias.to(work)
     bias = bias.transpose(0, 1) if bias is not None and bias.dim() == 3 else bias  # (1, batch, D)
