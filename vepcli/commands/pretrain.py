@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import click
 
-from vepcli.train.loop import ARCHS, PretrainConfig
-from vepcli.train.loop import pretrain as run_pretrain
+from vepcli.train.config import ARCHS, PretrainConfig
 
 _D = PretrainConfig.__dataclass_fields__
 
@@ -60,4 +59,6 @@ def _default(name: str):
 @click.option("-q", "--quiet", is_flag=True)
 def pretrain(**options) -> None:
     """Pretrain a Caduceus masked language model on a genome (torchrun for several processes)."""
+    from vepcli.train.loop import pretrain as run_pretrain  # torch loads here, not at `vepcli --help`
+
     run_pretrain(PretrainConfig(**options))

@@ -55,6 +55,7 @@ from vepcli.nn.checkpoint import load_model
 from vepcli.nn.hub import resolve_model_dir
 from vepcli.scores import pool_span
 from vepcli.train import checkpoints, distributed
+from vepcli.train.config import jsonable
 from vepcli.train.loop import pick_device, pick_precision
 from vepcli.train.optim import WarmupCosine, param_groups
 
@@ -139,11 +140,7 @@ class FinetuneConfig:
             raise UserError("--head-hidden and --patience must be >= 0 and --dropout in [0, 1)")
 
     def run_defining(self) -> dict[str, Any]:
-        return {k: _jsonable(getattr(self, k)) for k in _RUN_DEFINING}
-
-
-def _jsonable(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
+        return {k: jsonable(getattr(self, k)) for k in _RUN_DEFINING}
 
 
 def _say(cfg: FinetuneConfig, d: distributed.Dist, msg: str) -> None:

@@ -14,19 +14,20 @@ import dataclasses
 import json
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
+from vepcli import infer
 from vepcli.errors import UserError
 from vepcli.genome import Genome
 from vepcli.nn import CaduceusConfig, CaduceusForMaskedLM
 from vepcli.nn.checkpoint import save_model
 from vepcli.nn.tokenizer import MASK
 from vepcli.train import checkpoints, distributed
+from vepcli.train.config import ARCHS, PretrainConfig, jsonable  # noqa: F401 - re-exported
 from vepcli.train.data import (
     WindowSampler,
     reverse_complement_np,
@@ -38,87 +39,14 @@ from vepcli.train.masking import IGNORE, mask_window, masked_lm_sums
 from vepcli.train.optim import build_optimizer, build_scheduler
 from vepcli.train.report import MetricsLog, plot_curves
 
-ARCHS = {"caduceus-ps": True, "caduceus-ph": False}
-# settings a resumed run must share with the run it continues (the others only change speed or logging)
-_RUN_DEFINING = ("fasta", "intervals", "val_intervals", "val_regions", "val_fraction", "arch", "d_model",
-                 "n_layer", "d_state", "seq_len", "batch_size", "steps", "lr", "min_lr", "warmup_frac",
-                 "weight_decay", "betas", "grad_clip", "mask_prob", "min_base_fraction", "rc_aug", "seed",
-                 "val_windows")
-
-
-@dataclass
-class PretrainConfig:
-    """Every setting of `vepcli pretrain`; the defaults are the published recipe scaled to one machine."""
-
-    fasta: str
-    output: str
-    intervals: str | None = None
-    val_intervals: str | None = None
-    val_regions: tuple[str, ...] = ()
-    val_fraction: float = 0.05
-    arch: str = "caduceus-ps"
-    d_model: int = 128
-    n_layer: int = 4
-    d_state: int = 16
-    seq_len: int = 1024
-    batch_size: int = 16
-    micro_batch: int | None = None
-    steps: int = 1000
-    lr: float = 8e-3
-    min_lr: float = 1e-4
-    warmup_frac: float = 0.1
-    weight_decay: float = 0.1
-    betas: tuple[float, float] = (0.9, 0.95)
-    grad_clip: float = 1.0
-    mask_prob: float = 0.15
-    min_base_fraction: float = 0.5
-    rc_aug: bool | None = None  # default: on for Ph, off for PS (which is equivariant by construction)
-    val_every: int = 100
-    val_windows: int = 128
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
-    seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int = 1
-    resume: bool = False
-    quiet: bool = False
-    command: str = field(default_factory=lambda: " ".join(["vepcli", *sys.argv[1:]]))
-
-    def __post_init__(self) -> None:
-        self.val_regions = tuple(self.val_regions)
-        self.betas = tuple(self.betas)
-        if self.arch not in ARCHS:
-            raise UserError(f"--arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
-        if self.rc_aug is None:
-            self.rc_aug = not ARCHS[self.arch]
-        for name in ("d_model", "n_layer", "d_state", "seq_len", "batch_size", "steps", "val_every",
-                     "val_windows", "checkpoint_every", "log_every", "threads"):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
-        if not 0 < self.mask_prob < 1:
-            raise UserError("--mask-prob must be between 0 and 1")
-
-    def run_defining(self) -> dict[str, Any]:
-        return {k: _jsonable(getattr(self, k)) for k in _RUN_DEFINING}
-
-
-def _jsonable(v: Any) -> Any:
-    return list(v) if isinstance(v, tuple) else v
-
 
 # ------------------------------------------------------------------------------------------- set-up
 def pick_device(name: str, d: distributed.Dist) -> torch.device:
-    if name == "auto":
-        name = "cuda" if torch.cuda.is_available() else "cpu"
-    if name == "cuda":
-        if not torch.cuda.is_available():
-            raise UserError("--device cuda was asked for but no CUDA GPU is available; use --device cpu")
-        return torch.device("cuda", d.local_rank)
-    if name != "cpu":
+    """The engine's choice (auto, cpu, cuda; one error for a missing GPU); each rank takes its own GPU."""
+    if name not in ("auto", "cpu", "cuda"):
         raise UserError(f"--device must be auto, cpu or cuda, not {name!r}")
-    return torch.device("cpu")
+    device = infer.pick_device(name)
+    return torch.device("cuda", d.local_rank) if device.type == "cuda" else device
 
 
 def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
@@ -333,7 +261,7 @@ def _finish(cfg: PretrainConfig, model: CaduceusForMaskedLM, run_dir: Path, elap
               "steps": cfg.steps, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
               "tokens": cfg.steps * cfg.batch_size * cfg.seq_len, "processes": d.world,
               "elapsed_s": round(elapsed, 1), "cpu_s_rank0": round(cpu, 1), "final_validation": last_val,
-              "settings": {k: _jsonable(v) for k, v in dataclasses.asdict(cfg).items() if k != "command"}}
+              "settings": {k: jsonable(v) for k, v in dataclasses.asdict(cfg).items() if k != "command"}}
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     _say(cfg, d, f"model written to {out} ({elapsed:.0f} s); curves in {run_dir / 'curves.png'}")
