@@ -19,6 +19,8 @@ from pathlib import Path
 import pandas as pd
 import pytest
 import torch
+from naive_windows import naive_alt as alt_win
+from naive_windows import naive_ref as ref_win
 
 from vepcli import __version__
 from vepcli.errors import UserError
@@ -57,22 +59,6 @@ def n_alts(records) -> int:
 
 def other(base: str) -> str:
     return {"A": "C", "C": "G", "G": "T", "T": "A"}[base.upper()]
-
-
-def naive(seq: str, start0: int, end0: int) -> str:
-    """Upper-cased bases [start0, end0) of seq, N outside the contig."""
-    return "".join(seq[i].upper() if 0 <= i < len(seq) else "N" for i in range(start0, end0))
-
-
-def ref_win(seq: str, pos: int, w: int) -> str:
-    start = pos - 1 - w // 2
-    return naive(seq, start, start + w)
-
-
-def alt_win(seq: str, pos: int, ref: str, alt: str, w: int) -> str:
-    """The genome with REF replaced by ALT, read from the ref window's left end, w bases."""
-    start = pos - 1 - w // 2
-    return (naive(seq, start, pos - 1) + alt.upper() + naive(seq, pos - 1 + len(ref), start + w + len(ref)))[:w]
 
 
 TOKEN = {"A": 7, "C": 8, "G": 9, "T": 10, "N": 11}

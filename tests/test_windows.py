@@ -3,6 +3,7 @@
 from pathlib import Path
 
 import pytest
+from naive_windows import naive, naive_alt, naive_ref
 
 from vepcli.genome import Genome
 from vepcli.variants import Variant, check_against_reference, read_vcf
@@ -14,22 +15,6 @@ from vepcli.windows import (
     ref_window,
     window_start,
 )
-
-
-def naive(seq: str, start0: int, end0: int) -> str:
-    return "".join(seq[i].upper() if 0 <= i < len(seq) else "N" for i in range(start0, end0))
-
-
-def naive_ref(seq: str, pos: int, w: int) -> str:
-    start = pos - 1 - w // 2
-    return naive(seq, start, start + w)
-
-
-def naive_alt(seq: str, pos: int, ref: str, alt: str, w: int) -> str:
-    """The genome with REF replaced by ALT, read from the same left end, W bases."""
-    start = pos - 1 - w // 2
-    edited = naive(seq, start, pos - 1) + alt + naive(seq, pos - 1 + len(ref), start + w + len(ref))
-    return edited[:w]
 
 
 def other(base: str) -> str:
