@@ -14,7 +14,8 @@ from vepcli.api import strand_average
 from vepcli.errors import UserError
 from vepcli.nn import CaduceusConfig, CaduceusForMaskedLM
 from vepcli.nn.checkpoint import load_model, read_state_dict, save_model
-from vepcli.nn.scan import selective_scan, selective_scan_reference
+from vepcli.nn.kernels import selective_scan_reference
+from vepcli.nn.kernels.torch_scan import selective_scan_torch as selective_scan
 from vepcli.nn.tokenizer import COMPLEMENT, reverse_complement_ids
 
 FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "caduceus-hf"

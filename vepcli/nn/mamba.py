@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vepcli.nn.scan import has_cuda_kernel, selective_scan
+from vepcli.nn.kernels import scan_backend, selective_scan
 
 
 class Mamba(nn.Module):
@@ -130,7 +130,7 @@ class BiMamba(nn.Module):
         x, z = fwd.in_proj(hidden).chunk(2, dim=-1)  # shared in_proj: the reverse pass is its flip
         u_f, delta_f, B_f, C_f = fwd.ssm_inputs(x)
         u_r, delta_r, B_r, C_r = rev.ssm_inputs(flip_L(x))
-        if has_cuda_kernel() and hidden.is_cuda:  # the kernel takes one A per call: one call per direction
+        if scan_backend(hidden.device) == "mamba_ssm":  # the kernel takes one A per call: one per direction
             y_f = selective_scan(u_f, delta_f, fwd.A(), B_f, C_f, fwd.D, z, fwd.dt_proj.bias)
             y_r = flip_L(selective_scan(u_r, delta_r, rev.A(), B_r, C_r, rev.D, flip_L(z), rev.dt_proj.bias))
             return fwd.out_proj(y_f + y_r) if self.strategy == "add" else fwd.out_proj(y_f) * rev.out_proj(y_r)

@@ -1,4 +1,4 @@
-"""The selective scan of Mamba (S6), in pure PyTorch, with dispatch to mamba_ssm's CUDA kernel.
+"""The selective scan of Mamba (S6) in pure PyTorch: the path that runs anywhere torch runs.
 
 For each channel d and state n, with a_t = exp(delta_t A) and b_t = delta_t B_t u_t:
 
@@ -27,19 +27,9 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
-try:  # the CUDA kernels, when the `gpu` extra is installed
-    from mamba_ssm.ops.selective_scan_interface import selective_scan_fn as _cuda_selective_scan
-except ImportError:  # pragma: no cover - depends on the machine
-    _cuda_selective_scan = None
-
 DEFAULT_CHUNK = 64
 CHUNK_ELEMENTS = 1 << 19  # a chunk's buffers stay near 2 MB for a batch of 4 rows: resident in cache
 LOG2_E = 1.4426950408889634
-
-
-def has_cuda_kernel() -> bool:
-    """True when mamba_ssm's selective-scan kernel is importable (the `gpu` extra)."""
-    return _cuda_selective_scan is not None
 
 
 def chunk_length(batch: int, D: int, N: int, chunk: int = DEFAULT_CHUNK) -> int:
@@ -160,7 +150,7 @@ class _SelectiveScan(torch.autograd.Function):
         return du, ddelta, dA if A.dim() == 3 else dA.sum(0), dB, dC, None
 
 
-def selective_scan(
+def selective_scan_torch(
     u: torch.Tensor,
     delta: torch.Tensor,
     A: torch.Tensor,
@@ -177,11 +167,6 @@ def selective_scan(
     `D` and `delta_bias` are (D,) or, for a batch whose rows carry different parameters, (batch, 1, D).
     """
     dtype = u.dtype
-    if _cuda_selective_scan is not None and u.is_cuda and A.dim() == 2:
-        y = _cuda_selective_scan(u.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2),
-                                 C.transpose(1, 2), D, None if z is None else z.transpose(1, 2),
-                                 delta_bias, delta_softplus)
-        return y.transpose(1, 2)
     work = torch.promote_types(dtype, torch.float32)  # fp32 state for half precision, fp64 stays fp64
     u, delta, A, B, C = (t.to(work) for t in (u, delta, A, B, C))
     needs_grad = torch.is_grad_enabled() and any(
@@ -236,26 +221,4 @@ def _scan_inference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk):
 
     chunk = chunk_length(u.shape[0], u.shape[2], A.shape[-1], chunk)
     y, _ = _scan_forward(u, delta_steps, A, B, C, chunk, False, epilogue)
-    return y
-
-
-def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True):
-    """Plain sequential scan in float64, step by step as the equations read. For tests only."""
-    u, delta, A, B, C = (t.double() for t in (u, delta, A, B, C))
-    if delta_bias is not None:
-        delta = delta + delta_bias.double()
-    if delta_softplus:
-        delta = F.softplus(delta)
-    batch, L, Dn = u.shape
-    A = A.expand(batch, *A.shape[-2:])
-    h = u.new_zeros(batch, Dn, A.shape[-1])
-    ys = []
-    for t in range(L):
-        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * u[:, t])[..., None] * B[:, t, None, :]
-        ys.append((h * C[:, t, None, :]).sum(-1))
-    y = torch.stack(ys, 1)
-    if D is not None:
-        y = y + u * D.double()
-    if z is not None:
-        y = y * F.silu(z.double())
     return y
