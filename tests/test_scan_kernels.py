@@ -1,0 +1,183 @@
+"""Every selective-scan path against the float64 reference: forward, gradients, batch-mates, memory.
+
+The compiled CPU kernel (`cpu`) and the pure-PyTorch scan (`torch`) run here; the Triton kernel has its
+own file (tests/test_triton_scan.py) because it runs under Triton's interpreter.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from vepcli.nn.checkpoint import load_model
+from vepcli.nn.kernels import cpu, scan_backend, selective_scan, selective_scan_reference, selective_scan_torch
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "caduceus-hf"
+
+if not cpu.available():  # the kernel builds with the C++ compiler every supported machine has
+    pytest.fail("the CPU scan kernel did not build: is a C++ compiler (g++) installed?", pytrace=False)
+
+SCANS = {"cpu": cpu.selective_scan_cpu, "torch": selective_scan_torch}
+NAMES = ["u", "delta", "A", "B", "C", "D", "z", "delta_bias"]
+
+
+def make_inputs(batch: int, L: int, D: int, N: int, per_row: bool, seed: int, dtype=torch.float32):
+    """Random scan inputs; per-row A, D and bias as BiMamba passes them when `per_row`."""
+    g = torch.Generator().manual_seed(seed)
+    u, delta, z = (torch.randn(batch, L, D, generator=g) for _ in range(3))
+    B, C = (torch.randn(batch, L, N, generator=g) for _ in range(2))
+    lead = (batch,) if per_row else ()
+    A = -torch.rand(*lead, D, N, generator=g) * 4
+    Dp, bias = (torch.randn(*lead, *((1,) if per_row else ()), D, generator=g) for _ in range(2))
+    return [t.to(dtype) for t in (u, delta, A, B, C, Dp, z, bias)]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    return ((a.double() - b.double()).abs().max() / b.double().abs().max().clamp_min(1e-30)).item()
+
+
+@pytest.mark.parametrize("path", list(SCANS))
+@pytest.mark.parametrize(("batch", "L", "D", "N", "per_row"), [
+    (1, 1, 5, 4, False), (2, 37, 12, 8, False), (3, 130, 20, 16, True), (9, 65, 33, 16, True),
+    (4, 129, 16, 3, False), (5, 200, 7, 16, True),
+])
+def test_forward_and_gradients_match_float64_reference(path, batch, L, D, N, per_row) -> None:
+    inputs = make_inputs(batch, L, D, N, per_row, seed=batch * 1000 + L)
+    ours = [t.clone().requires_grad_() for t in inputs]
+    refs = [t.double().requires_grad_() for t in inputs]
+    y = SCANS[path](*ours)
+    y_ref = selective_scan_reference(*refs)
+    assert y.dtype == torch.float32 and y.shape == y_ref.shape
+    assert rel_err(y, y_ref) < 1e-5
+    weight = torch.randn(y.shape, generator=torch.Generator().manual_seed(7), dtype=torch.float64)
+    grads = torch.autograd.grad((y * weight.float()).sum(), ours)
+    grads_ref = torch.autograd.grad((y_ref * weight).sum(), refs)
+    for name, ga, gb in zip(NAMES, grads, grads_ref, strict=True):
+        assert ga.shape == gb.shape, name
+        if gb.abs().max() > 0:  # dA is exactly 0 for L = 1 (h_0 = 0)
+            assert rel_err(ga, gb) < 1e-4, name
+
+
+@pytest.mark.parametrize("path", list(SCANS))
+@pytest.mark.parametrize("with_extras", [True, False])
+def test_optional_inputs_and_no_softplus(path, with_extras) -> None:
+    u, delta, A, B, C, Dp, z, bias = make_inputs(2, 45, 10, 4, False, seed=11)
+    for softplus in (True, False):
+        d = delta if softplus else delta.abs() * 0.3  # without softplus, delta + bias must stay positive
+        extras = (Dp, z, bias if softplus else bias.abs() * 0.1) if with_extras else (None, None, None)
+        ours = [t.clone().requires_grad_() for t in (u, d, A, B, C)]
+        y = SCANS[path](*ours, *extras, delta_softplus=softplus)
+        y_ref = selective_scan_reference(*[t.double().requires_grad_() for t in (u, d, A, B, C)], *extras,
+                                         delta_softplus=softplus)
+        assert rel_err(y, y_ref) < 1e-5
+        y.sum().backward()
+        assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in ours)
+
+
+@pytest.mark.parametrize("path", list(SCANS))
+def test_bf16_inputs_keep_fp32_state(path) -> None:
+    inputs = make_inputs(2, 300, 16, 16, True, seed=5)
+    y = SCANS[path](*[t.bfloat16() for t in inputs])
+    y_ref = selective_scan_reference(*[t.bfloat16() for t in inputs])  # the same rounded inputs, in fp64
+    assert y.dtype == torch.bfloat16
+    assert rel_err(y.float(), y_ref) < 1e-2  # the output's own rounding; an all-bf16 state drifts far more
+
+
+@pytest.mark.parametrize("path", list(SCANS))
+def test_rows_are_bitwise_independent_of_batch_mates(path) -> None:
+    inputs = make_inputs(9, 150, 24, 16, True, seed=3)
+    with torch.no_grad():
+        full = SCANS[path](*inputs)
+        for n in (1, 2, 5):
+            part = [t[:n] if t.dim() == 3 and t.shape[0] == 9 else t for t in inputs]
+            assert torch.equal(SCANS[path](*part), full[:n])
+
+
+def test_cpu_kernel_is_independent_of_thread_count() -> None:
+    inputs = make_inputs(6, 97, 40, 16, True, seed=9)
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        one = cpu.selective_scan_cpu(*inputs)
+        torch.set_num_threads(2)
+        two = cpu.selective_scan_cpu(*inputs)
+    finally:
+        torch.set_num_threads(before)
+    assert torch.equal(one, two)
+
+
+def test_dispatch_picks_the_cpu_kernel_and_obeys_vepcli_scan(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("VEPCLI_SCAN", raising=False)
+    assert scan_backend("cpu") == "cpu"
+    assert scan_backend("cpu", torch.float64) == "torch"  # the kernel is fp32; fp64 runs the torch path
+    monkeypatch.setenv("VEPCLI_SCAN", "torch")
+    assert scan_backend("cpu") == "torch"
+    monkeypatch.setenv("VEPCLI_SCAN", "nonsense")
+    with pytest.raises(ValueError, match="VEPCLI_SCAN"):
+        scan_backend("cpu")
+
+
+@pytest.mark.parametrize("backend", ["cpu", "torch"])
+@pytest.mark.parametrize("arch", ["ps", "ph"])
+def test_published_fixtures_match_through_every_cpu_path(backend, arch, monkeypatch) -> None:
+    monkeypatch.setenv("VEPCLI_SCAN", backend)
+    path = FIXTURES / f"caduceus-{arch}-tiny"
+    expected = load_file(path / "expected.safetensors")
+    model = load_model(path)
+    with torch.no_grad():
+        logits, hidden = model(expected["input_ids"], return_hidden=True)
+    torch.testing.assert_close(hidden, expected["last_hidden_state"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(logits, expected["logits"], atol=1e-4, rtol=0)
+
+
+def test_without_a_compiler_the_torch_path_runs_with_one_warning(tmp_path: Path) -> None:
+    code = ("import torch\n"
+            "from vepcli.nn.kernels import scan_backend, selective_scan\n"
+            "x = torch.randn(1, 8, 4)\n"
+            "y = selective_scan(x, x, -torch.ones(4, 2), torch.randn(1, 8, 2), torch.randn(1, 8, 2))\n"
+            "print(scan_backend('cpu'), y.shape[1])\n")
+    env = {**os.environ, "CXX": str(tmp_path / "no-such-cxx"), "VEPCLI_CACHE_DIR": str(tmp_path / "cache")}
+    env.pop("VEPCLI_SCAN", None)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
+    assert proc.stdout.split() == ["torch", "8"]
+    warnings = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert len(warnings) == 1 and "CPU scan kernel unavailable" in warnings[0], proc.stderr
+
+
+def test_long_input_runs_in_bounded_memory_on_the_cpu_kernel() -> None:
+    """131,072 steps forward and backward: memory stays linear in L, far below (L, D, N)."""
+    code = (
+        "import resource, torch\n"
+        "from vepcli.nn.kernels import cpu\n"
+        "torch.set_num_threads(1)\n"
+        "b, L, D, N = 1, 131072, 16, 64\n"
+        "u, dl, z = (torch.randn(b, L, D, requires_grad=True) for _ in range(3))\n"
+        "B, C = (torch.randn(b, L, N, requires_grad=True) for _ in range(2))\n"
+        "A = (-torch.rand(D, N)).requires_grad_()\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "y = cpu.selective_scan_cpu(u, dl, A, B, C, None, z, None)\n"
+        "y.sum().backward()\n"
+        "assert torch.isfinite(y).all() and torch.isfinite(u.grad).all()\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    peak_mb = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                                 check=True).stdout.strip())
+    states_mb = 131072 * 16 * 64 * 4 // 2**20  # (L, D, N) in fp32: 512 MiB
+    assert peak_mb < states_mb / 2, peak_mb
+
+
+def test_public_entry_matches_reference_with_gradients() -> None:
+    """`selective_scan` as the model calls it, whichever backend the dispatch picks here."""
+    inputs = make_inputs(3, 70, 12, 8, True, seed=21)
+    ours = [t.clone().requires_grad_() for t in inputs]
+    refs = [t.double().requires_grad_() for t in inputs]
+    y, y_ref = selective_scan(*ours), selective_scan_reference(*refs)
+    assert rel_err(y, y_ref) < 1e-5
+    for ga, gb in zip(torch.autograd.grad(y.sum(), ours), torch.autograd.grad(y_ref.sum(), refs), strict=True):
+        assert rel_err(ga, gb) < 1e-4
