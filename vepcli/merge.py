@@ -37,12 +37,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vepcli.errors import UserError
-from vepcli.output import INFO_PREFIX, atomic_output, output_format
+from vepcli.integrity import READ_ERRORS, check_compressed, reading, truncated_message
+from vepcli.outpath import check_output_path
+from vepcli.output import INFO_PREFIX, atomic_output, bgzip_and_index, output_format
 
 FAMILY = {"vcf": "VCF", "vcf.gz": "VCF", "tsv": "TSV", "tsv.gz": "TSV", "parquet": "parquet"}
 INDEX_KEY = f"{INFO_PREFIX}INDEX="
 INDEX_COLUMN = "index"
 _VARYING = ("##vepcli_command=", "##vepcli_shard=", "##contig=")
+_INPUT = "##vepcli_input_sha256="
 _CONTIG_ID = re.compile(r"^##contig=<ID=([^,>]+)")
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
 
@@ -65,7 +68,8 @@ class Part:
 
 
 def _open_text(path: Path):
-    """Plain, gzip or bgzip text, by the first bytes."""
+    """Plain, gzip or bgzip text, by the first bytes (a BGZF file without its EOF marker is refused)."""
+    check_compressed(path)
     with open(path, "rb") as f:
         magic = f.read(2)
     if magic == b"\x1f\x8b":
@@ -77,6 +81,14 @@ def _open_text(path: Path):
 
 
 def _read_part(path: Path, fmt: str) -> Part:
+    try:
+        with reading(path):
+            return _read_part_unguarded(path, fmt)
+    except (csv.Error, ValueError, TypeError) as err:  # json errors are ValueErrors
+        raise UserError(f"{path} is not a readable vepcli output ({' '.join(str(err).split())[:200]})") from None
+
+
+def _read_part_unguarded(path: Path, fmt: str) -> Part:
     part = Part(path, fmt, [])
     if fmt == "parquet":
         import pyarrow.parquet as pq
@@ -87,7 +99,9 @@ def _read_part(path: Path, fmt: str) -> Part:
             raise UserError(f"{path} is not a readable parquet file ({err})") from None
         if b"vepcli" not in meta:
             raise UserError(f"{path} has no vepcli header (schema metadata 'vepcli'); is it a vepcli output?")
-        part.header = list(json.loads(meta[b"vepcli"]))
+        part.header = json.loads(meta[b"vepcli"])
+        if not isinstance(part.header, list) or not all(isinstance(h, str) for h in part.header):
+            raise UserError(f"{path}: its vepcli header is not a list of lines; is it a vepcli output?")
         part.rows = pq.ParquetFile(path).metadata.num_rows
         part.columns = "\t".join(pq.read_schema(path).names)
     else:
@@ -126,6 +140,14 @@ def _check_parts(parts: list[Part]) -> str:
         if p.settings_hash != first.settings_hash:
             raise UserError(f"{p.name} (settings {p.settings_hash}) and {first.name} (settings {first.settings_hash}) "
                             "were scored with a different model, window or settings; rescore them alike")
+    inputs = {p.name: next((h for h in p.header if h.startswith(_INPUT)), None) for p in parts}
+    for p in parts[1:]:
+        if inputs[p.name] != inputs[first.name]:
+            def digest(name):
+                return (inputs[name] or "=none (made by an older vepcli)").split("=", 1)[1]
+
+            raise UserError(f"{p.name} (input sha256 {digest(p.name)}) and {first.name} (input sha256 "
+                            f"{digest(first.name)}) were scored from different input files; merge parts of one input")
     for p in parts[1:]:
         mine = [h for h in p.header if not h.startswith(_VARYING)]
         theirs = [h for h in first.header if not h.startswith(_VARYING)]
@@ -272,7 +294,7 @@ def _vcf_rows(part: Part, k: int, rank: dict[str, int], renumber: bool, contigs:
             if at is None:
                 raise UserError(f"{part.name} has records without INFO/{INDEX_KEY[:-1]}; rescore it with this "
                                 "version of vepcli")
-            index = int(info[at][len(INDEX_KEY):])
+            index = _int(info[at][len(INDEX_KEY):], part)
             if renumber:
                 if not 0 <= index < part.rows:
                     raise UserError(f"{part.name}: index {index} is outside 0..{part.rows - 1}; was it made with "
@@ -284,7 +306,7 @@ def _vcf_rows(part: Part, k: int, rank: dict[str, int], renumber: bool, contigs:
             if cols[0] != chrom:
                 chrom = cols[0]
                 contigs.add(chrom, k)
-            key = (rank.get(cols[0], n_rank), cols[0], int(cols[1]), index)
+            key = (rank.get(cols[0], n_rank), cols[0], _int(cols[1], part), index)
             if prev is not None and key < prev:
                 raise UserError(f"{part.name} is not sorted at {cols[0]}:{cols[1]}; merge only files written by "
                                 "'vepcli score'")
@@ -305,7 +327,10 @@ def _table_rows(part: Part, k: int, renumber: bool, contigs: _Contigs) -> Iterat
         prev = -1
         chrom = None
         for row in csv.reader(f, delimiter="\t"):
-            index = int(row[at])
+            if len(row) != len(columns):
+                raise UserError(f"{part.name}: a row has {len(row)} columns, the header {len(columns)}; is it a "
+                                "vepcli output?")
+            index = _int(row[at], part)
             if at_chrom is not None and row[at_chrom] != chrom:
                 chrom = row[at_chrom]
                 contigs.add(chrom, k)
@@ -322,6 +347,22 @@ def _table_rows(part: Part, k: int, renumber: bool, contigs: _Contigs) -> Iterat
             yield index, k, row
 
 
+def _int(text: str, part: Part) -> int:
+    if not (text.isascii() and text.isdigit()):
+        raise UserError(f"{part.name}: index {text[:20]!r} is not a whole number; merge only vepcli outputs")
+    return int(text)
+
+
+def _guarded(part: Part, rows: Iterator[tuple]) -> Iterator[tuple]:
+    """A part that is damaged while it is streamed: one line naming it, never a traceback."""
+    try:
+        with reading(part.path):
+            yield from rows
+    except (csv.Error, ValueError, IndexError) as err:
+        raise UserError(f"{part.name}: cannot read a row ({' '.join(str(err).split())[:200]}); merge only vepcli "
+                        "outputs") from None
+
+
 # ---------------------------------------------------------------- writing
 
 
@@ -330,31 +371,30 @@ def _columns(parts: list[Part]) -> str:
 
 
 def _write_vcf(parts: list[Part], out_fmt: str, tmp: Path, header: list[str], renumber: bool) -> int:
-    import pysam
-
     rank = {_contig_name(line): i for i, line in enumerate(c for c in header if c.startswith("##contig="))}
     coverage = _Coverage(parts)
     total = 0
     text_path = Path(str(tmp) + ".plain") if out_fmt == "vcf.gz" else tmp
     contigs = _Contigs(parts, renumber)
-    streams = [_vcf_rows(p, k, rank, renumber, contigs) for k, p in enumerate(parts)]
+    streams = [_guarded(p, _vcf_rows(p, k, rank, renumber, contigs)) for k, p in enumerate(parts)]
+    max_end = 0
     with open(text_path, "w", encoding="utf-8", newline="") as f:
         f.write("".join(f"{line}\n" for line in header))
         f.write(_columns(parts) + "\n")
         for key, k, line in heapq.merge(*streams, key=lambda item: item[0]):
             coverage.add(key[3], k)
             f.write(line + "\n")
+            max_end = max(max_end, key[2] + len(line.split("\t", 4)[3]) - 1)
             total += 1
     coverage.check(total)
     if out_fmt == "vcf.gz":
-        pysam.tabix_compress(str(text_path), str(tmp), force=True)
-        pysam.tabix_index(str(tmp), preset="vcf", force=True)
+        bgzip_and_index(text_path, tmp, max_end)
     return total
 
 
 def _write_table(parts: list[Part], out_fmt: str, tmp: Path, header: list[str], renumber: bool) -> int:
     contigs = _Contigs(parts, renumber)
-    streams = [_table_rows(p, k, renumber, contigs) for k, p in enumerate(parts)]
+    streams = [_guarded(p, _table_rows(p, k, renumber, contigs)) for k, p in enumerate(parts)]
     total = 0
     raw = open(tmp, "wb")  # noqa: SIM115 - closed below
     try:
@@ -439,12 +479,8 @@ def merge_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathL
     `command` goes into the ##vepcli_command line (default: `vepcli merge INPUTS -o OUTPUT`)."""
     if not inputs:
         raise UserError("give the files to merge: vepcli merge PART... -o OUTPUT")
-    if str(output) == "-":
-        raise UserError("-o - (stdout) is not supported for merge; give a file name")
-    out = Path(output)
+    out = check_output_path(output, inputs)
     out_fmt = output_format(str(out), output_type)
-    if not out.parent.exists():
-        raise UserError(f"the output folder {out.parent} does not exist")
     paths = [Path(p) for p in inputs]
     seen: dict[Path, Path] = {}
     for p in paths:
@@ -479,11 +515,21 @@ def merge_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathL
         command = " ".join(["vepcli", "merge", *map(str, inputs), "-o", str(output)])
     contigs = _merged_contigs(parts) if family == "VCF" else []
     header = _merged_header(parts, command, contigs)
-    with atomic_output(out) as tmp:
-        if family == "VCF":
-            total = _write_vcf(parts, out_fmt, tmp, header, renumber)
-        elif family == "TSV":
-            total = _write_table(parts, out_fmt, tmp, header, renumber)
-        else:
-            total = _write_parquet(parts, tmp, header, renumber)
+    import pyarrow as pa
+
+    try:
+        with atomic_output(out) as tmp:
+            if family == "VCF":
+                total = _write_vcf(parts, out_fmt, tmp, header, renumber)
+            elif family == "TSV":
+                total = _write_table(parts, out_fmt, tmp, header, renumber)
+            else:
+                total = _write_parquet(parts, tmp, header, renumber)
+    except READ_ERRORS as err:
+        raise UserError(truncated_message(Path(getattr(err, "filename", "") or "a part"), err)) from None
+    except pa.ArrowException as err:
+        raise UserError(f"cannot read the parquet parts ({' '.join(str(err).split())[:200]}); merge only vepcli "
+                        "outputs") from None
+    except OSError as err:
+        raise UserError(f"cannot write {out} ({err.strerror or err}); nothing was written") from None
     return out, total, kind

@@ -7,9 +7,6 @@ import json
 from pathlib import Path
 from typing import Any
 
-from vepcli.nn.checkpoint import load_model
-from vepcli.nn.hub import resolve_model_dir
-
 
 def file_sha256(path: str | Path) -> str:
     """sha256 of a file, read in 1 MB blocks: outputs, probes and heads record their model's weights by it."""
@@ -26,8 +23,9 @@ def config_hash(config_dict: dict[str, Any]) -> str:
 
 
 def model_info(path_or_id: str) -> dict[str, Any]:
-    directory = resolve_model_dir(path_or_id)
-    model = load_model(directory)
+    from vepcli.modelcheck import load_checked
+
+    directory, model, _ = load_checked(path_or_id)
     c = model.config
     return {
         "path": str(directory),

@@ -42,6 +42,10 @@ def output_format(path: str, output_type: str | None) -> str:
             return fmt
     if name.endswith(".bcf"):
         raise UserError("BCF output is not supported; write .vcf.gz and convert with 'bcftools view -Ob'")
+    if name.endswith((".csv", ".csv.gz")):
+        raise UserError(f"{path}: CSV output is not written (the table is tab-separated); name it .tsv or .tsv.gz")
+    if name.endswith((".gz", ".bgz", ".bz2", ".xz", ".zst")):
+        raise UserError(f"{path}: unknown compressed output; name it .vcf.gz or .tsv.gz (or .vcf, .tsv, .parquet)")
     return "tsv"
 
 
@@ -57,11 +61,13 @@ class PartialStore:
         meta_path = self.dir / "meta.json"
         self.rows: list[dict[str, Any]] = []
         self.blocks_done = 0
+        if self.dir.exists() and not self.dir.is_dir():
+            raise UserError(f"{self.dir} is in the way: vepcli keeps its resume folder there; move that file away")
         if self.dir.exists() and resume:
-            old = json.loads(meta_path.read_text()) if meta_path.exists() else None
+            old = _read_meta(meta_path)
             if old != meta:
-                raise UserError(f"{self.dir} was made with other inputs or settings; rerun without --resume "
-                                "to start over")
+                raise UserError(f"{self.dir} was made with other inputs or settings ({describe_change(old, meta)}); "
+                                "rerun without --resume to start over")
             self._load()
         elif self.dir.exists():
             shutil.rmtree(self.dir)
@@ -70,25 +76,42 @@ class PartialStore:
             meta_path.write_text(json.dumps(meta, indent=1, sort_keys=True))
         self._file = open(self.rows_path, "a", encoding="utf-8")  # noqa: SIM115 - kept open across blocks
 
+    def _damaged(self, what: str) -> UserError:
+        return UserError(f"the resume folder {self.dir} is damaged ({what}); rerun without --resume to start over")
+
     def _load(self) -> None:
         """Keep the rows of complete blocks; drop anything after the last block mark (a stopped write)."""
         pending: list[dict[str, Any]] = []
         good_bytes = 0
+        if not self.rows_path.is_file():
+            raise self._damaged("rows.jsonl is missing")
         with open(self.rows_path, "rb") as f:
             for raw in f:
                 try:
                     item = json.loads(raw)
-                except json.JSONDecodeError:
+                except (json.JSONDecodeError, UnicodeDecodeError):
                     break
+                if not isinstance(item, dict):
+                    raise self._damaged(f"a line holds {type(item).__name__}, not a row")
                 if "block_end" in item:
+                    if item["block_end"] != self.blocks_done:
+                        raise self._damaged(f"block {item['block_end']} follows block {self.blocks_done - 1}")
                     self.rows.extend(pending)
                     pending = []
                     self.blocks_done = item["block_end"] + 1
                     good_bytes = f.tell()
+                elif not isinstance(item.get("index"), int) or not isinstance(item.get("chrom"), str):
+                    raise self._damaged("a row has no index or chrom")
                 else:
                     pending.append(item)
         with open(self.rows_path, "r+b") as f:
             f.truncate(good_bytes)
+
+    def check_block(self, block: int, start: int, indexes: list[int]) -> None:
+        """On resume: the stored rows of a block (from row `start`) must be those the input gives again."""
+        stored = [r["index"] for r in self.rows[start:start + len(indexes)]]
+        if stored != indexes:
+            raise self._damaged(f"block {block} holds other rows than the input gives")
 
     def add_block(self, block: int, rows: Sequence[dict[str, Any]]) -> None:
         lines = [json.dumps(r, separators=(",", ":")) for r in rows] + [json.dumps({"block_end": block})]
@@ -104,6 +127,35 @@ class PartialStore:
 
     def close(self) -> None:
         self._file.close()
+
+
+def _read_meta(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+        return None
+
+
+def describe_change(old: Any, new: dict[str, Any]) -> str:
+    """What differs between a resume folder's record of a run and this run, in words."""
+    if not isinstance(old, dict):
+        return "its meta.json is missing or damaged"
+    words = {"variants": "the variants file", "fasta": "the FASTA", "model": "the model", "window": "the window",
+             "version": "the vepcli version", "format": "the output format", "probe": "the probe",
+             "finetune": "the fine-tuned head"}
+    changed = []
+    for key in sorted(set(old) | set(new)):
+        a, b = old.get(key), new.get(key)
+        if a == b:
+            continue
+        if key == "settings" and isinstance(a, dict) and isinstance(b, dict):
+            changed += [f"{k} {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b)) if a.get(k) != b.get(k)]
+        elif key in ("variants", "fasta") and isinstance(a, dict) and isinstance(b, dict):
+            what = [k for k in ("path", "size", "mtime_ns", "sha256") if a.get(k) != b.get(k)]
+            changed.append(f"{words[key]} {b.get('path')} changed ({', '.join(what)})")
+        else:
+            changed.append(f"{words.get(key, key)} changed")
+    return "; ".join(changed[:4]) or "unknown difference"
 
 
 # ---------------------------------------------------------------- rendering
@@ -171,18 +223,37 @@ def _atomic_target(path: Path) -> Path:
 
 @contextmanager
 def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary name beside `path`; when the body succeeds, rename it (and the `.tbi` made
-    beside it, if any) into place. On failure nothing is left: no reader sees a half-written file."""
+    """Yield a temporary name beside `path`; when the body succeeds, rename it (and the `.tbi` or `.csi`
+    made beside it, if any) into place, removing an index of the other kind left from an earlier file.
+    On failure nothing is left: no reader sees a half-written file, and the old output stays as it was."""
     tmp = _atomic_target(path)
-    index = Path(str(tmp) + ".tbi")
+    indexes = {suffix: Path(f"{tmp}{suffix}") for suffix in (".tbi", ".csi")}
     try:
         yield tmp
         os.replace(tmp, path)
-        if index.exists():
-            os.replace(index, str(path) + ".tbi")
+        made = [suffix for suffix, p in indexes.items() if p.exists()]
+        for suffix, p in indexes.items():
+            if suffix in made:
+                os.replace(p, f"{path}{suffix}")
+            elif made:
+                Path(f"{path}{suffix}").unlink(missing_ok=True)  # stale: it indexes the old file
     finally:
-        for leftover in (tmp, index, Path(str(tmp) + ".plain")):
+        for leftover in (tmp, *indexes.values(), Path(str(tmp) + ".plain")):
             leftover.unlink(missing_ok=True)
+
+
+TBI_MAX_END = (1 << 29) - 1  # a .tbi holds positions up to 2^29 - 1; past that a .csi is written
+
+
+def bgzip_and_index(text_path: Path, tmp: Path, max_end: int) -> None:
+    """bgzip a sorted VCF and index it: tabix (.tbi) where it can hold the positions, else CSI."""
+    import pysam
+
+    pysam.tabix_compress(str(text_path), str(tmp), force=True)
+    try:
+        pysam.tabix_index(str(tmp), preset="vcf", force=True, csi=max_end > TBI_MAX_END)
+    except OSError as err:
+        raise UserError(f"cannot index the output ({err}); write .vcf or .tsv instead") from None
 
 
 def write_output(path: Path, fmt: str, rows: list[dict[str, Any]], scores: Sequence[str],
@@ -200,8 +271,6 @@ def write_output(path: Path, fmt: str, rows: list[dict[str, Any]], scores: Seque
 
 
 def _write_vcf(tmp: Path, fmt: str, rows, scores, score_descriptions, meta_lines, contigs) -> None:
-    import pysam
-
     text_path = Path(str(tmp) + ".plain") if fmt == "vcf.gz" else tmp
     ordered = sort_for_vcf(rows, [c for c, _ in contigs])
     with open(text_path, "w", encoding="utf-8") as f:
@@ -209,8 +278,7 @@ def _write_vcf(tmp: Path, fmt: str, rows, scores, score_descriptions, meta_lines
         for row in ordered:
             f.write(_vcf_record(row, scores))
     if fmt == "vcf.gz":
-        pysam.tabix_compress(str(text_path), str(tmp), force=True)
-        pysam.tabix_index(str(tmp), preset="vcf", force=True)
+        bgzip_and_index(text_path, tmp, max((r["pos"] + len(r["ref"]) - 1 for r in rows), default=0))
 
 
 def _frame(rows, scores, extra_columns) -> pd.DataFrame:

@@ -19,9 +19,9 @@ from vepcli import __version__
 from vepcli.errors import UserError
 from vepcli.genome import Genome
 from vepcli.infer import Engine, Request
+from vepcli.modelcheck import load_checked
 from vepcli.modelinfo import config_hash, file_sha256
-from vepcli.nn.checkpoint import load_model
-from vepcli.nn.hub import resolve_model_dir
+from vepcli.outpath import check_output_path
 from vepcli.output import PartialStore, output_format, write_output
 from vepcli.scores import POOL_DEFAULT, SCORE_NAMES, emb_cos, emb_l2, llr, pool_span
 from vepcli.variants import REF_MISMATCH, Variant, check_against_reference, read_variants
@@ -83,9 +83,34 @@ class ScoreSettings:
         return d
 
 
-def _file_identity(path: str) -> dict[str, Any]:
+def _file_identity(path: str, digest: bool = False) -> dict[str, Any]:
     st = os.stat(path)
-    return {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    ident = {"path": os.path.abspath(path), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    if digest:
+        ident["sha256"] = file_sha256(path)
+    return ident
+
+
+def check_settings(s: ScoreSettings) -> None:
+    """The rules the CLI's option types enforce, for callers of the Python API too."""
+    limits = [("window", s.window, 1, MAX_WINDOW), ("pool", s.pool, 0, None), ("batch_size", s.batch_size, 1, None),
+              ("max_indel_len", s.max_indel_len, 1, None)]
+    for name, value, low, high in limits:
+        if value is None and name in ("window", "max_indel_len"):
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
+            span = f"{low}..{high}" if high else f">= {low}"
+            raise UserError(f"--{name.replace('_', '-')} {value!r} must be a whole number {span}")
+    twice = sorted({x for x in s.scores if s.scores.count(x) > 1})
+    if twice:
+        raise UserError(f"--scores names {', '.join(twice)} twice; name each score once")
+    unknown = [x for x in s.scores if x not in SCORE_NAMES]
+    if unknown:
+        raise UserError(f"unknown score(s) {', '.join(unknown)}; choose from {', '.join(SCORE_NAMES)}")
+    if not s.scores and not (s.embeddings or s.probe):
+        raise UserError(f"--scores is empty; choose from {', '.join(SCORE_NAMES)}")
+    if not 0.0 <= s.max_n_fraction <= 1.0:
+        raise UserError(f"max_n_fraction {s.max_n_fraction} must be between 0 and 1")
 
 
 def _in_shard(v: Variant, shard: tuple[int, int] | None) -> bool:
@@ -218,7 +243,7 @@ def _checked(settings: ScoreSettings, variants_path: str, genome: Genome) -> Ite
 
 
 def resolve_window(requested: int | None, max_length: int | None) -> int:
-    window = requested or max_length or MAX_WINDOW
+    window = requested if requested is not None else (max_length or MAX_WINDOW)
     if not 1 <= window <= MAX_WINDOW:
         raise UserError(f"--window {window} is outside 1..{MAX_WINDOW}")
     return window
@@ -227,26 +252,18 @@ def resolve_window(requested: int | None, max_length: int | None) -> int:
 def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSettings, output_type: str | None = None,
                resume: bool = False, quiet: bool = False) -> Path:
     """Score every ALT of `variants_path` and write `output`; returns the output path."""
-    if output == "-":
-        raise UserError("-o - (stdout) is not supported for score; give a file name")
-    out = Path(output)
+    check_settings(settings)
+    out = check_output_path(output, [variants_path, fasta, settings.probe, settings.model])
     fmt = output_format(output, output_type)
-    if not out.parent.exists():
-        raise UserError(f"the output folder {out.parent} does not exist")
     if settings.embeddings and fmt not in ("parquet", "npz"):
         raise UserError(f"embeddings need a .parquet or .npz output, not {fmt}")
-    unknown = [s for s in settings.scores if s not in SCORE_NAMES]
-    if unknown:
-        raise UserError(f"unknown score(s) {', '.join(unknown)}; choose from {', '.join(SCORE_NAMES)}")
     model_path = settings.model or default_model()
-    model_dir = resolve_model_dir(model_path)
-    model = load_model(model_dir)
+    model_dir, model, weights_digest = load_checked(model_path)
     window = resolve_window(settings.window, model.config.max_length)
     genome = Genome(fasta)
     model_hash = config_hash(model.config.to_dict())
-    weights = model_dir / "model.safetensors"
-    weights_digest = file_sha256(weights) if weights.exists() else "unknown"
-    meta = {"version": __version__, "variants": _file_identity(variants_path), "fasta": _file_identity(fasta),
+    meta = {"version": __version__, "variants": _file_identity(variants_path, digest=True),
+            "fasta": _file_identity(fasta),
             "model": {"path": str(model_dir), "config_hash": model_hash, "weights_sha256": weights_digest},
             "window": window, "settings": settings.identity(), "format": fmt}
     probe = None
@@ -273,14 +290,7 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
         bar = tqdm(desc="scoring", unit=" variants", file=sys.stderr, dynamic_ncols=True,
                    initial=len(store.rows))
     try:
-        for b, block in enumerate(_blocks(_checked(settings, variants_path, genome), BLOCK)):
-            if b < store.blocks_done:
-                continue
-            rows = scorer.score_block(block)
-            store.add_block(b, rows)
-            if bar is not None:
-                bar.update(len(block))
-            _test_abort_hook(b)
+        _run_blocks(store, scorer, _checked(settings, variants_path, genome), bar)
     except UserError:
         store.finish()  # bad input: nothing worth resuming; a kill or Ctrl-C keeps the store for --resume
         raise
@@ -298,7 +308,8 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
                   f"##vepcli_pool={settings.pool}",
                   f"##vepcli_strand_average={str(settings.strand_average).lower()}",
                   f"##vepcli_scores={','.join(output_scores(settings))}",
-                  f"##vepcli_settings_hash={_settings_hash(meta)}"]
+                  f"##vepcli_settings_hash={_settings_hash(meta)}",
+                  f"##vepcli_input_sha256={meta['variants']['sha256'][:16]}"]
     if settings.shard:
         meta_lines.append(f"##vepcli_shard={settings.shard[0]}/{settings.shard[1]}")
     contigs = [(c, genome.length(c)) for c in genome.contigs]
@@ -312,10 +323,31 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
     if head is not None:
         meta_lines.append(head.header_line())
     descriptions = {**SCORE_DESCRIPTIONS, **({"finetune": head.description} if head is not None else {})}
-    write_output(out, fmt, store.rows, output_scores(settings), descriptions, meta_lines, contigs, extra_columns,
-                 vectors=("ref_emb", "alt_emb") if settings.embeddings else ())
+    try:
+        write_output(out, fmt, store.rows, output_scores(settings), descriptions, meta_lines, contigs, extra_columns,
+                     vectors=("ref_emb", "alt_emb") if settings.embeddings else ())
+    except OSError as err:  # the rows are all in the store: --resume writes the file without scoring again
+        raise UserError(f"cannot write {out} ({err.strerror or err}); every row is kept in {store.dir}: fix that "
+                        "and rerun with --resume to write it") from None
     store.finish()
     return out
+
+
+def _run_blocks(store: PartialStore, scorer: Scorer, variants: Iterator[Variant], bar) -> None:
+    start = 0  # row of the store where the current block starts
+    b = -1
+    for b, block in enumerate(_blocks(variants, BLOCK)):
+        if b < store.blocks_done:
+            store.check_block(b, start, [v.index for v in block])
+            start += len(block)
+            continue
+        store.add_block(b, scorer.score_block(block))
+        if bar is not None:
+            bar.update(len(block))
+        _test_abort_hook(b)
+    if b + 1 < store.blocks_done:
+        raise UserError(f"the resume folder {store.dir} holds more blocks than the input gives; rerun without "
+                        "--resume to start over")
 
 
 def _standard_keys(settings: ScoreSettings) -> set[str]:

@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import bisect
 import gzip
-import itertools
-import logging
 import math
 import os
 import re
@@ -22,11 +20,7 @@ from vepcli.errors import UserError
 from vepcli.genome import alias_key
 
 if TYPE_CHECKING:
-    import cyvcf2
-
     from vepcli.genome import Genome
-
-log = logging.getLogger(__name__)
 
 # Statuses, in the order they are assigned; a record keeps the first one it gets.
 OK = "ok"
@@ -60,13 +54,6 @@ KINDS = ("snv", "mnv", "ins", "del", "complex", "symbolic", "star", "none")
 _BASES = re.compile(r"[ACGTNacgtn]+")
 _VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
 _TABLE_SUFFIXES = (".tsv", ".txt", ".csv", ".tsv.gz", ".txt.gz", ".csv.gz", ".parquet", ".pq")
-_TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
-    "chrom": ("chrom", "#chrom", "chromosome"),
-    "pos": ("pos", "position"),
-    "ref": ("ref",),
-    "alt": ("alt",),
-    "id": ("id",),
-}
 
 
 @dataclass(slots=True)
@@ -97,7 +84,16 @@ class Variant:
     def fail(self, status: str, reason: str) -> None:
         """Give the record a non-ok status, unless an earlier step already did (first reason wins)."""
         if self.status == OK:
-            self.status, self.reason = status, reason
+            self.status = status
+            self.reason = reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 3] + "..."
+
+
+MAX_REASON = 300  # characters: a reason names alleles and sequences shortened by `short`, never 100 kb of them
+
+
+def short(seq: str, keep: int = 20) -> str:
+    """A sequence for a message: itself when short, else its start, '...' and its length."""
+    return seq if len(seq) <= keep else f"{seq[:keep]}...({len(seq)} bp)"
 
 
 # ---------------------------------------------------------------- normalisation
@@ -136,7 +132,7 @@ def _special_alt(alt: str) -> tuple[str, str, str] | None:
     if alt == "*":
         return "star", STAR_ALLELE, "ALT '*' (overlapping deletion) has no sequence of its own"
     if alt.startswith("<") or "[" in alt or "]" in alt or (len(alt) > 1 and "." in (alt[0], alt[-1])):
-        return "symbolic", SYMBOLIC_ALLELE, f"symbolic or breakend ALT {alt} has no sequence to score"
+        return "symbolic", SYMBOLIC_ALLELE, f"symbolic or breakend ALT {alt[:60]} has no sequence to score"
     return None
 
 
@@ -152,18 +148,18 @@ def normalise(v: Variant) -> Variant:
         if not _BASES.fullmatch(allele):
             v.kind = "none"
             problem = "is empty" if not allele else "has letters other than A, C, G, T, N"
-            v.fail(INVALID_ALLELE, f"{name} {allele!r} {problem}")
+            v.fail(INVALID_ALLELE, f"{name} {short(allele)!r} {problem}")
             return v
     if v.norm_ref == v.norm_alt:
         v.kind = "none"
-        v.fail(INVALID_ALLELE, f"ALT {v.alt} equals REF")
+        v.fail(INVALID_ALLELE, f"ALT {short(v.alt)} equals REF")
         return v
     v.norm_pos, v.norm_ref, v.norm_alt = trim_alleles(v.pos, v.norm_ref, v.norm_alt)
     v.kind = allele_kind(v.norm_ref, v.norm_alt)
     return v
 
 
-def _make_variants(
+def make_variants(
     chrom: str, pos: int, vid: str, ref: str, alts: list[str], line: int, extra: dict, counter: Iterator[int]
 ) -> Iterator[Variant]:
     for alt in alts or ["."]:
@@ -281,286 +277,28 @@ def _existing(path: str | os.PathLike[str]) -> Path:
     return p
 
 
-def _vcf_format(path: Path) -> str:
-    """'bcf', 'vcf' (plain text), 'vcf.bgz' (bgzip) or 'vcf.gz' (plain gzip), from the file's bytes."""
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    if head[:2] != b"\x1f\x8b":
-        return "bcf" if head[:3] == b"BCF" else "vcf"
-    with gzip.open(path, "rb") as fh:
-        if fh.read(3) == b"BCF":
-            return "bcf"
-    return "vcf.bgz" if len(head) >= 14 and head[3] & 4 and head[12:14] == b"BC" else "vcf.gz"
-
-
-def _vcf_line_problem(raw: bytes) -> str | None:
-    """What is wrong with a VCF data line, or None; checks what htslib would crash or stop on."""
-    line = raw.rstrip(b"\r\n")
-    if not line.strip():
-        return "empty line (delete it)"
-    cols = line.split(b"\t", 8)
-    if len(cols) < 8:
-        hint = "; columns must be separated by tabs" if b" " in line else ""
-        return f"{len(cols)} column(s), a VCF record needs at least 8 (CHROM POS ID REF ALT QUAL FILTER INFO){hint}"
-    chrom, pos, _vid, ref, alt = (c.decode(errors="replace") for c in cols[:5])
-    if not chrom or chrom != chrom.strip():
-        return f"bad CHROM {chrom!r}"
-    if not pos.isdigit():
-        return f"POS {pos!r} is not a whole number"
-    if not ref:
-        return "REF is empty"
-    if not alt:
-        return "ALT is empty"
-    return None
-
-
-def _open_text(path: Path):
-    return gzip.open(path, "rb") if _vcf_format(path) != "vcf" else open(path, "rb")
-
-
-def _scan_vcf_text(path: Path) -> int:
-    """Validate every line of a text VCF before cyvcf2 sees it; return the number of header lines."""
-    n_header, has_columns, in_body = 0, False, False
-    with _open_text(path) as fh:
-        for lineno, raw in enumerate(fh, 1):
-            if raw.startswith(b"#"):
-                if in_body:
-                    raise UserError(f"{path}, line {lineno}: header line after the first record")
-                n_header += 1
-                has_columns = has_columns or raw.startswith(b"#CHROM")
-                continue
-            if not has_columns:
-                raise UserError(f"{path}, line {lineno}: record before the #CHROM header line (is it a VCF?)")
-            in_body = True
-            problem = _vcf_line_problem(raw)
-            if problem:
-                raise UserError(f"{path}, line {lineno}: malformed VCF record: {problem}")
-    if not has_columns:
-        raise UserError(f"{path}: no #CHROM header line; is it a VCF file?")
-    return n_header
-
-
-def _locate_line(path: Path, raw: bytes) -> int:
-    """1-based number of the first line equal to raw (only called to word an error)."""
-    want = raw.rstrip(b"\r\n")
-    with _open_text(path) as fh:
-        for lineno, line in enumerate(fh, 1):
-            if line.rstrip(b"\r\n") == want:
-                return lineno
-    return 0
-
-
-def _open_vcf(path: Path) -> cyvcf2.VCF:
-    import cyvcf2
-
-    try:
-        return cyvcf2.VCF(str(path), lazy=True)
-    except OSError as exc:
-        raise UserError(f"cannot read {path} as VCF/BCF: {exc}") from exc
-
-
-def _guarded(path: Path, records: Iterable[cyvcf2.Variant], what: str, first: int = 1) -> Iterator[cyvcf2.Variant]:
-    """Turn htslib parse errors into a UserError that names the line or record (numbered from first)."""
-    it = iter(records)
-    for k in itertools.count(first):
-        try:
-            rec = next(it)
-        except StopIteration:
-            return
-        except Exception as exc:  # cyvcf2 raises a bare Exception on parse errors
-            detail = " ".join(str(exc).split())
-            raise UserError(f"{path}, {what} {k}: cannot parse record: {detail}") from exc
-        yield rec
-
-
-def _rec_variants(rec: cyvcf2.Variant, line: int, counter: Iterator[int]) -> Iterator[Variant]:
-    return _make_variants(rec.CHROM, rec.POS, rec.ID or ".", rec.REF, list(rec.ALT), line, {}, counter)
-
-
-def _index_path(path: Path, fmt: str) -> Path:
-    names = [f"{path}.csi"] if fmt == "bcf" else [f"{path}.tbi", f"{path}.csi"]
-    for name in names:
-        if Path(name).is_file():
-            return Path(name)
-    how = f"`bcftools index {path}`" if fmt == "bcf" else f"`tabix -p vcf {path}` (or `bcftools index -t {path}`)"
-    raise UserError(f"--regions needs an index of {path}; make one with {how}")
-
-
-def _query_name(vcf: cyvcf2.VCF, chrom: str) -> str | None:
-    """The VCF's own name for a region's contig (aliases accepted)."""
-    names = list(vcf.seqnames)
-    if chrom in names:
-        return chrom
-    return next((n for n in names if alias_key(n) == alias_key(chrom)), None)
-
-
-def _validate_region_lines(path: Path, index: Path, queries: list[tuple[Region, str]]) -> None:
-    """Check the text lines an index query will return, so that htslib never parses a bad one."""
-    import pysam
-
-    with pysam.TabixFile(str(path), index=str(index)) as tbx:
-        for region, name in queries:
-            for text in tbx.fetch(name, region.start0, region.end0):
-                raw = text.encode()
-                problem = _vcf_line_problem(raw)
-                if problem:
-                    line = _locate_line(path, raw)
-                    raise UserError(f"{path}, line {line}: malformed VCF record: {problem}")
-
-
-def _read_vcf_indexed(path: Path, fmt: str, regions: list[Region]) -> Iterator[Variant]:
-    vcf = _open_vcf(path)
-    index = _index_path(path, fmt)
-    vcf.set_index(str(index))
-    queries = []
-    for region in regions:
-        name = _query_name(vcf, region.chrom)
-        if name is None:
-            log.warning("region contig %s is not in %s; it selects nothing", region.chrom, path)
-        else:
-            queries.append((region, name))
-    if fmt != "bcf":
-        _validate_region_lines(path, index, queries)
-    return _query_variants(path, vcf, queries)
-
-
-def _query_variants(path: Path, vcf: cyvcf2.VCF, queries: list[tuple[Region, str]]) -> Iterator[Variant]:
-    counter = itertools.count()
-    prev: tuple[str, int | None] | None = None
-    for region, name in queries:
-        for rec in _guarded(path, vcf(region.htslib(name)), f"region {region.htslib(name)} record"):
-            # a record spanning two merged regions comes back from both queries: keep the first
-            if prev and prev[0] == name and prev[1] is not None and rec.start < prev[1]:
-                continue
-            yield from _rec_variants(rec, 0, counter)
-        prev = (name, region.end0)
-
-
-def _read_vcf_scan(path: Path, fmt: str, regions: list[Region] | None) -> Iterator[Variant]:
-    n_header = 0 if fmt == "bcf" else _scan_vcf_text(path)
-    vcf = _open_vcf(path)
-    wanted = RegionSet(regions) if regions else None
-    return _scan_variants(path, vcf, n_header, wanted, "record" if fmt == "bcf" else "line")
-
-
-def _scan_variants(
-    path: Path, vcf: cyvcf2.VCF, n_header: int, wanted: RegionSet | None, what: str
-) -> Iterator[Variant]:
-    counter = itertools.count()
-    for k, rec in enumerate(_guarded(path, vcf, what, n_header + 1), 1):
-        if wanted is None or wanted.overlaps(rec.CHROM, rec.start, rec.end):
-            yield from _rec_variants(rec, n_header + k, counter)
-
-
 def read_vcf(path: str | os.PathLike[str], regions: str | None = None) -> Iterator[Variant]:
-    """Variants of a VCF, VCF.gz or BCF file, one per ALT allele, in file order.
+    """Variants of a VCF, VCF.gz or BCF file, one per ALT allele, in file order (see vepcli.vcfio).
 
-    Text VCFs are checked line by line first (htslib crashes on some malformed lines), so a bad
-    line raises UserError before any record is returned. `regions` (bcftools -r syntax or a BED
-    path) uses the index for VCF.gz and BCF and a scan for plain VCF.
+    Text VCFs are checked line by line first and parsed without htslib, so a bad line raises
+    UserError before any record is returned. `regions` (bcftools -r syntax or a BED path) uses the
+    index for VCF.gz and BCF and a scan for plain VCF.
     """
-    p = _existing(path)
-    fmt = _vcf_format(p)
-    wanted = parse_regions(regions) if regions else None
-    if wanted is not None and fmt in ("vcf.bgz", "bcf"):
-        return _read_vcf_indexed(p, fmt, wanted)
-    if wanted is not None and fmt == "vcf.gz":
-        raise UserError(f"--regions needs {p} compressed with bgzip (not gzip) and indexed with `tabix -p vcf`")
-    return _read_vcf_scan(p, fmt, wanted)
+    from vepcli.vcfio import read_vcf as _read
+
+    return _read(_existing(path), regions)
 
 
 # ---------------------------------------------------------------- tables
 
 
-def _table_sep(path: Path) -> str | None:
-    name = path.name.lower().removesuffix(".gz")
-    if name.endswith((".tsv", ".txt")):
-        return "\t"
-    if name.endswith(".csv"):
-        return ","
-    if name.endswith((".parquet", ".pq")):
-        return None
-    raise UserError(f"{path}: unknown table type; use .tsv, .txt, .csv (optionally .gz) or .parquet")
-
-
-def _map_columns(columns: list[str], path: Path) -> dict[str, str]:
-    """Our role (chrom, pos, ref, alt, id) -> the table's column name, matched case-insensitively."""
-    lower = {c.lower(): c for c in reversed(columns)}
-    found = {}
-    for role, names in _TABLE_COLUMNS.items():
-        hit = next((lower[n] for n in names if n in lower), None)
-        if hit is not None:
-            found[role] = hit
-    missing = [r for r in ("chrom", "pos", "ref", "alt") if r not in found]
-    if missing:
-        raise UserError(
-            f"{path}: missing column(s) {', '.join(missing)}; expected chrom (or chromosome), pos "
-            f"(or position), ref, alt and optionally id; found {', '.join(map(str, columns))}"
-        )
-    return found
-
-
-def _load_table(path: Path) -> tuple[Any, dict[str, str], int]:
-    """(DataFrame, column roles, line number of the first row)."""
-    import pandas as pd
-
-    sep = _table_sep(path)
-    try:
-        if sep is None:
-            df = pd.read_parquet(path)
-            return df, _map_columns([str(c) for c in df.columns], path), 1
-        header = pd.read_csv(path, sep=sep, nrows=0).columns.tolist()
-        roles = _map_columns(header, path)
-        as_text = {roles[r]: str for r in ("chrom", "ref", "alt", "id") if r in roles}
-        df = pd.read_csv(path, sep=sep, dtype=as_text)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"cannot read table {path}: {exc}") from exc
-    return df, roles, 2
-
-
-def _is_missing(value: Any) -> bool:
-    return value is None or (isinstance(value, float) and math.isnan(value))
-
-
-def _as_pos(value: Any, path: Path, line: int) -> int:
-    try:
-        pos = int(value)
-        if pos != float(value) or pos < 0:
-            raise ValueError
-    except (TypeError, ValueError, OverflowError):
-        raise UserError(f"{path}, line {line}: position {value!r} is not a whole number") from None
-    return pos
-
-
-def _text(value: Any, default: str) -> str:
-    return default if _is_missing(value) else str(value).strip()
-
-
-def _table_variants(path: Path, df: Any, roles: dict[str, str], first: int, wanted: RegionSet | None):
-    counter = itertools.count()
-    extra_names = [c for c in df.columns if c not in roles.values()]
-    cols = [df[roles[r]].tolist() if r in roles else [None] * len(df) for r in ("chrom", "pos", "ref", "alt", "id")]
-    extras = [df[c].tolist() for c in extra_names]
-    for i, (chrom, pos, ref, alt, vid, *rest) in enumerate(zip(*cols, *extras, strict=True)):
-        line = first + i
-        if _is_missing(chrom) or not str(chrom).strip():
-            raise UserError(f"{path}, line {line}: chromosome is empty")
-        chrom, pos, ref = str(chrom).strip(), _as_pos(pos, path, line), _text(ref, "")
-        if wanted is not None and not wanted.overlaps(chrom, pos - 1, pos - 1 + len(ref)):
-            continue
-        alts = _text(alt, ".").split(",")
-        extra = dict(zip(extra_names, rest, strict=True))
-        yield from _make_variants(chrom, pos, _text(vid, ".") or ".", ref, alts, line, extra, counter)
-
-
 def read_table(path: str | os.PathLike[str], regions: str | None = None) -> Iterator[Variant]:
     """Variants of a TSV/CSV (optionally .gz) or parquet table with chrom, pos (1-based), ref, alt
-    and optionally id columns (or the Long Range Benchmark's chromosome/position). Other columns are
-    carried in `extra`. A comma-separated alt gives one Variant per allele."""
-    p = _existing(path)
-    df, roles, first = _load_table(p)
-    wanted = RegionSet(parse_regions(regions)) if regions else None
-    return _table_variants(p, df, roles, first, wanted)
+    and optionally id columns (see vepcli.tables). Other columns are carried in `extra`, renamed
+    `input_<name>` where an output column has the name."""
+    from vepcli.tables import read_table as _read
+
+    return _read(_existing(path), regions)
 
 
 def read_variants(path: str | os.PathLike[str], regions: str | None = None) -> Iterator[Variant]:
@@ -602,16 +340,20 @@ def check_against_reference(variant: Variant, genome: Genome, max_indel_len: int
     variant.fasta_chrom = name
     start0, end0 = variant.pos - 1, variant.pos - 1 + len(variant.ref)
     length = genome.length(name)
-    if start0 < 0 or end0 > length:
+    if start0 < 0:
+        variant.fail(OUTSIDE_CONTIG, f"POS {variant.pos} is before the contig start (position 0 is a telomere "
+                                     "in VCF; bases are numbered from 1)")
+        return variant
+    if end0 > length:
         variant.fail(OUTSIDE_CONTIG, f"REF at {variant.chrom}:{variant.pos} passes the contig end ({length} bp)")
         return variant
     found = genome.fetch(name, start0, end0)
     ref = variant.ref.upper()
     if any(f != r and f != "N" for f, r in zip(found, ref, strict=True)):
         where = f"{variant.chrom}:{variant.pos}" + (f"-{end0}" if end0 - start0 > 1 else "")
-        variant.fail(REF_MISMATCH, f"REF {ref} differs from the FASTA at {where}, which has {found}")
+        variant.fail(REF_MISMATCH, f"REF {short(ref)} differs from the FASTA at {where}, which has {short(found)}")
     elif "N" in found:
-        variant.fail(REF_IS_N, f"the FASTA has N within REF at {variant.chrom}:{variant.pos}: {found}")
+        variant.fail(REF_IS_N, f"the FASTA has N within REF at {variant.chrom}:{variant.pos}: {short(found)}")
     elif max_indel_len is not None and max(len(variant.norm_ref), len(variant.norm_alt)) > max_indel_len:
         longest = max(len(variant.norm_ref), len(variant.norm_alt))
         variant.fail(INDEL_TOO_LONG, f"allele of {longest} bp after trimming is over the limit of {max_indel_len}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from vepcli.commands import options as opt
 from vepcli.commands.score import parse_shard
 from vepcli.defaults import POOL_DEFAULT
 
@@ -14,16 +15,16 @@ from vepcli.defaults import POOL_DEFAULT
 @click.option("-m", "--model", default=None, help="Model directory or Hugging Face id [default: bundled model].")
 @click.option("-o", "--output", required=True, help="Output .parquet (or .npz).")
 @click.option("-r", "--regions", default=None, help="chr:beg-end[,...] or a BED file.")
-@click.option("--window", type=int, default=None, help="Window in bp [default: the model's trained length].")
-@click.option("--pool", type=int, default=POOL_DEFAULT, show_default=True, help="Pooling span in bp.")
+@click.option("--window", type=opt.WINDOW, default=None, help="Window in bp [default: the model's trained length].")
+@click.option("--pool", type=opt.POOL, default=POOL_DEFAULT, show_default=True, help="Pooling span in bp.")
 @click.option("--no-strand-average", is_flag=True, help="Forward strand only.")
 @click.option("--no-share-ref", is_flag=True, help="Compute the ref window again for every allele.")
 @click.option("--ref-mismatch", type=click.Choice(["skip", "error"]), default="skip", show_default=True)
 @click.option("--shard", default=None, help="I/N: only shard I of N (1-based).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", type=opt.DEVICE, default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True)
-@click.option("--threads", type=int, default=None)
+@click.option("--batch-size", type=opt.BATCH, default=8, show_default=True)
+@click.option("--threads", type=opt.THREADS, default=None)
 @click.option("--resume", is_flag=True, help="Continue a stopped run.")
 @click.option("-q", "--quiet", is_flag=True)
 def embed(variants, fasta, model, output, regions, window, pool, no_strand_average, no_share_ref, ref_mismatch,

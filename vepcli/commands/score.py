@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 
+from vepcli.commands import options as opt
 from vepcli.defaults import POOL_DEFAULT, SCORE_NAMES
 from vepcli.errors import UserError
 
@@ -28,8 +29,8 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 @click.option("-o", "--output", required=True, help="Output: .vcf, .vcf.gz, .tsv, .tsv.gz or .parquet.")
 @click.option("-O", "--output-type", default=None, help="v|z|t|p: VCF, bgzipped VCF, TSV, parquet.")
 @click.option("-r", "--regions", default=None, help="chr:beg-end[,...] or a BED file.")
-@click.option("--window", type=int, default=None, help="Window in bp [default: the model's trained length].")
-@click.option("--pool", type=int, default=POOL_DEFAULT, show_default=True,
+@click.option("--window", type=opt.WINDOW, default=None, help="Window in bp [default: the model's trained length].")
+@click.option("--pool", type=opt.POOL, default=POOL_DEFAULT, show_default=True,
               help="Embedding pooling span in bp, centred on the variant.")
 @click.option("--scores", default=",".join(SCORE_NAMES), show_default=True, help="Scores to compute.")
 @click.option("--probe", default=None, type=click.Path(exists=True, dir_okay=False),
@@ -37,12 +38,12 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--no-strand-average", is_flag=True, help="Forward strand only.")
 @click.option("--no-share-ref", is_flag=True, help="Compute the ref window again for every allele.")
 @click.option("--ref-mismatch", type=click.Choice(["skip", "error"]), default="skip", show_default=True)
-@click.option("--max-indel-len", type=int, default=1000, show_default=True)
+@click.option("--max-indel-len", type=opt.MAX_INDEL, default=1000, show_default=True)
 @click.option("--shard", default=None, help="I/N: score only shard I of N (1-based).")
-@click.option("--device", default="auto", show_default=True, help="auto, cpu or cuda[:k].")
+@click.option("--device", type=opt.DEVICE, default="auto", show_default=True, help="auto, cpu or cuda[:k].")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--batch-size", type=int, default=8, show_default=True, help="Windows per forward pass.")
-@click.option("--threads", type=int, default=None, help="CPU threads for PyTorch.")
+@click.option("--batch-size", type=opt.BATCH, default=8, show_default=True, help="Windows per forward pass.")
+@click.option("--threads", type=opt.THREADS, default=None, help="CPU threads for PyTorch.")
 @click.option("--resume", is_flag=True, help="Continue a stopped run with the same inputs and settings.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
 def score(variants, fasta, model, output, output_type, regions, window, pool, scores, probe, no_strand_average,

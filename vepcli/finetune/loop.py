@@ -50,7 +50,7 @@ from vepcli.finetune.model import (
     save_head,
 )
 from vepcli.genome import Genome
-from vepcli.modelinfo import config_hash, file_sha256
+from vepcli.modelinfo import config_hash
 from vepcli.nn.checkpoint import load_model
 from vepcli.nn.hub import resolve_model_dir
 from vepcli.scores import pool_span
@@ -401,10 +401,10 @@ def _resume_point(cfg: FinetuneConfig, run_dir: Path, d: distributed.Dist) -> Pa
 
 
 def _base_identity(base_dir: Path, lm) -> dict[str, Any]:
-    weights = base_dir / "model.safetensors"
+    from vepcli.modelcheck import weights_digest  # safetensors or pytorch_model.bin: every format has a digest
+
     return {"path": str(base_dir), "config_hash": config_hash(lm.config.to_dict()), "arch": lm.config.arch,
-            "d_model": lm.config.d_model, "n_layer": lm.config.n_layer,
-            "weights_sha256": file_sha256(weights) if weights.exists() else "unknown"}
+            "d_model": lm.config.d_model, "n_layer": lm.config.n_layer, "weights_sha256": weights_digest(base_dir)}
 
 
 class Trainer:
