@@ -1,4 +1,4 @@
-"""The Mamba (v1) mixer and the bi-directional BiMamba of Caduceus.
+"""The Mamba (v1) mixer and the bi-directional BiMamba of Caduceus (Gu & Dao 2023; Schiff et al. 2024).
 
 Parameter names and shapes are mamba_ssm's `Mamba`, so published checkpoints load unchanged:
 
@@ -13,12 +13,12 @@ Parameter names and shapes are mamba_ssm's `Mamba`, so published checkpoints loa
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vepcli.nn.kernels import scan_backend, selective_scan
+from vepcli.nn.kernels import conv1d_silu, selective_scan
 
 
 class Mamba(nn.Module):
@@ -59,45 +59,46 @@ class Mamba(nn.Module):
         self.D.fill_(1.0)
         self.D._no_weight_decay = True
 
-    def causal_conv(self, x: torch.Tensor) -> torch.Tensor:
-        """SiLU(depthwise causal conv) in (batch, L, d_inner) layout: a sum of shifted copies, no transposes."""
-        w = self.conv1d.weight[:, 0, :]  # (d_inner, d_conv); tap k sees x[t - (d_conv - 1 - k)]
-        L = x.shape[1]
-        out = x * w[:, -1]
-        for k in range(self.d_conv - 1):
-            shift = self.d_conv - 1 - k
-            if shift < L:
-                out[:, shift:] += x[:, : L - shift] * w[:, k]
-        if self.conv1d.bias is not None:
-            out = out + self.conv1d.bias
-        return F.silu(out)
-
-    def ssm_inputs(self, x: torch.Tensor):
-        """From the x half of in_proj: the scan's input u and its delta (pre-softplus), B and C."""
-        u = self.causal_conv(x)
-        dt, B, C = self.x_proj(u).split([self.dt_rank, self.d_state, self.d_state], dim=-1)
-        delta = dt @ self.dt_proj.weight.t()  # dt_proj's bias goes inside the softplus, in the scan
-        return u, delta, B, C
-
     def A(self) -> torch.Tensor:
         return -torch.exp(self.A_log.float())
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
         x, z = self.in_proj(hidden).chunk(2, dim=-1)
-        u, delta, B, C = self.ssm_inputs(x)
-        y = selective_scan(u, delta, self.A(), B, C, self.D, z, self.dt_proj.bias, delta_softplus=True)
-        return self.out_proj(y)
+        return self.out_proj(ssm(x, z, [self]))
 
 
-def flip_L(x: torch.Tensor) -> torch.Tensor:
-    return x.flip(1)
+def ssm(x: torch.Tensor, z: torch.Tensor, mixers: Sequence[Mamba], reverse: Sequence[bool] | None = None):
+    """The SSM branch of one or more Mamba mixers over the same in_proj output (x, z):
+
+        u = SiLU(conv1d(x)),  (dt, B, C) = x_proj(u),  delta = dt_proj(dt),  y = S6(u; delta, A, B, C, D) SiLU(z)
+
+    Each mixer is one parameter group of the kernels, so G mixers give (G batch, L, d_inner): mixer g's
+    rows are g batch .. (g + 1) batch - 1, scanned from the end where reverse[g]. The projections of the
+    G mixers run as one batched matmul; B and C stay views of x_proj's output; no tensor is flipped.
+    """
+    m0, G = mixers[0], len(mixers)
+    batch, L, d_inner = x.shape
+    conv_w = torch.stack([m.conv1d.weight[:, 0] for m in mixers])  # (G, d_inner, d_conv)
+    conv_b = None if m0.conv1d.bias is None else torch.stack([m.conv1d.bias for m in mixers])
+    u = conv1d_silu(x, conv_w, conv_b, reverse)  # (G batch, L, d_inner)
+    w_x = torch.stack([m.x_proj.weight for m in mixers]).transpose(1, 2)  # (G, d_inner, dt_rank + 2 d_state)
+    dbc = torch.bmm(u.view(G, batch * L, d_inner), w_x)
+    dt, B, C = dbc.split([m0.dt_rank, m0.d_state, m0.d_state], dim=-1)
+    w_dt = torch.stack([m.dt_proj.weight for m in mixers]).transpose(1, 2)  # (G, dt_rank, d_inner)
+    delta = torch.bmm(dt, w_dt).view(G * batch, L, d_inner)  # dt_proj's bias goes inside the softplus
+    A = torch.stack([m.A() for m in mixers]) if G > 1 else m0.A()
+    D, dt_bias = (torch.stack(ts) if G > 1 else ts[0] for ts in ([m.D for m in mixers],
+                                                               [m.dt_proj.bias for m in mixers]))
+    rows = (G * batch, L, m0.d_state)
+    return selective_scan(u, delta, A, B.reshape(rows), C.reshape(rows), D, z, dt_bias, True, reverse)
 
 
 class BiMamba(nn.Module):
     """Caduceus' bi-directional mixer: mamba_fwd(x) (+ or *) flip_L(mamba_rev(flip_L(x))).
 
-    With weight tying the two directions share in_proj and out_proj (one tensor). Both directions
-    then run as one scan over a doubled batch, and for "add" one out_proj serves both, since
+    The reverse direction runs as the kernels' reverse scan and anti-causal conv, so nothing is
+    flipped. With weight tying the two directions share in_proj and out_proj (one tensor): one in_proj
+    serves both, both run as one doubled batch, and for "add" one out_proj serves both, since
     out_proj(y_f) + out_proj(y_r) = out_proj(y_f + y_r).
     """
 
@@ -119,28 +120,15 @@ class BiMamba(nn.Module):
         rev.in_proj.bias, rev.out_proj.bias = fwd.in_proj.bias, fwd.out_proj.bias
 
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        if not self.bidirectional:
-            return self.mamba_fwd(hidden)
-        if not self.tied:
-            out_rev = flip_L(self.mamba_rev(flip_L(hidden)))
-            out = self.mamba_fwd(hidden)
-            return out + out_rev if self.strategy == "add" else out * out_rev
         fwd, rev = self.mamba_fwd, self.mamba_rev
-        batch = hidden.shape[0]
-        x, z = fwd.in_proj(hidden).chunk(2, dim=-1)  # shared in_proj: the reverse pass is its flip
-        u_f, delta_f, B_f, C_f = fwd.ssm_inputs(x)
-        u_r, delta_r, B_r, C_r = rev.ssm_inputs(flip_L(x))
-        if scan_backend(hidden.device) == "mamba_ssm":  # the kernel takes one A per call: one per direction
-            y_f = selective_scan(u_f, delta_f, fwd.A(), B_f, C_f, fwd.D, z, fwd.dt_proj.bias)
-            y_r = flip_L(selective_scan(u_r, delta_r, rev.A(), B_r, C_r, rev.D, flip_L(z), rev.dt_proj.bias))
-            return fwd.out_proj(y_f + y_r) if self.strategy == "add" else fwd.out_proj(y_f) * rev.out_proj(y_r)
-        # one scan over [forward; reverse] rows; each half of the batch carries its own A, D, dt bias
-        A = torch.cat([fwd.A().expand(batch, -1, -1), rev.A().expand(batch, -1, -1)])
-        u, delta, B, C = (torch.cat(p) for p in ((u_f, u_r), (delta_f, delta_r), (B_f, B_r), (C_f, C_r)))
-        bias = torch.cat([fwd.dt_proj.bias.expand(batch, 1, -1), rev.dt_proj.bias.expand(batch, 1, -1)])
-        D = torch.cat([fwd.D.expand(batch, 1, -1), rev.D.expand(batch, 1, -1)])
-        y = selective_scan(u, delta, A, B, C, D, torch.cat([z, flip_L(z)]), bias, delta_softplus=True)
-        y_f, y_r = y[:batch], flip_L(y[batch:])
+        if not self.bidirectional:
+            return fwd(hidden)
+        if self.tied:
+            x, z = fwd.in_proj(hidden).chunk(2, dim=-1)
+            y_f, y_r = ssm(x, z, [fwd, rev], reverse=[False, True]).chunk(2)
+        else:
+            y_f = ssm(*fwd.in_proj(hidden).chunk(2, dim=-1), [fwd])
+            y_r = ssm(*rev.in_proj(hidden).chunk(2, dim=-1), [rev], reverse=[True])
         if self.strategy == "add":
             return fwd.out_proj(y_f + y_r)
         return fwd.out_proj(y_f) * rev.out_proj(y_r)

@@ -1,4 +1,4 @@
-"""Our compiled CPU selective scan: `cpu_scan.cpp`, built on first use with the system C++ compiler.
+"""Our compiled CPU kernels (`cpu_scan.cpp`: selective scan, conv + SiLU), built on first use with g++.
 
 Why a plain shared library through ctypes: it needs nothing but g++ or clang++ (no torch headers, no
 pybind, no ninja), builds in about two seconds, and ctypes releases the GIL while it runs. The library is compiled for
@@ -76,8 +76,21 @@ def _build() -> Path:
     return target
 
 
-_F = ctypes.c_void_p
-_I = ctypes.c_int64
+class ScanArgs(ctypes.Structure):
+    """The C struct of the same name: the same fields in the same order."""
+
+    _fields_ = ([(n, ctypes.c_void_p) for n in ("u", "delta", "A", "B", "C", "D", "z", "bias", "y", "states", "dout",
+                                                "du", "ddelta", "dA", "dB_part", "dC_part", "dD", "dz", "dbias",
+                                                "reverse")]
+                + [(n, ctypes.c_int64) for n in ("batch", "L", "dim", "N", "groups", "a_gs", "p_gs", "B_rs", "B_ts",
+                                                 "C_rs", "C_ts", "z_rs", "z_ts", "z_rows", "softplus",
+                                                 "part_groups")])
+
+
+class ConvArgs(ctypes.Structure):
+    _fields_ = ([(n, ctypes.c_void_p) for n in ("x", "w", "bias", "out", "dout", "dx", "dw_part", "dbias_part",
+                                                "reverse")]
+                + [(n, ctypes.c_int64) for n in ("batch", "L", "dim", "K", "groups", "x_rs", "x_ts")])
 
 
 @functools.cache
@@ -90,68 +103,107 @@ def _library() -> ctypes.CDLL | None:
         print(f"vepcli: warning: CPU scan kernel unavailable ({err}); using the slower pure-PyTorch scan",
               file=sys.stderr)
         return None
-    lib.vepcli_scan_fwd.argtypes = [_F] * 10 + [_I] * 6 + [ctypes.c_int, ctypes.c_int]
-    lib.vepcli_scan_bwd.argtypes = [_F] * 18 + [_I] * 6 + [ctypes.c_int, _I, ctypes.c_int]
+    for name, args in (("vepcli_scan_fwd", ScanArgs), ("vepcli_scan_bwd", ScanArgs), ("vepcli_conv_fwd", ConvArgs),
+                       ("vepcli_conv_bwd", ConvArgs)):
+        getattr(lib, name).argtypes = [ctypes.POINTER(args), ctypes.c_int]
+        getattr(lib, name).restype = None
     return lib
 
 
 def available() -> bool:
-    """True when the kernel is compiled (or cached) and loaded."""
+    """True when the kernels are compiled (or cached) and loaded."""
     return _library() is not None
 
 
-def chunk() -> int:
-    """Steps between the states saved for the backward pass."""
-    return _library().vepcli_scan_chunk()
+def _f32(t: torch.Tensor | None, inner_contiguous: bool = False) -> torch.Tensor | None:
+    """fp32 and contiguous, or (`inner_contiguous`) only its last dimension contiguous: views of a wider
+    projection (B and C of x_proj, z of in_proj) go to the kernel as they are, with their strides."""
+    if t is None:
+        return None
+    t = t.detach().to(torch.float32)
+    if inner_contiguous and t.stride(-1) == 1 and t.dim() == 3:
+        return t
+    return t.contiguous()
 
 
 def _ptr(t: torch.Tensor | None) -> int | None:
-    """The address of a contiguous fp32 tensor that the caller keeps alive during the call."""
+    """The address of an fp32 tensor that the caller keeps alive during the call."""
     return None if t is None else t.data_ptr()
 
 
-def _f32(t: torch.Tensor | None) -> torch.Tensor | None:
-    return None if t is None else t.detach().to(torch.float32).contiguous()
+def _threads(items: int) -> int:
+    return max(1, min(torch.get_num_threads(), items))
 
 
-def _row_strides(A: torch.Tensor, P: torch.Tensor | None, dim: int, N: int) -> tuple[int, int]:
-    """Row strides of A and of the per-channel vectors: 0 when shared by the batch."""
-    a_rs = dim * N if A.dim() == 3 else 0
-    p_rs = dim if P is not None and P.dim() == 3 else 0
-    return a_rs, p_rs
+def _reverse_flags(reverse, groups: int) -> torch.Tensor | None:
+    if reverse is None or not any(reverse):
+        return None
+    assert len(reverse) == groups, "one reverse flag per parameter group"
+    return torch.tensor([bool(r) for r in reverse], dtype=torch.int8)
 
 
-def _threads(work_items: int) -> int:
-    return max(1, min(torch.get_num_threads(), work_items))
+def groups(A: torch.Tensor, D: torch.Tensor | None, bias: torch.Tensor | None) -> int:
+    """How many parameter groups the batch forms: 1 when A, D and the bias are shared by every row."""
+    return max([1] + [t.shape[0] for t in (A, D, bias) if t is not None and t.dim() == (3 if t is A else 2)])
 
 
-def _forward(u, delta, A, B, C, D, z, bias, softplus: bool, keep_states: bool):
+def _per_group(t: torch.Tensor | None, G: int, grouped_dim: int) -> torch.Tensor | None:
+    """A parameter given once for all rows, repeated for each of G groups (when another one is grouped)."""
+    if t is None or G == 1 or t.dim() == grouped_dim:
+        return t
+    return t.expand(G, *t.shape).contiguous()
+
+
+def _scan_args(u, delta, A, B, C, D, z, bias, reverse, softplus: bool) -> ScanArgs:
+    """The kernel's arguments; D and bias are both (dim,) or both (G, dim) here."""
     batch, L, dim = u.shape
-    N = A.shape[-1]
-    if D is not None and bias is not None and (D.dim() == 3) != (bias.dim() == 3):
-        bias = bias.expand(batch, 1, dim).contiguous() if bias.dim() != 3 else bias
-        D = D.expand(batch, 1, dim).contiguous() if D.dim() != 3 else D
-    a_rs, p_rs = _row_strides(A, D if D is not None else bias, dim, N)
-    y = torch.empty_like(u)
-    n_chunks = -(-L // chunk())
-    states = u.new_empty(batch, n_chunks, N, dim) if keep_states else None
-    _library().vepcli_scan_fwd(_ptr(u), _ptr(delta), _ptr(A), _ptr(B), _ptr(C), _ptr(D), _ptr(z), _ptr(bias),
-                               _ptr(y), _ptr(states), batch, L, dim, N, a_rs, p_rs, int(softplus),
-                               _threads(batch * dim))
-    return y, states, D, bias
+    N, G = A.shape[-1], groups(A, D, bias)
+    if batch % G:
+        raise ValueError(f"a batch of {batch} rows does not split into {G} parameter groups")
+    args = ScanArgs(u=_ptr(u), delta=_ptr(delta), A=_ptr(A), B=_ptr(B), C=_ptr(C), D=_ptr(D), z=_ptr(z),
+                    bias=_ptr(bias), reverse=_ptr(reverse), batch=batch, L=L, dim=dim, N=N, groups=G,
+                    a_gs=dim * N if A.dim() == 3 else 0, softplus=int(softplus))
+    args.p_gs = dim if any(t is not None and t.dim() == 2 for t in (D, bias)) else 0
+    args.B_rs, args.B_ts = B.stride(0), B.stride(1)
+    args.C_rs, args.C_ts = C.stride(0), C.stride(1)
+    if z is not None:
+        args.z_rs, args.z_ts, args.z_rows = z.stride(0), z.stride(1), z.shape[0]
+    return args
+
+
+def _grad_as(g: torch.Tensor | None, like: torch.Tensor | None, need: bool) -> torch.Tensor | None:
+    """A gradient in the shape and dtype of its input. Gradients computed per row (batch, ...) of a
+    parameter shared by all rows, or by each group of rows, are summed over those rows."""
+    if g is None or like is None or not need:
+        return None
+    if g.shape[0] != like.shape[0] or g.dim() != like.dim():
+        g = g.sum(0) if g.dim() > like.dim() else g.reshape(like.shape[0], -1, *g.shape[1:]).sum(1)
+    return g.to(like.dtype)
+
+
+def _inputs(u, delta, A, B, C, D, z, bias, reverse, softplus: bool):
+    """fp32 copies as the kernel reads them (views with a contiguous last dimension stay views)."""
+    G = groups(A, D, bias)
+    u, delta, A = _f32(u), _f32(delta), _f32(A)
+    D, bias = (_f32(_per_group(t, G if any(p is not None and p.dim() == 2 for p in (D, bias)) else 1, 2))
+               for t in (D, bias))
+    B, C, z = (_f32(t, inner_contiguous=True) for t in (B, C, z))
+    rev = _reverse_flags(reverse, G)
+    return (u, delta, A, B, C, D, z, bias), rev, _scan_args(u, delta, A, B, C, D, z, bias, rev, softplus)
 
 
 class _SelectiveScanCPU(torch.autograd.Function):
     """The fused scan with the kernel's own backward (states kept every chunk, steps recomputed)."""
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, z, bias, softplus):
-        ins = [_f32(t) for t in (u, delta, A, B, C, D, z, bias)]
-        y, states, D32, bias32 = _forward(*ins, softplus, keep_states=True)
-        ins[5], ins[7] = D32, bias32
+    def forward(ctx, u, delta, A, B, C, D, z, bias, softplus, reverse):
+        ins, rev, args = _inputs(u, delta, A, B, C, D, z, bias, reverse, softplus)
+        y = torch.empty_like(ins[0])
+        states = y.new_empty(u.shape[0], -(-u.shape[1] // chunk()), A.shape[-1], u.shape[2])
+        args.y, args.states = _ptr(y), _ptr(states)
+        _library().vepcli_scan_fwd(args, _threads(u.shape[0] * u.shape[2]))
         ctx.save_for_backward(*ins, states)
-        ctx.softplus = softplus
-        ctx.shapes = [None if t is None else (t.shape, t.dtype) for t in (u, delta, A, B, C, D, z, bias)]
+        ctx.softplus, ctx.rev, ctx.originals = softplus, rev, (u, delta, A, B, C, D, z, bias)
         return y.to(u.dtype)
 
     @staticmethod
@@ -159,35 +211,89 @@ class _SelectiveScanCPU(torch.autograd.Function):
         u, delta, A, B, C, D, z, bias, states = ctx.saved_tensors
         batch, L, dim = u.shape
         N = A.shape[-1]
-        groups = max(1, min(8, -(-dim // 16)))  # dB, dC partial sums: few enough to stay small
-        a_rs, p_rs = _row_strides(A, D if D is not None else bias, dim, N)
+        parts = max(1, min(8, -(-dim // 16)))  # dB, dC partial sums: few enough to stay small
+        dy = _f32(dy)  # held here: a pointer to a temporary would dangle
         du, ddelta = torch.empty_like(u), torch.empty_like(u)
         dz = torch.empty_like(u) if z is not None else None
-        dA = u.new_empty(batch, dim, N)
-        dD, dbias = u.new_empty(batch, dim), u.new_empty(batch, dim)
-        dB_part, dC_part = (u.new_zeros(batch, groups, L, N) for _ in range(2))
-        dy = _f32(dy)  # held here: a pointer to a temporary would dangle
-        _library().vepcli_scan_bwd(
-            _ptr(u), _ptr(delta), _ptr(A), _ptr(B), _ptr(C), _ptr(D), _ptr(z), _ptr(bias), _ptr(states),
-            _ptr(dy), _ptr(du), _ptr(ddelta), _ptr(dA), _ptr(dB_part), _ptr(dC_part), _ptr(dD), _ptr(dz),
-            _ptr(dbias), batch, L, dim, N, a_rs, p_rs, int(ctx.softplus), groups, _threads(batch * groups))
-        grads = [du, ddelta, dA, dB_part.sum(1), dC_part.sum(1), dD.unsqueeze(1), dz, dbias.unsqueeze(1)]
-        out = []
-        for g, spec, need in zip(grads, ctx.shapes, ctx.needs_input_grad[:8], strict=True):
-            if spec is None or not need:
-                out.append(None)
-                continue
-            shape, dtype = spec
-            if g.dim() > len(shape):  # a parameter shared by the batch: sum over the rows
-                g = g.sum(0)
-            out.append(g.reshape(shape).to(dtype))
-        return (*out, None)
+        dA, dD, dbias = u.new_empty(batch, dim, N), u.new_empty(batch, dim), u.new_empty(batch, dim)
+        dB_part, dC_part = (u.new_zeros(batch, parts, L, N) for _ in range(2))
+        args = _scan_args(u, delta, A, B, C, D, z, bias, ctx.rev, ctx.softplus)
+        for name, t in (("states", states), ("dout", dy), ("du", du), ("ddelta", ddelta), ("dA", dA),
+                        ("dB_part", dB_part), ("dC_part", dC_part), ("dD", dD), ("dz", dz), ("dbias", dbias)):
+            setattr(args, name, _ptr(t))
+        args.part_groups = parts
+        _library().vepcli_scan_bwd(args, _threads(batch * parts))
+        u0, delta0, A0, B0, C0, D0, z0, bias0 = ctx.originals
+        if z0 is not None and z0.shape[0] != batch:  # rows that share one z (row b reads z[b % rows]) add up
+            dz = dz.reshape(-1, z0.shape[0], L, dim).sum(0)
+        grads = (du, ddelta, dA, dB_part.sum(1), dC_part.sum(1), dD, dz, dbias)
+        return (*(_grad_as(g, t, need) for g, t, need in zip(grads, ctx.originals, ctx.needs_input_grad, strict=False)),
+                None, None)
 
 
-def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus: bool = True):
-    """The fused selective scan on the CPU kernel; same contract as `vepcli.nn.kernels.selective_scan`."""
+def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus: bool = True,
+                       reverse=None):
+    """The fused selective scan on the CPU kernel; the contract of `vepcli.nn.kernels.selective_scan`."""
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
-        return _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
-    ins = [_f32(t) for t in tensors]
-    return _forward(*ins, delta_softplus, keep_states=False)[0].to(u.dtype)
+        return _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    ins, _, args = _inputs(u, delta, A, B, C, D, z, delta_bias, reverse, delta_softplus)
+    y = torch.empty_like(ins[0])
+    args.y = _ptr(y)
+    _library().vepcli_scan_fwd(args, _threads(u.shape[0] * u.shape[2]))
+    return y.to(u.dtype)
+
+
+def chunk() -> int:
+    """Steps between the states saved for the backward pass."""
+    return _library().vepcli_scan_chunk()
+
+
+def _conv_args(x, weight, bias, reverse) -> ConvArgs:
+    batch, L, dim = x.shape
+    return ConvArgs(x=_ptr(x), w=_ptr(weight), bias=_ptr(bias), reverse=_ptr(reverse), batch=batch, L=L, dim=dim,
+                    K=weight.shape[-1], groups=weight.shape[0], x_rs=x.stride(0), x_ts=x.stride(1))
+
+
+class _ConvSiLUCPU(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, x, weight, bias, reverse):
+        x32, w32, b32 = _f32(x, inner_contiguous=True), _f32(weight), _f32(bias)
+        rev = _reverse_flags(reverse, weight.shape[0])
+        out = x32.new_empty(weight.shape[0] * x.shape[0], *x.shape[1:])
+        args = _conv_args(x32, w32, b32, rev)
+        args.out = _ptr(out)
+        _library().vepcli_conv_fwd(args, _threads(x.shape[0] * x.shape[2]))
+        ctx.save_for_backward(x32, w32, b32)
+        ctx.rev, ctx.originals = rev, (x, weight, bias)
+        return out.to(x.dtype)
+
+    @staticmethod
+    def backward(ctx, dout):
+        x, w, b = ctx.saved_tensors
+        x0, w0, b0 = ctx.originals
+        batch, L, dim = x.shape
+        G, K = w.shape[0], w.shape[-1]
+        dout = _f32(dout)
+        dx = x.new_empty(batch, L, dim)
+        dw, db = x.new_empty(batch, G, dim, K), x.new_empty(batch, G, dim)
+        args = _conv_args(x, w, b, ctx.rev)
+        args.dout, args.dx, args.dw_part, args.dbias_part = _ptr(dout), _ptr(dx), _ptr(dw), _ptr(db)
+        _library().vepcli_conv_bwd(args, _threads(batch * dim))
+        need = ctx.needs_input_grad
+        return _grad_as(dx, x0, need[0]), _grad_as(dw.sum(0), w0, need[1]), _grad_as(db.sum(0), b0, need[2]), None
+
+
+def conv1d_silu_cpu(x, weight, bias=None, reverse=None):
+    """SiLU(depthwise conv) for each group of weights: (batch, L, dim) -> (groups batch, L, dim).
+
+    weight (groups, dim, K), bias (groups, dim); group g is causal, or anti-causal where reverse[g]."""
+    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+        return _ConvSiLUCPU.apply(x, weight, bias, reverse)
+    x32, w32, b32 = _f32(x, inner_contiguous=True), _f32(weight), _f32(bias)
+    rev = _reverse_flags(reverse, weight.shape[0])
+    out = x32.new_empty(weight.shape[0] * x.shape[0], *x.shape[1:])
+    args = _conv_args(x32, w32, b32, rev)
+    args.out = _ptr(out)
+    _library().vepcli_conv_fwd(args, _threads(x.shape[0] * x.shape[2]))
+    return out.to(x.dtype)

@@ -1,23 +1,23 @@
-/* The selective scan (S6) for CPUs, in C++ only for its vector conditionals (no C++ library is used): one compiled loop per (row, block of channels), forward and backward.
+/* Mamba's sequence kernels for CPUs: the selective scan (S6) and the depthwise conv + SiLU before it,
+ * forward and backward. C++ only for its vector conditionals; no C++ library is used.
  *
+ *   u_t = SiLU(b + sum_k w_k x_{t-K+1+k})                         (causal; anti-causal when reversed)
  *   delta_t = softplus(delta_t + bias)     A-bar_t = exp(delta_t A)     B-bar_t x_t = delta_t B_t u_t
  *   h_t = A-bar_t h_{t-1} + B-bar_t x_t    y_t = (<C_t, h_t> + D u_t) * SiLU(z_t)
  *
- * Each work item keeps the (d_state, BLOCK) state of BLOCK adjacent channels in a small array that stays
- * in L1 and walks the whole sequence; the inner loops run over the BLOCK channels, which are contiguous
- * in memory, so the compiler turns them into vector code. exp, log1p and the sigmoid are written here as
- * plain arithmetic (exp2 by a rounded split and a polynomial) so that they vectorise without a vector
- * math library and give the same bits on every machine this file is compiled for. Nothing of size
- * (batch, L, d_inner, d_state) is ever written: the backward pass keeps the state at every CHUNK-th step
- * and recomputes the steps in between.
+ * A work item is one row and a block of BLOCK adjacent channels: it keeps their (d_state, BLOCK) state
+ * in L1 and walks the whole sequence. Arithmetic runs on BLOCK-lane vectors (`vf`), which the compiler
+ * maps to the machine's vector registers; exp, log1p and the sigmoid are written here as plain
+ * arithmetic so that they vectorise with no math library and give the same bits on every machine of
+ * one kind. Nothing of size (batch, L, d_inner, d_state) is ever written: training keeps the state at
+ * every CHUNK-th step and the backward pass recomputes the steps in between.
  *
- * Threads take work items from one atomic counter: one parallel region per call, no per-step barrier,
- * and a busy core only slows the items it holds. Every row is computed by the same code whatever its
- * batch-mates, so results are bitwise independent of the batch.
- *
- * Layout (all float32, C-contiguous): u, delta, z, y (batch, L, d_inner); B, C (batch, L, d_state);
- * A (d_inner, d_state) per row at row stride a_rs (0 when shared); D, bias (d_inner,) at row stride
- * p_rs (0 when shared). Called through ctypes, which releases the GIL.
+ * The rows of a batch form G equal groups that share parameters (A, D, bias; conv weights): BiMamba's
+ * two directions are two groups, and a group may walk its rows from the end (`reverse`), which is the
+ * reverse direction without flipping any tensor. Threads take items from one atomic counter: one
+ * parallel region per call, no per-step barrier, and a busy core only slows the items it holds. Every
+ * row is computed by the same code whatever its batch-mates, so results are bitwise independent of the
+ * batch and of the thread count. Called through ctypes, which releases the GIL.
  */
 #include <pthread.h>
 #include <stdint.h>
@@ -36,7 +36,6 @@
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
-/* BLOCK lanes of float: GCC and Clang turn arithmetic on these into the machine's vector code. */
 typedef float vf __attribute__((vector_size(BLOCK * 4)));
 typedef int32_t vi __attribute__((vector_size(BLOCK * 4)));
 
@@ -87,23 +86,7 @@ static inline vf softplus_v(vf x) {
     return vmax(x, splat(0.0f)) + l1p;
 }
 
-typedef struct {
-    const float *u, *delta, *A, *B, *C, *D, *z, *bias;
-    float *y, *states;
-    int64_t batch, L, dim, N, a_rs, p_rs;
-    int softplus;
-    /* backward */
-    const float *dout;
-    float *du, *ddelta, *dA, *dB_part, *dC_part, *dD, *dz, *dbias;
-    int64_t groups, blocks_per_group;
-    /* work sharing */
-    int64_t items;
-    int64_t next; /* atomic */
-} Scan;
-
-typedef void (*item_fn)(Scan *, int64_t);
-
-/* A block of n <= BLOCK channels from memory; lanes past n are 0. */
+/* n <= BLOCK channels from memory; lanes past n are 0. */
 static inline vf load(const float *src, int64_t n) {
     vf v = {};
     if (n == BLOCK)
@@ -120,39 +103,98 @@ static inline void store(float *dst, vf v, int64_t n) {
         for (int64_t i = 0; i < n; i++) dst[i] = v[i];
 }
 
-/* The block's parameters: A scaled by log2(e) (A2) and as it is (At), one vector per state; D; bias. */
-typedef struct {
-    vf *A2, *At;
-    vf D, bias;
-    int64_t d0, n;
-} Block;
+/* ---- work sharing ---- */
 
-static Block block_params(const Scan *s, int64_t b, int64_t c, vf *buf) {
-    Block p;
-    p.A2 = buf;
-    p.At = buf + s->N;
-    p.d0 = c * BLOCK;
-    p.n = s->dim - c * BLOCK;
-    if (p.n > BLOCK) p.n = BLOCK;
-    const float *A = s->A + b * s->a_rs;
-    for (int64_t k = 0; k < s->N; k++) {
-        vf a = {};
-        for (int64_t i = 0; i < p.n; i++) a[i] = A[(p.d0 + i) * s->N + k];
-        p.At[k] = a;
-        p.A2[k] = a * LOG2E;
+typedef void (*item_fn)(const void *, int64_t);
+
+typedef struct {
+    const void *args;
+    item_fn fn;
+    int64_t items;
+    int64_t next; /* atomic */
+} Pool;
+
+static void *worker(void *arg) {
+    Pool *pool = (Pool *)arg;
+    for (;;) {
+        int64_t i = __atomic_fetch_add(&pool->next, 1, __ATOMIC_RELAXED);
+        if (i >= pool->items) break;
+        pool->fn(pool->args, i);
     }
-    p.D = s->D ? load(s->D + b * s->p_rs + p.d0, p.n) : splat(0.0f);
-    p.bias = s->bias ? load(s->bias + b * s->p_rs + p.d0, p.n) : splat(0.0f);
-    return p;
+    return NULL;
 }
 
-/* delta_t of one block: delta + bias, through softplus when asked; x keeps the pre-softplus value. */
-static inline vf step_delta(const Scan *s, const Block *p, int64_t off, vf *x) {
-    *x = load(s->delta + off, p->n) + p->bias;
+static void run(const void *args, item_fn fn, int64_t items, int threads) {
+    Pool pool = {args, fn, items, 0};
+    if (threads > items) threads = (int)items;
+    pthread_t tid[256];
+    int started = 0;
+    for (; started < threads - 1 && started < 256; started++)
+        if (pthread_create(&tid[started], NULL, worker, &pool) != 0) break;
+    worker(&pool); /* the calling thread works too, and takes what a failed thread start left */
+    for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+}
+
+static inline int64_t blocks(int64_t dim) { return (dim + BLOCK - 1) / BLOCK; }
+
+/* ---- selective scan ---- */
+
+/* Mirrored by vepcli/nn/kernels/cpu.py (ScanArgs): keep the two in the same order. u, delta, y and the
+ * gradients of shape (batch, L, dim) are contiguous; B, C and z have their own row and time strides (z
+ * row b is z[b % z_rows]); A, D, bias have one entry per group (stride 0 when shared by all rows). */
+typedef struct {
+    const float *u, *delta, *A, *B, *C, *D, *z, *bias;
+    float *y, *states;
+    const float *dout;
+    float *du, *ddelta, *dA, *dB_part, *dC_part, *dD, *dz, *dbias;
+    const int8_t *reverse;
+    int64_t batch, L, dim, N, groups, a_gs, p_gs;
+    int64_t B_rs, B_ts, C_rs, C_ts, z_rs, z_ts, z_rows;
+    int64_t softplus, part_groups;
+} ScanArgs;
+
+/* One row and channel block: its parameters, where its steps are, and which way it walks. */
+typedef struct {
+    int64_t b, d0, n, rev;
+    vf *A2, *At; /* A log2(e) and A, one vector per state */
+    vf D, bias;
+} Item;
+
+static Item scan_item(const ScanArgs *s, int64_t b, int64_t c, vf *buf) {
+    Item it;
+    int64_t g = b / (s->batch / s->groups);
+    it.b = b, it.d0 = c * BLOCK, it.n = s->dim - c * BLOCK;
+    if (it.n > BLOCK) it.n = BLOCK;
+    it.rev = s->reverse ? s->reverse[g] : 0;
+    it.A2 = buf, it.At = buf + s->N;
+    const float *A = s->A + g * s->a_gs;
+    for (int64_t k = 0; k < s->N; k++) {
+        vf a = {};
+        for (int64_t i = 0; i < it.n; i++) a[i] = A[(it.d0 + i) * s->N + k];
+        it.At[k] = a;
+        it.A2[k] = a * LOG2E;
+    }
+    it.D = s->D ? load(s->D + g * s->p_gs + it.d0, it.n) : splat(0.0f);
+    it.bias = s->bias ? load(s->bias + g * s->p_gs + it.d0, it.n) : splat(0.0f);
+    return it;
+}
+
+/* The time index of walk step j. */
+static inline int64_t step_t(const ScanArgs *s, const Item *it, int64_t j) { return it->rev ? s->L - 1 - j : j; }
+static inline int64_t off_u(const ScanArgs *s, const Item *it, int64_t t) { return (it->b * s->L + t) * s->dim + it->d0; }
+static inline const float *B_at(const ScanArgs *s, const Item *it, int64_t t) { return s->B + it->b * s->B_rs + t * s->B_ts; }
+static inline const float *C_at(const ScanArgs *s, const Item *it, int64_t t) { return s->C + it->b * s->C_rs + t * s->C_ts; }
+static inline const float *z_at(const ScanArgs *s, const Item *it, int64_t t) {
+    return s->z + (it->b % s->z_rows) * s->z_rs + t * s->z_ts + it->d0;
+}
+
+/* delta_t of the block: delta + bias, through softplus when asked; x keeps the value before softplus. */
+static inline vf step_delta(const ScanArgs *s, const Item *it, int64_t off, vf *x) {
+    *x = load(s->delta + off, it->n) + it->bias;
     return s->softplus ? softplus_v(*x) : *x;
 }
 
-/* One step for a block: h <- A-bar h + B-bar x, returning <C, h>; keeps A-bar when abar is given. */
+/* One step: h <- A-bar h + B-bar x, returning <C, h>; keeps A-bar when abar is given. */
 static inline vf recur_step(int64_t N, const vf *__restrict A2, vf dt, vf du, const float *__restrict Bt,
                             const float *__restrict Ct, vf *__restrict h, vf *__restrict abar) {
     vf acc = {};
@@ -165,70 +207,69 @@ static inline vf recur_step(int64_t N, const vf *__restrict A2, vf dt, vf du, co
     return acc;
 }
 
-static void forward_item(Scan *s, int64_t item) {
-    int64_t nb = (s->dim + BLOCK - 1) / BLOCK, b = item / nb, N = s->N, L = s->L, dim = s->dim;
+static void scan_fwd_item(const void *args, int64_t item) {
+    const ScanArgs *s = (const ScanArgs *)args;
+    int64_t N = s->N, L = s->L, nb = blocks(s->dim);
     vf *buf = (vf *)aligned_alloc(64, sizeof(vf) * 3 * N), *h = buf + 2 * N;
-    Block p = block_params(s, b, item % nb, buf);
+    Item it = scan_item(s, item / nb, item % nb, buf);
     memset(h, 0, sizeof(vf) * N);
-    const float *Brow = s->B + b * L * N, *Crow = s->C + b * L * N;
-    for (int64_t t = 0; t < L; t++) {
-        int64_t off = (b * L + t) * dim + p.d0;
-        if (s->states && t % CHUNK == 0) {
-            float *st = s->states + ((b * ((L + CHUNK - 1) / CHUNK) + t / CHUNK) * N) * dim + p.d0;
-            for (int64_t k = 0; k < N; k++) store(st + k * dim, h[k], p.n);
+    for (int64_t j = 0; j < L; j++) {
+        int64_t t = step_t(s, &it, j), off = off_u(s, &it, t);
+        if (s->states && j % CHUNK == 0) {
+            float *st = s->states + ((it.b * ((L + CHUNK - 1) / CHUNK) + j / CHUNK) * N) * s->dim + it.d0;
+            for (int64_t k = 0; k < N; k++) store(st + k * s->dim, h[k], it.n);
         }
-        vf x, dt = step_delta(s, &p, off, &x), u = load(s->u + off, p.n);
-        vf y = recur_step(N, p.A2, dt, dt * u, Brow + t * N, Crow + t * N, h, NULL) + p.D * u;
+        vf x, dt = step_delta(s, &it, off, &x), u = load(s->u + off, it.n);
+        vf y = recur_step(N, it.A2, dt, dt * u, B_at(s, &it, t), C_at(s, &it, t), h, NULL) + it.D * u;
         if (s->z) {
-            vf z = load(s->z + off, p.n);
+            vf z = load(z_at(s, &it, t), it.n);
             y *= z * sigmoid_v(z);
         }
-        store(s->y + off, y, p.n);
+        store(s->y + off, y, it.n);
     }
     free(buf);
 }
 
-/* The backward pass of one block of one row, chunk by chunk from the end. For each chunk the forward
- * steps are recomputed from the saved start state, keeping h_t and A-bar_t; then, going back in time,
- *   g_t = dyss_t C_t + A-bar_{t+1} g_{t+1}          (dL/dh_t)
- *   dL/d(delta_t) = sum_n g_t (h_{t-1} A-bar_t A + u_t B_t),   dL/dA += g_t h_{t-1} A-bar_t delta_t
- * and this block's part of dB_t = sum_d g_t delta_t u_t and dC_t = sum_d dyss_t h_t. */
-static void backward_block(Scan *s, int64_t b, int64_t c, float *dB_acc, float *dC_acc, vf *work) {
-    int64_t N = s->N, L = s->L, dim = s->dim, nchunks = (L + CHUNK - 1) / CHUNK;
-    Block p = block_params(s, b, c, work);
+/* The backward pass of one block of one row, chunk by chunk from the end of its walk. Each chunk's steps
+ * are recomputed from the saved state, keeping h and A-bar; then, going back along the walk,
+ *   g_j = dyss_j C_j + A-bar_{j+1} g_{j+1}          (dL/dh_j)
+ *   dL/d(delta_j) = sum_n g_j (h_{j-1} A-bar_j A + u_j B_j),   dL/dA += g_j h_{j-1} A-bar_j delta_j
+ * and this block's share of dB_j = sum_d g_j delta_j u_j and dC_j = sum_d dyss_j h_j. */
+static void scan_bwd_block(const ScanArgs *s, int64_t b, int64_t c, float *dB_acc, float *dC_acc, vf *work) {
+    int64_t N = s->N, L = s->L, nchunks = (L + CHUNK - 1) / CHUNK;
+    Item it = scan_item(s, b, c, work);
     vf *g = work + 2 * N, *dA = g + N, *hs = dA + N, *abar = hs + (CHUNK + 1) * N;
     vf *dts = abar + CHUNK * N, *xs = dts + CHUNK, *ys = xs + CHUNK;
     vf dD = {}, dbias = {};
     memset(g, 0, sizeof(vf) * 2 * N); /* g and dA */
-    const float *Brow = s->B + b * L * N, *Crow = s->C + b * L * N;
     for (int64_t ch = nchunks - 1; ch >= 0; ch--) {
-        int64_t t0 = ch * CHUNK, T = (L - t0) < CHUNK ? (L - t0) : CHUNK;
-        const float *st = s->states + ((b * nchunks + ch) * N) * dim + p.d0;
-        for (int64_t k = 0; k < N; k++) hs[k] = load(st + k * dim, p.n);
-        for (int64_t j = 0; j < T; j++) { /* recompute: hs[j + 1] is h after step t0 + j */
-            int64_t off = (b * L + t0 + j) * dim + p.d0;
-            dts[j] = step_delta(s, &p, off, &xs[j]);
-            vf u = load(s->u + off, p.n);
+        int64_t j0 = ch * CHUNK, T = (L - j0) < CHUNK ? (L - j0) : CHUNK;
+        const float *st = s->states + ((b * nchunks + ch) * N) * s->dim + it.d0;
+        for (int64_t k = 0; k < N; k++) hs[k] = load(st + k * s->dim, it.n);
+        for (int64_t j = 0; j < T; j++) { /* recompute: hs[j + 1] is h after walk step j0 + j */
+            int64_t t = step_t(s, &it, j0 + j), off = off_u(s, &it, t);
+            dts[j] = step_delta(s, &it, off, &xs[j]);
+            vf u = load(s->u + off, it.n);
             memcpy(hs + (j + 1) * N, hs + j * N, sizeof(vf) * N);
-            ys[j] = recur_step(N, p.A2, dts[j], dts[j] * u, Brow + (t0 + j) * N, Crow + (t0 + j) * N,
-                               hs + (j + 1) * N, abar + j * N) + p.D * u;
+            ys[j] = recur_step(N, it.A2, dts[j], dts[j] * u, B_at(s, &it, t), C_at(s, &it, t), hs + (j + 1) * N,
+                               abar + j * N) + it.D * u;
         }
         for (int64_t j = T - 1; j >= 0; j--) {
-            int64_t t = t0 + j, off = (b * L + t) * dim + p.d0;
-            const float *Bt = Brow + t * N, *Ct = Crow + t * N;
+            int64_t t = step_t(s, &it, j0 + j), off = off_u(s, &it, t);
+            const float *Bt = B_at(s, &it, t), *Ct = C_at(s, &it, t);
             const vf *hprev = hs + j * N, *hcur = hs + (j + 1) * N, *ab = abar + j * N;
-            vf dt = dts[j], u = load(s->u + off, p.n), dyss = load(s->dout + off, p.n);
+            vf dt = dts[j], u = load(s->u + off, it.n), dyss = load(s->dout + off, it.n);
             if (s->z) {
-                vf z = load(s->z + off, p.n), sg = sigmoid_v(z);
-                store(s->dz + off, dyss * ys[j] * sg * (1.0f + z * (1.0f - sg)), p.n);
+                vf z = load(z_at(s, &it, t), it.n), sg = sigmoid_v(z);
+                store(s->dz + off, dyss * ys[j] * sg * (1.0f + z * (1.0f - sg)), it.n);
                 dyss *= z * sg;
             }
             dD += dyss * u;
             vf ddel = {}, gB = {};
             for (int64_t k = 0; k < N; k++) {
-                vf gk = g[k] + dyss * Ct[k]; /* g[k] holds A-bar_{t+1} g_{t+1} */
-                vf q = gk * hprev[k] * ab[k]; /* dL/d(delta_t A) */
-                ddel += q * p.At[k];
+                vf gk = g[k] + dyss * Ct[k]; /* g[k] holds A-bar_{j+1} g_{j+1} */
+                vf q = gk * hprev[k] * ab[k]; /* dL/d(delta_j A) */
+                ddel += q * it.At[k];
                 dA[k] += q * dt;
                 gB += gk * Bt[k];
                 vf db = gk * dt * u, dc = dyss * hcur[k];
@@ -244,93 +285,129 @@ static void backward_block(Scan *s, int64_t b, int64_t c, float *dB_acc, float *
             ddel += gB * u;
             if (s->softplus) ddel *= sigmoid_v(xs[j]);
             dbias += ddel;
-            store(s->du + off, dyss * p.D + gB * dt, p.n);
-            store(s->ddelta + off, ddel, p.n);
+            store(s->du + off, dyss * it.D + gB * dt, it.n);
+            store(s->ddelta + off, ddel, it.n);
         }
     }
-    for (int64_t i = 0; i < p.n; i++) {
-        for (int64_t k = 0; k < N; k++) s->dA[(b * dim + p.d0 + i) * N + k] = dA[k][i];
-        s->dD[b * dim + p.d0 + i] = dD[i];
-        s->dbias[b * dim + p.d0 + i] = dbias[i];
+    for (int64_t i = 0; i < it.n; i++) {
+        for (int64_t k = 0; k < N; k++) s->dA[(b * s->dim + it.d0 + i) * N + k] = dA[k][i];
+        s->dD[b * s->dim + it.d0 + i] = dD[i];
+        s->dbias[b * s->dim + it.d0 + i] = dbias[i];
     }
 }
 
-static void backward_item(Scan *s, int64_t item) {
-    int64_t b = item / s->groups, grp = item % s->groups, nb = (s->dim + BLOCK - 1) / BLOCK, N = s->N;
+static void scan_bwd_item(const void *args, int64_t item) {
+    const ScanArgs *s = (const ScanArgs *)args;
+    int64_t b = item / s->part_groups, grp = item % s->part_groups, nb = blocks(s->dim), N = s->N;
+    int64_t per = (nb + s->part_groups - 1) / s->part_groups;
     vf *work = (vf *)aligned_alloc(64, sizeof(vf) * (4 * N + (2 * CHUNK + 1) * N + 3 * CHUNK));
-    float *dB_acc = s->dB_part + (b * s->groups + grp) * s->L * N;
-    float *dC_acc = s->dC_part + (b * s->groups + grp) * s->L * N;
-    for (int64_t c = grp * s->blocks_per_group; c < nb && c < (grp + 1) * s->blocks_per_group; c++)
-        backward_block(s, b, c, dB_acc, dC_acc, work);
+    float *dB_acc = s->dB_part + (b * s->part_groups + grp) * s->L * N;
+    float *dC_acc = s->dC_part + (b * s->part_groups + grp) * s->L * N;
+    for (int64_t c = grp * per; c < nb && c < (grp + 1) * per; c++) scan_bwd_block(s, b, c, dB_acc, dC_acc, work);
     free(work);
 }
 
+/* ---- depthwise conv + SiLU ---- */
+
+/* out (G batch, L, dim) contiguous; x (batch, L, dim) at its own row and time strides; w (G, dim, K) and
+ * bias (G, dim) contiguous. Group g's output rows are g batch .. g batch + batch - 1. Backward: dx is
+ * (batch, L, dim) contiguous; dw_part (batch, G, dim, K) and dbias_part (batch, G, dim) per input row. */
 typedef struct {
-    Scan *s;
-    item_fn fn;
-} Job;
+    const float *x, *w, *bias;
+    float *out;
+    const float *dout;
+    float *dx, *dw_part, *dbias_part;
+    const int8_t *reverse;
+    int64_t batch, L, dim, K, groups, x_rs, x_ts;
+} ConvArgs;
 
-static void *worker(void *arg) {
-    Job *job = (Job *)arg;
-    for (;;) {
-        int64_t i = __atomic_fetch_add(&job->s->next, 1, __ATOMIC_RELAXED);
-        if (i >= job->s->items) break;
-        job->fn(job->s, i);
+/* Tap k of group g reads x at t - (K-1) + k (causal), or t + (K-1) - k when the group is reversed. */
+static inline int64_t tap(const ConvArgs *s, int64_t rev, int64_t t, int64_t k) {
+    return rev ? t + (s->K - 1) - k : t - (s->K - 1) + k;
+}
+
+static inline vf conv_pre(const ConvArgs *s, const vf *w, vf bias, int64_t rev, const float *xrow, int64_t t,
+                          int64_t n) {
+    vf pre = bias;
+    for (int64_t k = 0; k < s->K; k++) {
+        int64_t src = tap(s, rev, t, k);
+        if (src >= 0 && src < s->L) pre += w[k] * load(xrow + src * s->x_ts, n);
     }
-    return NULL;
+    return pre;
 }
 
-static void run(Scan *s, item_fn fn, int threads) {
-    Job job = {s, fn};
-    s->next = 0;
-    if (threads > s->items) threads = (int)s->items;
-    pthread_t tid[256];
-    int started = 0;
-    for (; started < threads - 1 && started < 256; started++)
-        if (pthread_create(&tid[started], NULL, worker, &job) != 0) break;
-    worker(&job); /* the calling thread works too; items left by a failed thread start are taken here */
-    for (int i = 0; i < started; i++) pthread_join(tid[i], NULL);
+static void conv_weights(const ConvArgs *s, int64_t g, int64_t d0, int64_t n, vf *w, vf *bias) {
+    for (int64_t k = 0; k < s->K; k++) {
+        vf v = {};
+        for (int64_t i = 0; i < n; i++) v[i] = s->w[(g * s->dim + d0 + i) * s->K + k];
+        w[k] = v;
+    }
+    *bias = s->bias ? load(s->bias + g * s->dim + d0, n) : splat(0.0f);
 }
 
-static void set_inputs(Scan *s, const float *u, const float *delta, const float *A, const float *B, const float *C,
-                       const float *D, const float *z, const float *bias, int64_t batch, int64_t L, int64_t dim,
-                       int64_t N, int64_t a_rs, int64_t p_rs, int softplus) {
-    s->u = u, s->delta = delta, s->A = A, s->B = B, s->C = C, s->D = D, s->z = z, s->bias = bias;
-    s->batch = batch, s->L = L, s->dim = dim, s->N = N, s->a_rs = a_rs, s->p_rs = p_rs, s->softplus = softplus;
+static void conv_fwd_item(const void *args, int64_t item) {
+    const ConvArgs *s = (const ConvArgs *)args;
+    int64_t nb = blocks(s->dim), b = item / nb, d0 = (item % nb) * BLOCK, n = s->dim - d0 < BLOCK ? s->dim - d0 : BLOCK;
+    vf *w = (vf *)aligned_alloc(64, sizeof(vf) * s->K), bias;
+    const float *xrow = s->x + b * s->x_rs + d0;
+    for (int64_t g = 0; g < s->groups; g++) {
+        int64_t rev = s->reverse ? s->reverse[g] : 0;
+        conv_weights(s, g, d0, n, w, &bias);
+        float *orow = s->out + (g * s->batch + b) * s->L * s->dim + d0;
+        for (int64_t t = 0; t < s->L; t++) {
+            vf pre = conv_pre(s, w, bias, rev, xrow, t, n);
+            store(orow + t * s->dim, pre * sigmoid_v(pre), n);
+        }
+    }
+    free(w);
+}
+
+static void conv_bwd_item(const void *args, int64_t item) {
+    const ConvArgs *s = (const ConvArgs *)args;
+    int64_t nb = blocks(s->dim), b = item / nb, d0 = (item % nb) * BLOCK, n = s->dim - d0 < BLOCK ? s->dim - d0 : BLOCK;
+    int64_t K = s->K;
+    vf *w = (vf *)aligned_alloc(64, sizeof(vf) * 2 * K), *dw = w + K, bias;
+    const float *xrow = s->x + b * s->x_rs + d0;
+    float *dxrow = s->dx + b * s->L * s->dim + d0;
+    for (int64_t t = 0; t < s->L; t++) store(dxrow + t * s->dim, splat(0.0f), n);
+    for (int64_t g = 0; g < s->groups; g++) {
+        int64_t rev = s->reverse ? s->reverse[g] : 0;
+        conv_weights(s, g, d0, n, w, &bias);
+        memset(dw, 0, sizeof(vf) * K);
+        vf dbias = {};
+        const float *grow = s->dout + (g * s->batch + b) * s->L * s->dim + d0;
+        for (int64_t t = 0; t < s->L; t++) {
+            vf pre = conv_pre(s, w, bias, rev, xrow, t, n), sg = sigmoid_v(pre);
+            vf gp = load(grow + t * s->dim, n) * sg * (1.0f + pre * (1.0f - sg));
+            dbias += gp;
+            for (int64_t k = 0; k < K; k++) {
+                int64_t src = tap(s, rev, t, k);
+                if (src < 0 || src >= s->L) continue;
+                dw[k] += gp * load(xrow + src * s->x_ts, n);
+                float *dst = dxrow + src * s->dim;
+                store(dst, load(dst, n) + w[k] * gp, n);
+            }
+        }
+        for (int64_t i = 0; i < n; i++) {
+            for (int64_t k = 0; k < K; k++) s->dw_part[((b * s->groups + g) * s->dim + d0 + i) * K + k] = dw[k][i];
+            s->dbias_part[(b * s->groups + g) * s->dim + d0 + i] = dbias[i];
+        }
+    }
+    free(w);
 }
 
 extern "C" {
-int vepcli_scan_block(void) { return BLOCK; }
+int vepcli_block(void) { return BLOCK; }
 int vepcli_scan_chunk(void) { return CHUNK; }
 
-void vepcli_scan_fwd(const float *u, const float *delta, const float *A, const float *B, const float *C,
-                     const float *D, const float *z, const float *bias, float *y, float *states, int64_t batch,
-                     int64_t L, int64_t dim, int64_t N, int64_t a_rs, int64_t p_rs, int softplus, int threads) {
-    Scan s = {};
-    set_inputs(&s, u, delta, A, B, C, D, z, bias, batch, L, dim, N, a_rs, p_rs, softplus);
-    s.y = y;
-    s.states = states;
-    s.items = batch * ((dim + BLOCK - 1) / BLOCK);
-    run(&s, forward_item, threads);
-}
+/* states: (batch, ceil(L / CHUNK), N, dim) when training, else NULL. */
+void vepcli_scan_fwd(const ScanArgs *s, int threads) { run(s, scan_fwd_item, s->batch * blocks(s->dim), threads); }
 
-/* dA, dD, dbias are per row: (batch, dim, N), (batch, dim), (batch, dim); dB_part, dC_part are
- * (batch, groups, L, N) zero-filled, each group a run of blocks_per_group channel blocks. */
-void vepcli_scan_bwd(const float *u, const float *delta, const float *A, const float *B, const float *C,
-                     const float *D, const float *z, const float *bias, const float *states, const float *dout,
-                     float *du, float *ddelta, float *dA, float *dB_part, float *dC_part, float *dD, float *dz,
-                     float *dbias, int64_t batch, int64_t L, int64_t dim, int64_t N, int64_t a_rs, int64_t p_rs,
-                     int softplus, int64_t groups, int threads) {
-    int64_t nb = (dim + BLOCK - 1) / BLOCK;
-    Scan s = {};
-    set_inputs(&s, u, delta, A, B, C, D, z, bias, batch, L, dim, N, a_rs, p_rs, softplus);
-    s.states = (float *)states;
-    s.dout = dout;
-    s.du = du, s.ddelta = ddelta, s.dA = dA, s.dB_part = dB_part, s.dC_part = dC_part;
-    s.dD = dD, s.dz = dz, s.dbias = dbias;
-    s.groups = groups;
-    s.blocks_per_group = (nb + groups - 1) / groups;
-    s.items = batch * groups;
-    run(&s, backward_item, threads);
-}
+/* dA (batch, dim, N), dD and dbias (batch, dim), dz (batch, L, dim) per scan row; dB_part and dC_part
+ * (batch, part_groups, L, N) zero-filled, each part a run of channel blocks. */
+void vepcli_scan_bwd(const ScanArgs *s, int threads) { run(s, scan_bwd_item, s->batch * s->part_groups, threads); }
+
+void vepcli_conv_fwd(const ConvArgs *s, int threads) { run(s, conv_fwd_item, s->batch * blocks(s->dim), threads); }
+
+void vepcli_conv_bwd(const ConvArgs *s, int threads) { run(s, conv_bwd_item, s->batch * blocks(s->dim), threads); }
 }  // extern "C"
