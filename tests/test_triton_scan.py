@@ -5,6 +5,7 @@ Shapes are small and tiles smaller still, so that every case spans several tiles
 """
 
 import os
+from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
@@ -84,11 +85,17 @@ def assert_close(got, want, rtol, what):
     assert err < rtol, f"{what}: relative error {err:.2e}"
 
 
+def reference_per_row(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True):
+    """The reference takes per-row D and bias as groups of one row: (batch, d_inner), not (batch, 1, d_inner)."""
+    D, delta_bias = (t.squeeze(1) if t is not None and t.dim() == 3 else t for t in (D, delta_bias))
+    return selective_scan_reference(u, delta, A, B, C, D, z, delta_bias, delta_softplus)
+
+
 def check_against_reference(inputs, softplus=True, rtol=1e-4, chunk=8, block_d=4):
     w = torch.randn(inputs["u"].shape, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     y, grads = forward_and_grads(ts.selective_scan_triton, inputs, w, softplus, chunk=chunk, block_d=block_d)
     ref_inputs = {k: None if v is None else v.double() for k, v in inputs.items()}
-    y_ref, grads_ref = forward_and_grads(selective_scan_reference, ref_inputs, w, softplus)
+    y_ref, grads_ref = forward_and_grads(reference_per_row, ref_inputs, w, softplus)
     assert y.dtype == inputs["u"].dtype and y.shape == y_ref.shape
     assert_close(y, y_ref, rtol, "y")
     for name, grad in grads.items():
@@ -172,3 +179,33 @@ def test_slice_scan_is_the_interpreters_scan(monkeypatch):
     y_slow, grads_slow = forward_and_grads(ts.selective_scan_triton, inputs, w, chunk=4, block_d=4)
     assert torch.equal(y_fast, y_slow)
     assert all(torch.equal(grads_fast[k], grads_slow[k]) for k in grads_fast)
+
+
+def test_dispatch_gives_groups_reverse_and_a_shared_gate(monkeypatch):
+    """BiMamba's call (two parameter groups, the second scanned from its end, one z for both) on Triton."""
+    inputs = make_inputs(4, 21, 8, 4)
+    g = torch.Generator().manual_seed(4)
+    A = -torch.rand(2, 8, 4, generator=g) - 0.1
+    D, bias = torch.randn(2, 8, generator=g), torch.randn(2, 8, generator=g) * 0.3
+    z = inputs["z"][:2]
+    monkeypatch.setenv("VEPCLI_SCAN", "triton")
+    args = (inputs["u"], inputs["delta"], A, inputs["B"], inputs["C"], D, z, bias)
+    y = selective_scan(*args, reverse=[False, True])
+    y_ref = selective_scan_reference(*(t.double() for t in args), reverse=[False, True])
+    assert_close(y, y_ref, 1e-4, "y")
+
+
+@pytest.mark.parametrize("arch", ["ps", "ph"])
+def test_published_fixtures_match_through_triton(arch, monkeypatch):
+    from safetensors.torch import load_file
+
+    from vepcli.nn.checkpoint import load_model
+
+    path = Path(__file__).resolve().parent / "fixtures" / "caduceus-hf" / f"caduceus-{arch}-tiny"
+    expected = load_file(path / "expected.safetensors")
+    model = load_model(path)
+    monkeypatch.setenv("VEPCLI_SCAN", "triton")
+    with torch.no_grad():
+        logits, hidden = model(expected["input_ids"], return_hidden=True)
+    torch.testing.assert_close(hidden, expected["last_hidden_state"], atol=1e-4, rtol=0)
+    torch.testing.assert_close(logits, expected["logits"], atol=1e-4, rtol=0)
