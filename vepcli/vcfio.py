@@ -148,6 +148,9 @@ class TextVCF:
             if raw.startswith(b"#") or (lineno == 1 and raw.startswith(UTF8_BOM)):
                 if in_body:
                     raise UserError(f"{self.path}, line {lineno}: header line after the first record")
+                if has_columns:
+                    raise UserError(f"{self.path}, line {lineno}: a line starting with '#' after the #CHROM line; "
+                                    "only records may follow it (and a CHROM cannot start with '#')")
                 problem = _header_problem(lineno, raw, seen_format)
                 if problem:
                     raise UserError(f"{self.path}, line {lineno}: {problem}")
