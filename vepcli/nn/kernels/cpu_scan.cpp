@@ -321,19 +321,17 @@ typedef struct {
     int64_t batch, L, dim, K, groups, x_rs, x_ts;
 } ConvArgs;
 
-/* Tap k of group g reads x at t - (K-1) + k (causal), or t + (K-1) - k when the group is reversed. */
-static inline int64_t tap(const ConvArgs *s, int64_t rev, int64_t t, int64_t k) {
-    return rev ? t + (s->K - 1) - k : t - (s->K - 1) + k;
-}
-
-static inline vf conv_pre(const ConvArgs *s, const vf *w, vf bias, int64_t rev, const float *xrow, int64_t t,
-                          int64_t n) {
+/* The conv walks each row in the direction of its group: tap k of walk step j reads the input of walk
+ * step j - (K-1) + k, i.e. x[t - (K-1) + k] (causal), or x[t + (K-1) - k] when the group is reversed.
+ * `win` holds the last K inputs of the walk (zeros before its start), so each x is loaded once. */
+static inline vf conv_step(int64_t K, const vf *w, vf bias, vf *win, vf x) {
     vf pre = bias;
-    for (int64_t k = 0; k < s->K; k++) {
-        int64_t src = tap(s, rev, t, k);
-        if (src >= 0 && src < s->L) pre += w[k] * load(xrow + src * s->x_ts, n);
+    for (int64_t k = 0; k < K - 1; k++) {
+        win[k] = win[k + 1];
+        pre += w[k] * win[k];
     }
-    return pre;
+    win[K - 1] = x;
+    return pre + w[K - 1] * x;
 }
 
 static void conv_weights(const ConvArgs *s, int64_t g, int64_t d0, int64_t n, vf *w, vf *bias) {
@@ -348,45 +346,55 @@ static void conv_weights(const ConvArgs *s, int64_t g, int64_t d0, int64_t n, vf
 static void conv_fwd_item(const void *args, int64_t item) {
     const ConvArgs *s = (const ConvArgs *)args;
     int64_t nb = blocks(s->dim), b = item / nb, d0 = (item % nb) * BLOCK, n = s->dim - d0 < BLOCK ? s->dim - d0 : BLOCK;
-    vf *w = (vf *)aligned_alloc(64, sizeof(vf) * s->K), bias;
+    vf *w = (vf *)aligned_alloc(64, sizeof(vf) * 2 * s->K), *win = w + s->K, bias;
     const float *xrow = s->x + b * s->x_rs + d0;
     for (int64_t g = 0; g < s->groups; g++) {
         int64_t rev = s->reverse ? s->reverse[g] : 0;
         conv_weights(s, g, d0, n, w, &bias);
+        memset(win, 0, sizeof(vf) * s->K);
         float *orow = s->out + (g * s->batch + b) * s->L * s->dim + d0;
-        for (int64_t t = 0; t < s->L; t++) {
-            vf pre = conv_pre(s, w, bias, rev, xrow, t, n);
+        for (int64_t j = 0; j < s->L; j++) {
+            int64_t t = rev ? s->L - 1 - j : j;
+            vf pre = conv_step(s->K, w, bias, win, load(xrow + t * s->x_ts, n));
             store(orow + t * s->dim, pre * sigmoid_v(pre), n);
         }
     }
     free(w);
 }
 
+/* Backward along the same walk: with gp_j = dL/d(pre_j), dw_k += gp_j x_{j-(K-1)+k} (the window) and
+ * dx at walk step i collects w_k gp_{i+(K-1)-k}; `gwin` holds the last K gp so that each dx is written once. */
 static void conv_bwd_item(const void *args, int64_t item) {
     const ConvArgs *s = (const ConvArgs *)args;
     int64_t nb = blocks(s->dim), b = item / nb, d0 = (item % nb) * BLOCK, n = s->dim - d0 < BLOCK ? s->dim - d0 : BLOCK;
-    int64_t K = s->K;
-    vf *w = (vf *)aligned_alloc(64, sizeof(vf) * 2 * K), *dw = w + K, bias;
+    int64_t K = s->K, L = s->L;
+    vf *w = (vf *)aligned_alloc(64, sizeof(vf) * 4 * K), *dw = w + K, *win = dw + K, *gwin = win + K, bias;
     const float *xrow = s->x + b * s->x_rs + d0;
-    float *dxrow = s->dx + b * s->L * s->dim + d0;
-    for (int64_t t = 0; t < s->L; t++) store(dxrow + t * s->dim, splat(0.0f), n);
+    float *dxrow = s->dx + b * L * s->dim + d0;
+    for (int64_t t = 0; t < L; t++) store(dxrow + t * s->dim, splat(0.0f), n);
     for (int64_t g = 0; g < s->groups; g++) {
         int64_t rev = s->reverse ? s->reverse[g] : 0;
         conv_weights(s, g, d0, n, w, &bias);
-        memset(dw, 0, sizeof(vf) * K);
+        memset(dw, 0, sizeof(vf) * 3 * K); /* dw, win, gwin */
         vf dbias = {};
-        const float *grow = s->dout + (g * s->batch + b) * s->L * s->dim + d0;
-        for (int64_t t = 0; t < s->L; t++) {
-            vf pre = conv_pre(s, w, bias, rev, xrow, t, n), sg = sigmoid_v(pre);
-            vf gp = load(grow + t * s->dim, n) * sg * (1.0f + pre * (1.0f - sg));
-            dbias += gp;
-            for (int64_t k = 0; k < K; k++) {
-                int64_t src = tap(s, rev, t, k);
-                if (src < 0 || src >= s->L) continue;
-                dw[k] += gp * load(xrow + src * s->x_ts, n);
-                float *dst = dxrow + src * s->dim;
-                store(dst, load(dst, n) + w[k] * gp, n);
+        const float *grow = s->dout + (g * s->batch + b) * L * s->dim + d0;
+        for (int64_t j = 0; j < L + K - 1; j++) { /* K-1 steps past the end flush gwin */
+            int64_t t = rev ? L - 1 - j : j;
+            vf gp = {};
+            if (j < L) {
+                vf pre = conv_step(K, w, bias, win, load(xrow + t * s->x_ts, n)), sg = sigmoid_v(pre);
+                gp = load(grow + t * s->dim, n) * sg * (1.0f + pre * (1.0f - sg));
+                dbias += gp;
+                for (int64_t k = 0; k < K; k++) dw[k] += gp * win[k];
             }
+            for (int64_t k = 0; k < K - 1; k++) gwin[k] = gwin[k + 1];
+            gwin[K - 1] = gp;
+            int64_t i = j - (K - 1); /* the walk step whose dx is now complete */
+            if (i < 0) continue;
+            vf dx = {};
+            for (int64_t k = 0; k < K; k++) dx += w[k] * gwin[K - 1 - k];
+            float *dst = dxrow + (rev ? L - 1 - i : i) * s->dim;
+            store(dst, load(dst, n) + dx, n);
         }
         for (int64_t i = 0; i < n; i++) {
             for (int64_t k = 0; k < K; k++) s->dw_part[((b * s->groups + g) * s->dim + d0 + i) * K + k] = dw[k][i];
