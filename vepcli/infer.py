@@ -65,6 +65,13 @@ class Engine:
         self.strand_average = strand_average
         self.complement = COMPLEMENT.to(self.device)
 
+    @property
+    def scan(self) -> str:
+        """The selective-scan backend this engine's forward passes use (recorded in output headers)."""
+        from vepcli.nn.kernels import scan_backend
+
+        return scan_backend(self.device, self.dtype)
+
     def _autocast(self):
         if self.dtype == torch.float32:
             return nullcontext()

@@ -42,4 +42,17 @@ def model_info(path_or_id: str) -> dict[str, Any]:
         "parameters": model.num_parameters(),
         "max_length": c.max_length if c.max_length else "unknown (not in config.json)",
         "config_hash": config_hash(c.to_dict()),
+        "scan_kernel": scan_kernels(),
     }
+
+
+def scan_kernels() -> str:
+    """Which selective scan runs here, per device: what `--device` will get."""
+    import torch
+
+    from vepcli.nn.kernels import scan_backend
+
+    where = [f"{scan_backend('cpu')} on CPU"]
+    if torch.cuda.is_available():
+        where.append(f"{scan_backend('cuda')} on CUDA")
+    return ", ".join(where)

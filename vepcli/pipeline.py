@@ -305,6 +305,7 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
                   f"##vepcli_model=<path={model_dir},arch={model.config.arch},d_model={model.config.d_model},"
                   f"n_layer={model.config.n_layer},config_hash={model_hash},weights_sha256={weights_digest[:16]}>",
                   f"##vepcli_window={window}",
+                  f"##vepcli_scan={engine.scan}",
                   f"##vepcli_pool={settings.pool}",
                   f"##vepcli_strand_average={str(settings.strand_average).lower()}",
                   f"##vepcli_scores={','.join(output_scores(settings))}",
