@@ -169,6 +169,8 @@ def test_odd_headers_score(tmp_path, name):
     ("##fileformat=VCFv4.2\n#CHROM POS ID REF ALT QUAL FILTER INFO\n22\t501\t.\tA\tC\t.\t.\t.\n", "tab-separated"),
     (HEADER + "22\t501\t.\tA\tC\t.\t.\t.\x00\n", "NUL"),
     (HEADER + "22\t501\t.\t\xe9\tC\t.\t.\t.\n", "line 4"),
+    # fuzz finding: a record whose CHROM starts with '#' was taken for a comment and silently lost
+    (HEADER + "#22\t501\t.\tA\tC\t.\t.\t.\n22\t502\t.\tA\tC\t.\t.\t.\n", "after the #CHROM line"),
 ])
 def test_bad_vcf_text_is_one_line(tmp_path, text, match):
     path = tmp_path / "in.vcf"
