@@ -41,10 +41,8 @@ torch.set_num_threads(1)
 
 DATA = Path(__file__).resolve().parent / "data"
 FASTA = DATA / "chr22_slice.fa"
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "caduceus-hf"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "caduceus-hf"  # vendored, see its README.md
 MODELS = {"ps": FIXTURES / "caduceus-ps-tiny", "ph": FIXTURES / "caduceus-ph-tiny"}
-
-pytestmark = pytest.mark.skipif(not MODELS["ps"].is_dir(), reason="fixture models not available")
 
 
 def _probe_set(n: int, seed: int = 0) -> pd.DataFrame:
@@ -309,6 +307,7 @@ def test_labelled_vcf_with_info_label_and_split(snvs, tmp_path):
     assert "test_auroc" in result and meta["test"]["n"] == 4
 
 
+@pytest.mark.slow  # torchrun, 2 processes
 def test_two_processes_under_torchrun_take_the_steps_of_one(snvs, tmp_path):
     """DDP (gloo, 2 processes of 4 rows) takes the same steps as one process accumulating 2 x 4 rows (without
     dropout, whose masks depend on how the batch is laid out)."""
@@ -387,3 +386,24 @@ def test_score_with_a_finetuned_model_adds_its_probability(full_run, snvs, tmp_p
     want = ScoreHead.load(model_dir, 32, 1536)(ref, alt, [v.extra for v in windows.variants])
     ok = got[got["status"] == "ok"]
     assert np.allclose(ok["finetune"].to_numpy(), want, atol=1e-5)
+
+
+def test_compare_finetune_tool_scores_probe_frozen_and_finetuned_on_the_same_fold(tmp_path):
+    """`vepcli tools compare-finetune` (docs/finetuning.md), one small fold: every method scores the same test rows."""
+    import json
+
+    frame = _probe_set(60, seed=1)
+    frame.to_csv(tmp_path / "set.tsv", sep="\t", index=False)
+    result = CliRunner().invoke(cli, ["tools", "compare-finetune", "--set", str(tmp_path / "set.tsv"), "--fasta",
+                                      str(FASTA), "--model", str(MODELS["ps"]), "-o", str(tmp_path / "cmp"),
+                                      "--window", "32", "--pool", "32", "--folds", "3", "--only-fold", "1",
+                                      "--epochs", "1", "--batch-size", "16", "--head-hidden", "8", "--bootstrap", "50"])
+    assert result.exit_code == 0, result.output
+    saved = json.loads((tmp_path / "cmp" / "results.json").read_text())
+    assert saved["settings"]["only_fold"] == [1] and saved["settings"]["window"] == 32
+    (fold,) = saved["folds"]
+    tested = fold["n"]["test"]
+    assert fold["fold"] == 1 and tested > 0
+    for kind in ("probe", "frozen_head", "finetuned"):
+        assert len(fold[kind]["scores"]) == tested and 0 <= fold[kind]["auroc"] <= 1
+    assert set(saved["mean_auroc"]) == {"probe", "frozen_head", "finetuned"}

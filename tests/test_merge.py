@@ -25,11 +25,9 @@ from vepcli.merge import merge_files
 from vepcli.output import read_scores
 
 ROOT = Path(__file__).resolve().parents[1]
-MODEL = ROOT.parent / "shared" / "fixtures" / "caduceus-hf" / "caduceus-ps-tiny"
+MODEL = ROOT / "tests" / "fixtures" / "caduceus-hf" / "caduceus-ps-tiny"
 SLICE = ROOT / "tests" / "data" / "chr22_slice.fa"
 N_SHARDS = 3
-
-pytestmark = pytest.mark.skipif(not MODEL.is_dir(), reason=f"fixture model missing: {MODEL}")
 
 
 def _slice() -> str:

@@ -36,10 +36,9 @@ from vepcli.train.report import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 VENV_BIN = Path(sys.executable).parent
-FASTA = ROOT / ".." / "shared" / "data" / "GRCh37_chr22_subset.fa.gz"
-needs_data = pytest.mark.skipif(not FASTA.exists(), reason="needs ../shared/data beside the clone")
-TRAIN_BED = "22\t30000000\t30400000\n"  # 400 kb of chr22 that is mostly real sequence
-VAL_REGION = "22:30300001-30340000"  # carved out of it
+FASTA = ROOT / "tests" / "data" / "chr22_slice.fa.gz"  # 99.5 kb of real chr22, 27% N (tests/data/README.md)
+TRAIN_BED = "22\t0\t99500\n"  # the whole slice
+VAL_REGION = "22:80001-90000"  # carved out of it: 10 kb with no N
 
 
 @pytest.fixture
@@ -139,7 +138,6 @@ def test_kmer_baseline_learns_a_periodic_sequence():
 
 
 # ------------------------------------------------------------------------------------ training
-@needs_data
 def test_loss_falls_on_real_dna_and_the_model_loads(tmp_path: Path):
     cfg = tiny(tmp_path, "run", d_model=32, steps=30, batch_size=8, val_every=10, checkpoint_every=100)
     result = pretrain(cfg)
@@ -157,7 +155,6 @@ def test_loss_falls_on_real_dna_and_the_model_loads(tmp_path: Path):
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-30"]
 
 
-@needs_data
 def test_resumed_run_matches_uninterrupted_step_for_step(tmp_path: Path):
     full = pretrain(tiny(tmp_path, "full", arch="caduceus-ph"))  # Ph: the RC augmentation is drawn too
     a, b = tmp_path / "full", tmp_path / "resumed"
@@ -187,7 +184,7 @@ def _cli(tmp_path: Path, out: str, *extra: str) -> list[str]:
             "--lr", "4e-3", "--val-every", "3", "--val-windows", "8", "--log-every", "1", "-q", *extra]
 
 
-@needs_data
+@pytest.mark.slow  # torchrun, 2 processes
 def test_two_processes_under_torchrun_share_the_work(tmp_path: Path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = [str(VENV_BIN / "torchrun")] if (VENV_BIN / "torchrun").exists() else [
@@ -217,7 +214,7 @@ def test_two_processes_under_torchrun_share_the_work(tmp_path: Path):
     assert dist("ddp", "accum") < 0.01 * dist("ddp", "half")
 
 
-@needs_data
+@pytest.mark.slow  # a subprocess
 def test_cli_errors_are_one_line(tmp_path: Path):
     proc = subprocess.run([sys.executable, "-m", "vepcli", *_cli(tmp_path, "bad", "--batch-size", "3",
                                                                  "--micro-batch", "2")],
@@ -225,10 +222,34 @@ def test_cli_errors_are_one_line(tmp_path: Path):
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "--batch-size 3" in proc.stderr
 
 
-@needs_data
 def test_bf16_autocast_path_trains(tmp_path: Path):
     """The autocast path GPUs take (bf16 here on CPU; fp16 needs CUDA and is refused on CPU)."""
     result = pretrain(tiny(tmp_path, "bf16", steps=2, precision="bf16", checkpoint_every=100))
     assert math.isfinite(result["val_loss"]) and result["val_loss"] < math.log(16) + 0.5
     with pytest.raises(UserError, match="fp16 needs a GPU"):
         pretrain(tiny(tmp_path, "fp16", steps=2, precision="fp16", device="cpu"))
+
+
+def test_kmer_baseline_and_model_card_tools_package_a_run(tmp_path: Path):
+    """`vepcli tools kmer-baseline` and `model-card`, as `make pretrain-default` runs them after training."""
+    import json
+
+    from click.testing import CliRunner
+
+    from vepcli.cli import cli
+
+    pretrain(tiny(tmp_path, "run", steps=2, val_every=2, checkpoint_every=100))
+    bed = tmp_path / "train.bed"
+    data = ["--fasta", str(FASTA), "--intervals", str(bed), "--val-region", VAL_REGION, "--seq-len", "128",
+            "--val-windows", "8", "--seed", "0"]
+    base = CliRunner().invoke(cli, ["tools", "kmer-baseline", *data, "--max-k", "2", "-o", str(tmp_path / "b.json")])
+    assert base.exit_code == 0, base.output
+    assert "best acc_masked:" in base.output
+    figures = json.loads((tmp_path / "b.json").read_text())
+    assert sorted(figures["by_k"]) == ["0", "1", "2"] and figures["val_windows"] == 8
+    card = CliRunner().invoke(cli, ["tools", "model-card", str(tmp_path / "run"), str(tmp_path / "b.json"),
+                                    str(tmp_path / "shipped")])
+    assert card.exit_code == 0, card.output
+    text = (tmp_path / "shipped" / "MODEL_CARD.md").read_text()
+    assert "best k-mer, like for like" in text and "chr22_slice.fa.gz" in text
+    assert load_model(tmp_path / "shipped").config.d_model == 16

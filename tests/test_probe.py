@@ -38,11 +38,9 @@ from vepcli.probe import (
 torch.set_num_threads(1)
 
 DATA = Path(__file__).resolve().parent / "data"
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "caduceus-hf"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "caduceus-hf"  # vendored, see its README.md
 MODELS = {"ps": FIXTURES / "caduceus-ps-tiny", "ph": FIXTURES / "caduceus-ph-tiny"}
 W, POOL = 256, 256
-
-pytestmark = pytest.mark.skipif(not MODELS["ps"].is_dir(), reason="fixture models not available")
 
 
 def _make_probe_set():

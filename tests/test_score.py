@@ -31,7 +31,7 @@ from vepcli.pipeline import BLOCK, ScoreSettings, score_file
 
 torch.set_num_threads(1)
 
-FIXTURES = Path(__file__).resolve().parents[1].parent / "shared" / "fixtures" / "caduceus-hf"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "caduceus-hf"  # vendored, see its README.md
 MODELS = {"ps": FIXTURES / "caduceus-ps-tiny", "ph": FIXTURES / "caduceus-ph-tiny"}
 W = 256  # window of most runs here
 SCORES = ("llr", "emb_l2", "emb_cos")
@@ -40,8 +40,6 @@ VCF_HEADER = (
     "##contig=<ID=chr5>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
 )
 N_HEADER_LINES = VCF_HEADER.count("\n")  # the first record is on line N_HEADER_LINES + 1
-
-pytestmark = pytest.mark.skipif(not MODELS["ps"].is_dir(), reason="fixture models not available")
 
 
 # ------------------------------------------------------------------ helpers (independent of vepcli)
@@ -534,6 +532,7 @@ def test_lrb_csv_and_parquet_tables_to_parquet(tmp_path, chr22_slice, main_run):
 # ------------------------------------------------------------------ user errors: nothing left behind
 
 
+@pytest.mark.slow  # a subprocess
 def test_ref_mismatch_error_exits_1_and_leaves_nothing(tmp_path, chr22_slice):
     seq = chr22_slice.seq
     # 22 sites x 3 ALTs = 66 alleles: the first block of 64 is scored and stored before the bad line
@@ -567,6 +566,7 @@ def test_ref_mismatch_error_exits_1_and_leaves_nothing(tmp_path, chr22_slice):
     assert leftovers(tmp_path, {"in.vcf"}) == []
 
 
+@pytest.mark.slow  # a subprocess
 def test_malformed_line_exits_1_and_leaves_nothing(tmp_path, chr22_slice):
     seq = chr22_slice.seq
     recs = [("22", p, ".", seq[p - 1].upper(), other(seq[p - 1])) for p in (100, 200, 300, 400)]
@@ -585,6 +585,7 @@ def test_malformed_line_exits_1_and_leaves_nothing(tmp_path, chr22_slice):
 # ------------------------------------------------------------------ resume
 
 
+@pytest.mark.slow  # a subprocess
 def test_killed_run_resumes_to_the_same_bytes(tmp_path, chr22_slice):
     seq = chr22_slice.seq
     sites = range(100, 100 + 7 * 50, 7)  # 50 sites x 3 ALTs = 150 alleles = 3 blocks

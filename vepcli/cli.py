@@ -7,7 +7,7 @@ import sys
 import click
 
 from vepcli import __version__
-from vepcli.commands import embed, finetune, merge, model, pretrain, probe, score
+from vepcli.commands import embed, finetune, merge, model, pretrain, probe, score, tools
 from vepcli.errors import UserError
 
 
@@ -29,7 +29,7 @@ def cli() -> None:
 
 
 for command in (score.score, embed.embed, probe.probe, pretrain.pretrain, finetune.finetune,
-                merge.merge, model.model):
+                merge.merge, model.model, tools.tools):
     cli.add_command(command)
 
 

@@ -16,11 +16,13 @@ from pathlib import Path
 from typing import Any
 
 from vepcli import __version__
+from vepcli.defaults import DEFAULT_MODEL_NAME
 from vepcli.errors import UserError
 from vepcli.genome import Genome
 from vepcli.infer import Engine, Request
 from vepcli.modelcheck import load_checked
 from vepcli.modelinfo import config_hash, file_sha256
+from vepcli.nn.hub import bundled_model_dir
 from vepcli.outpath import check_output_path
 from vepcli.output import PartialStore, output_format, write_output
 from vepcli.scores import POOL_DEFAULT, SCORE_NAMES, emb_cos, emb_l2, llr, pool_span
@@ -29,7 +31,6 @@ from vepcli.windows import DEFAULT_MAX_N_FRACTION, build_windows
 
 BLOCK = 64  # variants per unit of work and of resume
 MAX_WINDOW = 131_072
-DEFAULT_MODEL_NAME = "caduceus-ps-chr22-small"
 SCORE_DESCRIPTIONS = {
     "llr": "Masked log-likelihood ratio log p(alt) - log p(ref) at the changed positions, strand-averaged "
            "(SNVs and MNVs; negative = alt less likely than ref)",
@@ -41,12 +42,13 @@ SCORE_DESCRIPTIONS = {
 
 
 def default_model() -> str:
-    """$VEPCLI_MODEL, else the model bundled in the repository's models/ folder."""
+    """$VEPCLI_MODEL, else the model shipped with vepcli (in the wheel, or models/ of a checkout)."""
     if os.environ.get("VEPCLI_MODEL"):
         return os.environ["VEPCLI_MODEL"]
-    bundled = Path(__file__).resolve().parent.parent / "models" / DEFAULT_MODEL_NAME
-    if not bundled.is_dir():
-        raise UserError(f"no default model at {bundled}; pass --model DIR_OR_HUB_ID or set VEPCLI_MODEL")
+    bundled = bundled_model_dir(DEFAULT_MODEL_NAME)
+    if bundled is None:
+        raise UserError(f"no default model {DEFAULT_MODEL_NAME} in this installation; pass --model DIR_OR_HUB_ID "
+                        "or set VEPCLI_MODEL")
     return str(bundled)
 
 

@@ -26,15 +26,16 @@ import numpy as np
 import pandas as pd
 
 from vepcli import __version__
+from vepcli.defaults import PROBE_FOLDS, PROBE_KINDS, PROBE_LAYOUTS
 from vepcli.errors import UserError
 
 FORMAT = "vepcli-probe"
 FORMAT_VERSION = 1
-KINDS = ("svm", "logistic")
-LAYOUTS = ("ref-alt", "ref-alt-diff")
+KINDS = PROBE_KINDS  # in vepcli.defaults, so that the CLI reads them without loading pandas
+LAYOUTS = PROBE_LAYOUTS
 C_GRID = {"svm": (1.0, 5.0, 10.0), "logistic": (0.01, 0.1, 1.0, 10.0)}  # svm: the paper's grid
 CLASS_WEIGHTS: tuple[str | None, ...] = (None, "balanced")
-DEFAULT_FOLDS = 5
+DEFAULT_FOLDS = PROBE_FOLDS
 MIN_CHROMOSOMES = 3  # fewer than this: hold out contiguous genomic blocks instead
 POSITIVE_NAMES = ("1", "true", "yes", "pos", "positive", "causal")
 

@@ -13,12 +13,17 @@ def model() -> None:
 
 
 @model.command("info")
-@click.argument("path_or_id")
+@click.argument("path_or_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
-def info(path_or_id: str, as_json: bool) -> None:
-    """Architecture, PS/Ph, sizes, parameter count and max length of PATH_OR_ID."""
+def info(path_or_id: str | None, as_json: bool) -> None:
+    """Architecture, PS/Ph, sizes, parameter count and max length of PATH_OR_ID [default: the default model,
+    $VEPCLI_MODEL or the one shipped with vepcli]."""
     from vepcli.modelinfo import model_info
 
+    if path_or_id is None:
+        from vepcli.pipeline import default_model
+
+        path_or_id = default_model()
     facts = model_info(path_or_id)
     if as_json:
         click.echo(json.dumps(facts, indent=2))

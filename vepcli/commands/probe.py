@@ -6,8 +6,10 @@ import json
 
 import click
 
-from vepcli import probe as lib
+from vepcli.defaults import PROBE_FOLDS, PROBE_KINDS, PROBE_LAYOUTS
 from vepcli.errors import UserError
+
+# vepcli.probe (pandas, scikit-learn) is imported inside the commands: `vepcli --help` stays quick
 
 
 def _limit_threads(threads: int | None):
@@ -48,14 +50,14 @@ def probe() -> None:
 @click.argument("embeddings", type=click.Path(exists=True, dir_okay=False))
 @click.option("--label", required=True, help="Binary label column.")
 @click.option("-o", "--output", required=True, help="Probe file to write (.skops).")
-@click.option("--kind", type=click.Choice(lib.KINDS), default="svm", show_default=True,
+@click.option("--kind", type=click.Choice(PROBE_KINDS), default="svm", show_default=True,
               help="StandardScaler + RBF SVC, or + logistic regression.")
-@click.option("--features", "layout", type=click.Choice(lib.LAYOUTS), default="ref-alt", show_default=True,
+@click.option("--features", "layout", type=click.Choice(PROBE_LAYOUTS), default="ref-alt", show_default=True,
               help="[ref | alt] or [ref | alt | alt-ref].")
 @click.option("--covariate", "covariates", multiple=True, help="Categorical column added one-hot (repeatable).")
 @click.option("--groups", default=None, help="Column whose values are held out together in CV "
               "[default: chromosome if >= 3, else contiguous genomic blocks].")
-@click.option("--folds", type=int, default=lib.DEFAULT_FOLDS, show_default=True)
+@click.option("--folds", type=int, default=PROBE_FOLDS, show_default=True)
 @click.option("--C", "c_values", default=None, help="C values to try [default: svm 1,5,10; logistic 0.01,0.1,1,10].")
 @click.option("--class-weights", default="none,balanced", show_default=True, help="Class weights to try.")
 @click.option("--positive", default=None, help="The positive label value [default: 1/true/yes, else the larger].")
@@ -65,6 +67,8 @@ def probe() -> None:
 def train(embeddings, label, output, kind, layout, covariates, groups, folds, c_values, class_weights, positive,
           seed, threads, quiet) -> None:
     """Train a probe on EMBEDDINGS (`vepcli embed` output); C and class weights by held-out-group CV."""
+    from vepcli import probe as lib
+
     with _limit_threads(threads):
         fitted = lib.train_file(embeddings, label, output, kind=kind, layout=layout, covariates=list(covariates),
                                 groups=groups, folds=folds, c_grid=_numbers(c_values, "--C"),
@@ -93,6 +97,8 @@ def train(embeddings, label, output, kind, layout, covariates, groups, folds, c_
 def eval_(probe_file, embeddings, label, bucket_by, buckets, plots, table_out, bootstrap, seed, threads,
           quiet) -> None:
     """AUROC and AUPRC of PROBE's decision scores on EMBEDDINGS, overall and per bucket; ROC/PR PNGs."""
+    from vepcli import probe as lib
+
     with _limit_threads(threads):
         ev, pngs = lib.eval_file(probe_file, embeddings, label, bucket_by, buckets, plots, bootstrap, seed)
     if table_out == "-":
@@ -111,4 +117,6 @@ def eval_(probe_file, embeddings, label, bucket_by, buckets, plots, table_out, b
 @click.argument("probe_file", metavar="PROBE", type=click.Path(exists=True, dir_okay=False))
 def info(probe_file) -> None:
     """Print a probe's metadata (model identity, features, label classes, CV figures) as JSON."""
+    from vepcli import probe as lib
+
     click.echo(json.dumps(lib.load_probe(probe_file).meta, indent=1))

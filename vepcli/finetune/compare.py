@@ -1,6 +1,6 @@
 """Fine-tuning against the frozen-embedding probe of `vepcli probe`, on the same labelled set and split.
 
-    python -m vepcli.finetune.compare --set probe_set.tsv --fasta chr22_slice.fa --model MODEL \
+    vepcli tools compare-finetune --set probe_set.tsv --fasta chr22_slice.fa --model MODEL \
         --window 256 --pool 256 -o compare_dir [--folds 3] [finetune options]
 
 `--set` is a table of labelled SNVs such as `tests/data/make_probe_set.py` writes (SNVs in soft-masked
@@ -19,9 +19,9 @@ training window overlaps an evaluated one. Writes `results.json` and prints a ta
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -155,7 +155,35 @@ def pooled_comparison(folds: list[dict[str, Any]], labels: dict[str, int], a: st
 
 
 
-def run(args: argparse.Namespace) -> dict[str, Any]:
+@dataclass
+class CompareOptions:
+    """The settings of one comparison (`vepcli tools compare-finetune`), recorded in results.json."""
+
+    set: str  # labelled SNV table (tests/data/make_probe_set.py)
+    fasta: str
+    model: str
+    output: str
+    window: int = 256
+    pool: int = 256
+    folds: int = 3
+    only_fold: list[int] | None = None  # run these held-out folds only
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    backbone_lr: float = 1e-4
+    head_hidden: int = 64
+    patience: int = 3
+    features: str = "ref-alt-diff"  # the fine-tuned head's input
+    probe_features: str = "ref-alt"
+    no_finetune: bool = False  # probe and frozen head only
+    bootstrap: int = 2000  # paired resamples of the pooled AUROC differences
+    seed: int = 0
+    threads: int = 1
+
+
+def run(args: CompareOptions) -> dict[str, Any]:
+    """The comparison of the module docstring: writes results.json in args.output and returns it."""
+    torch.set_num_threads(args.threads)
     out = Path(args.output)
     out.mkdir(parents=True, exist_ok=True)
     frame = pd.read_csv(args.set, sep="\t", dtype={"chromosome": str})
@@ -181,41 +209,11 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     summary = {kind: float(np.mean([f[kind]["auroc"] for f in folds])) for kind in kinds}
     labels = {f"{c}:{p}": int(y) for c, p, y in zip(frame["chromosome"], frame["position"], frame["label"],
                                                     strict=True)}
-    pooled = {f"{b}_vs_{a}": pooled_comparison(folds, labels, a, b) for a, b in (("probe", "finetuned"),
+    pooled = {f"{b}_vs_{a}": pooled_comparison(folds, labels, a, b, args.bootstrap) for a, b in (("probe", "finetuned"),
                                                                                 ("probe", "frozen_head"),
                                                                                 ("frozen_head", "finetuned"))
               if a in kinds and b in kinds}
-    result = {"settings": {**vars(args)}, "folds": folds, "mean_auroc": summary, "pooled": pooled}
+    result = {"settings": asdict(args), "folds": folds, "mean_auroc": summary, "pooled": pooled}
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"mean_auroc": summary, "pooled": pooled}, indent=1))
     return result
-
-
-def main(argv: list[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--set", required=True, help="labelled SNV table (tests/data/make_probe_set.py)")
-    ap.add_argument("--fasta", required=True)
-    ap.add_argument("--model", required=True)
-    ap.add_argument("-o", "--output", required=True)
-    ap.add_argument("--window", type=int, default=256)
-    ap.add_argument("--pool", type=int, default=256)
-    ap.add_argument("--folds", type=int, default=3)
-    ap.add_argument("--only-fold", type=int, action="append", default=None)
-    ap.add_argument("--epochs", type=int, default=10)
-    ap.add_argument("--batch-size", type=int, default=16)
-    ap.add_argument("--lr", type=float, default=1e-3)
-    ap.add_argument("--backbone-lr", type=float, default=1e-4)
-    ap.add_argument("--head-hidden", type=int, default=64)
-    ap.add_argument("--patience", type=int, default=3)
-    ap.add_argument("--features", default="ref-alt-diff")
-    ap.add_argument("--probe-features", default="ref-alt")
-    ap.add_argument("--no-finetune", action="store_true", help="probe and frozen head only")
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--threads", type=int, default=1)
-    args = ap.parse_args(argv)
-    torch.set_num_threads(args.threads)
-    run(args)
-
-
-if __name__ == "__main__":
-    main()

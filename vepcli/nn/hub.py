@@ -10,11 +10,22 @@ error says which command fills the cache.
 from __future__ import annotations
 
 import os
+from importlib import resources
 from pathlib import Path
 
+from vepcli.defaults import DEFAULT_MODEL_NAME
 from vepcli.errors import UserError
 
-BUNDLED_DIR = Path(__file__).resolve().parent.parent.parent / "models"
+
+def bundled_model_dir(name: str = DEFAULT_MODEL_NAME) -> Path | None:
+    """A model shipped with vepcli: `vepcli/models/NAME` in an installed wheel (setup.py copies the
+    repository's models/ there), else `models/NAME` of the source checkout (editable install)."""
+    shipped = resources.files("vepcli") / "models" / name
+    checkout = Path(__file__).resolve().parents[2] / "models" / name
+    for folder in (Path(str(shipped)), checkout):
+        if (folder / "config.json").is_file():
+            return folder
+    return None
 
 
 def hub_cache_dir() -> Path:

@@ -12,12 +12,11 @@ And two figures each, as for the model:
 - all targets: at the 20% of targets whose input still shows a base (10% unchanged, 10% random)
   the best guess is that base (right 62.5% of the time), and the baseline takes it.
 
-    python -m vepcli.train.baseline --fasta genome.fa --val-region 22:47000001-51304566 --seq-len 1024
+    vepcli tools kmer-baseline --fasta genome.fa --val-region 22:47000001-51304566 --seq-len 1024
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 from collections.abc import Sequence
 
@@ -125,26 +124,16 @@ def train_sequences(genome: Genome, intervals: Sequence[Interval]) -> list[np.nd
     return [encode(genome.fetch(iv.contig, iv.start, iv.end)) for iv in intervals]
 
 
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description="k-mer baseline for masked-base prediction on the validation set "
-                                 "of `vepcli pretrain` (give the same data options and seed)")
-    ap.add_argument("--fasta", required=True)
-    ap.add_argument("--intervals")
-    ap.add_argument("--val-intervals")
-    ap.add_argument("--val-region", dest="val_regions", action="append", default=[])
-    ap.add_argument("--val-fraction", type=float, default=0.05)
-    ap.add_argument("--seq-len", type=int, default=1024)
-    ap.add_argument("--val-windows", type=int, default=128)
-    ap.add_argument("--mask-prob", type=float, default=0.15)
-    ap.add_argument("--min-base-fraction", type=float, default=0.5)
-    ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--max-k", type=int, default=7)
-    ap.add_argument("-o", "--output", help="write the figures as JSON here too")
-    a = ap.parse_args(argv)
-    genome = Genome(a.fasta)
-    train_iv, val_iv = split_intervals(genome, a.intervals, a.val_intervals, a.val_regions, a.val_fraction)
-    val = validation_set(genome, val_iv, a.seq_len, a.val_windows, a.seed, a.mask_prob, a.min_base_fraction)
-    res = kmer_baseline(train_sequences(genome, train_iv), val, range(a.max_k + 1))
+def run_baseline(fasta: str, intervals: str | None = None, val_intervals: str | None = None,
+                 val_regions: Sequence[str] = (), val_fraction: float = 0.05, seq_len: int = 1024,
+                 val_windows: int = 128, mask_prob: float = 0.15, min_base_fraction: float = 0.5, seed: int = 0,
+                 max_k: int = 7, output: str | None = None) -> dict:
+    """`vepcli tools kmer-baseline`: the baseline on the validation set of `vepcli pretrain` with the same data
+    options and seed; prints a table, returns (and writes to `output` as JSON) the figures."""
+    genome = Genome(fasta)
+    train_iv, val_iv = split_intervals(genome, intervals, val_intervals, list(val_regions), val_fraction)
+    val = validation_set(genome, val_iv, seq_len, val_windows, seed, mask_prob, min_base_fraction)
+    res = kmer_baseline(train_sequences(genome, train_iv), val, range(max_k + 1))
     best = {key: max(res, key=lambda k, key=key: res[k][key]) for key in res[0]}
     print("accuracy on the validation targets; flanks as the model sees them | true flanks")
     print("k (each side)  [MASK] targets  all targets | [MASK] targets  all targets")
@@ -154,11 +143,9 @@ def main(argv: Sequence[str] | None = None) -> None:
     summary = {key: {"k": k, "acc": res[k][key]} for key, k in best.items()}
     for key, b in summary.items():
         print(f"best {key}: {b['acc']:.4f} (k={b['k']})")
-    if a.output:
-        with open(a.output, "w") as fh:
-            json.dump({"best": summary, "by_k": res, "val_windows": len(val), "seq_len": a.seq_len,
-                       "seed": a.seed, "val_regions": a.val_regions}, fh, indent=2)
-
-
-if __name__ == "__main__":
-    main()
+    record = {"best": summary, "by_k": res, "val_windows": len(val), "seq_len": seq_len, "seed": seed,
+              "val_regions": list(val_regions)}
+    if output:
+        with open(output, "w") as fh:
+            json.dump(record, fh, indent=2)
+    return record

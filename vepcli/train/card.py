@@ -1,18 +1,16 @@
 """Package a finished run as a shippable model folder: config.json, model.safetensors, MODEL_CARD.md.
 
-    python -m vepcli.train.card RUN_DIR BASELINE_JSON OUT_DIR
+    vepcli tools model-card RUN_DIR BASELINE_JSON OUT_DIR
 
 The card records the data, the exact command, steps, time and the validation figures next to the
-k-mer baseline computed on the same validation targets (`python -m vepcli.train.baseline -o ...`).
+k-mer baseline computed on the same validation targets (`vepcli tools kmer-baseline -o ...`).
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import platform
 import shutil
-from collections.abc import Sequence
 from pathlib import Path
 
 import torch
@@ -128,16 +126,3 @@ seen in training.
 """
     (out / "MODEL_CARD.md").write_text(text)
     return out / "MODEL_CARD.md"
-
-
-def main(argv: Sequence[str] | None = None) -> None:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("run_dir", type=Path)
-    ap.add_argument("baseline_json", type=Path)
-    ap.add_argument("out", type=Path)
-    a = ap.parse_args(argv)
-    print(write_card(a.run_dir, a.baseline_json, a.out))
-
-
-if __name__ == "__main__":
-    main()
