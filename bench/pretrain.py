@@ -1,14 +1,17 @@
 """Pretraining throughput on CPU: tokens per second of full optimizer steps (forward, backward, AdamW).
 
-    .venv/bin/python bench/pretrain.py [--threads 1] [--steps 3] [--configs 32x2x256,64x4x1024]
+    .venv/bin/python bench/pretrain.py [--threads 1] [--steps 3] [--configs 32x2x256,64x4x1024] [--scans cpu,torch]
 
 Each config is D_MODELxN_LAYERxSEQ_LEN[xD_STATE] (d_state 16 by default): Caduceus-PS, a batch of
---batch windows of real chr22 DNA masked by the recipe. Prints a Markdown table for docs/benchmarks.md.
+--batch windows of real chr22 DNA masked by the recipe, once per scan backend (VEPCLI_SCAN), the
+backends in alternation step by step so that load on a shared machine hits them alike. Prints a
+Markdown table for docs/benchmarks.md.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import time
 from pathlib import Path
@@ -25,27 +28,33 @@ FASTA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "GRCh37
 
 
 def bench(fasta: Path, d_model: int, n_layer: int, seq_len: int, batch: int, steps: int, arch: str,
-          d_state: int = 16) -> dict:
+          d_state: int = 16, scans: tuple[str, ...] = ("cpu",)) -> dict[str, dict]:
     cfg = PretrainConfig(fasta=str(fasta), output="-", arch=arch, d_model=d_model, n_layer=n_layer, d_state=d_state,
                          seq_len=seq_len, batch_size=batch, val_regions=("22:47000001-51304566",))
     genome = Genome(fasta)
     train, _ = split_intervals(genome, None, None, cfg.val_regions)
     sampler = WindowSampler(genome, train, seq_len)
-    torch.manual_seed(0)
-    model = build_model(cfg)
-    opt = build_optimizer(model, 1e-3)
-    times = []
+    runs = {}
+    for scan in scans:
+        torch.manual_seed(0)
+        model = build_model(cfg)
+        runs[scan] = (model, build_optimizer(model, 1e-3), [])
     for step in range(steps + 1):  # the first step warms up allocators and is not counted
-        t = time.perf_counter()
-        x, y = stack([make_sample(sampler, cfg, step, i) for i in range(batch)], torch.device("cpu"))
-        ce, _, n = masked_lm_sums(model(x), y)
-        (ce / n).backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        opt.zero_grad(set_to_none=True)
-        times.append(time.perf_counter() - t)
-    per_step = sum(times[1:]) / steps
-    return {"params": model.num_parameters(), "s_per_step": per_step, "tok_s": batch * seq_len / per_step}
+        for scan, (model, opt, times) in runs.items():
+            os.environ["VEPCLI_SCAN"] = scan
+            t = time.perf_counter()
+            x, y = stack([make_sample(sampler, cfg, step, i) for i in range(batch)], torch.device("cpu"))
+            ce, _, n = masked_lm_sums(model(x), y)
+            (ce / n).backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+            times.append(time.perf_counter() - t)
+    out = {}
+    for scan, (model, _, times) in runs.items():
+        per_step = sum(times[1:]) / steps
+        out[scan] = {"params": model.num_parameters(), "s_per_step": per_step, "tok_s": batch * seq_len / per_step}
+    return out
 
 
 def main() -> None:
@@ -56,17 +65,20 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--arch", default="caduceus-ps")
     ap.add_argument("--configs", default="32x2x256,64x4x1024,128x4x1024")
+    ap.add_argument("--scans", default="cpu,torch", help="scan backends to compare (VEPCLI_SCAN values)")
     args = ap.parse_args()
+    scans = tuple(args.scans.split(","))
     torch.set_num_threads(args.threads)
     print(f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), {args.arch}, "
           f"batch {args.batch}, fp32, mean of {args.steps} steps after one warm-up step\n")
-    print("| d_model | n_layer | d_state | seq len | parameters | s / step | tokens / s |")
-    print("|---:|---:|---:|---:|---:|---:|---:|")
+    print("| d_model | n_layer | d_state | seq len | parameters | scan | s / step | tokens / s |")
+    print("|---:|---:|---:|---:|---:|---|---:|---:|")
     for spec in args.configs.split(","):
         d, n, L, *rest = (int(v) for v in spec.split("x"))
         N = rest[0] if rest else 16
-        r = bench(args.fasta, d, n, L, args.batch, args.steps, args.arch, N)
-        print(f"| {d} | {n} | {N} | {L} | {r['params']:,} | {r['s_per_step']:.2f} | {r['tok_s']:,.0f} |", flush=True)
+        for scan, r in bench(args.fasta, d, n, L, args.batch, args.steps, args.arch, N, scans).items():
+            print(f"| {d} | {n} | {N} | {L} | {r['params']:,} | {scan} | {r['s_per_step']:.2f} | {r['tok_s']:,.0f} |",
+                  flush=True)
 
 
 if __name__ == "__main__":

@@ -211,18 +211,21 @@ class _SelectiveScanCPU(torch.autograd.Function):
         u, delta, A, B, C, D, z, bias, states = ctx.saved_tensors
         batch, L, dim = u.shape
         N = A.shape[-1]
-        parts = max(1, min(8, -(-dim // 16)))  # dB, dC partial sums: few enough to stay small
+        # dB and dC are summed over channels: per part of 8 channel blocks, then over parts here. Parts follow
+        # from the sizes alone, so gradients do not depend on the number of threads.
+        lib = _library()
+        parts = -(-dim // (lib.vepcli_block() * lib.vepcli_blocks_per_part()))
         dy = _f32(dy)  # held here: a pointer to a temporary would dangle
         du, ddelta = torch.empty_like(u), torch.empty_like(u)
         dz = torch.empty_like(u) if z is not None else None
         dA, dD, dbias = u.new_empty(batch, dim, N), u.new_empty(batch, dim), u.new_empty(batch, dim)
-        dB_part, dC_part = (u.new_zeros(batch, parts, L, N) for _ in range(2))
+        dB_part, dC_part = (u.new_empty(batch, parts, L, N) for _ in range(2))
         args = _scan_args(u, delta, A, B, C, D, z, bias, ctx.rev, ctx.softplus)
         for name, t in (("states", states), ("dout", dy), ("du", du), ("ddelta", ddelta), ("dA", dA),
                         ("dB_part", dB_part), ("dC_part", dC_part), ("dD", dD), ("dz", dz), ("dbias", dbias)):
             setattr(args, name, _ptr(t))
         args.part_groups = parts
-        _library().vepcli_scan_bwd(args, _threads(batch * parts))
+        lib.vepcli_scan_bwd(args, _threads(batch * parts))
         u0, delta0, A0, B0, C0, D0, z0, bias0 = ctx.originals
         if z0 is not None and z0.shape[0] != batch:  # rows that share one z (row b reads z[b % rows]) add up
             dz = dz.reshape(-1, z0.shape[0], L, dim).sum(0)

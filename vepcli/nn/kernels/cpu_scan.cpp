@@ -20,6 +20,9 @@
  * batch and of the thread count. Called through ctypes, which releases the GIL.
  */
 #include <pthread.h>
+#if defined(__AVX512F__)
+#include <immintrin.h>
+#endif
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -44,23 +47,35 @@ static inline vf vmax(vf a, vf b) { return a < b ? b : a; } /* NaN in a stays Na
 static inline vf vmin(vf a, vf b) { return a > b ? b : a; }
 static inline vf vabs(vf x) { return (vf)((vi)x & 0x7fffffff); }
 
-/* 2^x for x clamped to [-126, 126]. x = k + f with k = round(x), taken from the low mantissa bits of
- * x + 1.5 2^23; 2^f for |f| <= 1/2 by its Taylor series (ln2)^i / i! to degree 6 (relative error
- * 1.2e-7, the rounding of a float); 2^k written straight into the exponent bits. */
-static inline vf exp2_v(vf x) {
-    x = vmin(vmax(x, splat(-126.0f)), splat(126.0f));
-    vf t = x + 12582912.0f;
-    vf f = x - (t - 12582912.0f);
+/* 2^x for x clamped to [-126, 126]: x = k + f with k = round(x) and |f| <= 1/2, 2^f by its Taylor
+ * series (ln2)^i / i! to degree 6 (relative error 1.2e-7, the rounding of a float; exact at f = 0, so
+ * that a decay of exactly 1 stays 1 over long sequences), times 2^k. */
+static inline vf exp2_poly(vf f) {
     vf p = splat(1.5403530393381608e-4f);
     p = p * f + 1.3333558146428443e-3f;
     p = p * f + 9.6181291076284772e-3f;
     p = p * f + 5.5504108664821580e-2f;
     p = p * f + 2.4022650695910071e-1f;
     p = p * f + LN2;
-    p = p * f + 1.0f;
-    vi bits = ((vi)t - (0x4B400000 - 127)) << 23;
-    return p * (vf)bits;
+    return p * f + 1.0f;
 }
+
+#if defined(__AVX512F__)
+/* AVX-512 rounds and scales by 2^k in one instruction each (vrndscaleps, vscalefps). */
+static inline vf exp2_v(vf x) {
+    x = vmin(vmax(x, splat(-126.0f)), splat(126.0f));
+    __m512 k = _mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return (vf)_mm512_scalef_ps((__m512)exp2_poly(x - (vf)k), k);
+}
+#else
+/* k from the low mantissa bits of x + 1.5 2^23, and 2^k written straight into the exponent bits. */
+static inline vf exp2_v(vf x) {
+    x = vmin(vmax(x, splat(-126.0f)), splat(126.0f));
+    vf t = x + 12582912.0f;
+    vi bits = ((vi)t - (0x4B400000 - 127)) << 23;
+    return exp2_poly(x - (t - 12582912.0f)) * (vf)bits;
+}
+#endif
 
 static inline vf exp_v(vf x) { return exp2_v(x * LOG2E); }
 
@@ -94,6 +109,14 @@ static inline vf load(const float *src, int64_t n) {
     else
         for (int64_t i = 0; i < n; i++) v[i] = src[i];
     return v;
+}
+
+/* The sum of the lanes as a pairwise tree: independent adds, not BLOCK - 1 in a chain (the compiler may
+ * not reorder float additions by itself). */
+static inline float hsum(vf v) {
+    for (int w = BLOCK / 2; w >= 1; w /= 2)
+        for (int i = 0; i < w; i++) v[i] += v[i + w];
+    return v[0];
 }
 
 static inline void store(float *dst, vf v, int64_t n) {
@@ -230,81 +253,111 @@ static void scan_fwd_item(const void *args, int64_t item) {
     free(buf);
 }
 
-/* The backward pass of one block of one row, chunk by chunk from the end of its walk. Each chunk's steps
- * are recomputed from the saved state, keeping h and A-bar; then, going back along the walk,
+/* What the backward pass of one block carries from chunk to chunk. */
+typedef struct {
+    Item it;
+    vf *g, *dA; /* A-bar_{j+1} g_{j+1}, and dL/dA, one vector per state */
+    vf dD, dbias;
+} BlockGrad;
+
+/* The backward pass of one chunk of one block of one row. The chunk's steps are recomputed from the
+ * saved state, keeping h and A-bar; then, going back along the walk,
  *   g_j = dyss_j C_j + A-bar_{j+1} g_{j+1}          (dL/dh_j)
  *   dL/d(delta_j) = sum_n g_j (h_{j-1} A-bar_j A + u_j B_j),   dL/dA += g_j h_{j-1} A-bar_j delta_j
- * and this block's share of dB_j = sum_d g_j delta_j u_j and dC_j = sum_d dyss_j h_j. */
-static void scan_bwd_block(const ScanArgs *s, int64_t b, int64_t c, float *dB_acc, float *dC_acc, vf *work) {
-    int64_t N = s->N, L = s->L, nchunks = (L + CHUNK - 1) / CHUNK;
-    Item it = scan_item(s, b, c, work);
-    vf *g = work + 2 * N, *dA = g + N, *hs = dA + N, *abar = hs + (CHUNK + 1) * N;
-    vf *dts = abar + CHUNK * N, *xs = dts + CHUNK, *ys = xs + CHUNK;
-    vf dD = {}, dbias = {};
-    memset(g, 0, sizeof(vf) * 2 * N); /* g and dA */
-    for (int64_t ch = nchunks - 1; ch >= 0; ch--) {
-        int64_t j0 = ch * CHUNK, T = (L - j0) < CHUNK ? (L - j0) : CHUNK;
-        const float *st = s->states + ((b * nchunks + ch) * N) * s->dim + it.d0;
-        for (int64_t k = 0; k < N; k++) hs[k] = load(st + k * s->dim, it.n);
-        for (int64_t j = 0; j < T; j++) { /* recompute: hs[j + 1] is h after walk step j0 + j */
-            int64_t t = step_t(s, &it, j0 + j), off = off_u(s, &it, t);
-            dts[j] = step_delta(s, &it, off, &xs[j]);
-            vf u = load(s->u + off, it.n);
-            memcpy(hs + (j + 1) * N, hs + j * N, sizeof(vf) * N);
-            ys[j] = recur_step(N, it.A2, dts[j], dts[j] * u, B_at(s, &it, t), C_at(s, &it, t), hs + (j + 1) * N,
-                               abar + j * N) + it.D * u;
-        }
-        for (int64_t j = T - 1; j >= 0; j--) {
-            int64_t t = step_t(s, &it, j0 + j), off = off_u(s, &it, t);
-            const float *Bt = B_at(s, &it, t), *Ct = C_at(s, &it, t);
-            const vf *hprev = hs + j * N, *hcur = hs + (j + 1) * N, *ab = abar + j * N;
-            vf dt = dts[j], u = load(s->u + off, it.n), dyss = load(s->dout + off, it.n);
-            if (s->z) {
-                vf z = load(z_at(s, &it, t), it.n), sg = sigmoid_v(z);
-                store(s->dz + off, dyss * ys[j] * sg * (1.0f + z * (1.0f - sg)), it.n);
-                dyss *= z * sg;
-            }
-            dD += dyss * u;
-            vf ddel = {}, gB = {};
-            for (int64_t k = 0; k < N; k++) {
-                vf gk = g[k] + dyss * Ct[k]; /* g[k] holds A-bar_{j+1} g_{j+1} */
-                vf q = gk * hprev[k] * ab[k]; /* dL/d(delta_j A) */
-                ddel += q * it.At[k];
-                dA[k] += q * dt;
-                gB += gk * Bt[k];
-                vf db = gk * dt * u, dc = dyss * hcur[k];
-                float sb = 0.0f, sc = 0.0f;
-                for (int64_t i = 0; i < BLOCK; i++) {
-                    sb += db[i];
-                    sc += dc[i];
-                }
-                dB_acc[t * N + k] += sb;
-                dC_acc[t * N + k] += sc;
-                g[k] = gk * ab[k];
-            }
-            ddel += gB * u;
-            if (s->softplus) ddel *= sigmoid_v(xs[j]);
-            dbias += ddel;
-            store(s->du + off, dyss * it.D + gB * dt, it.n);
-            store(s->ddelta + off, ddel, it.n);
-        }
+ * and the lanes of dB_j = sum_d g_j delta_j u_j and dC_j = sum_d dyss_j h_j are added to dBv, dCv
+ * (one vector per step and state), which the caller sums across lanes once for all its blocks. */
+static void scan_bwd_chunk(const ScanArgs *s, BlockGrad *bg, int64_t ch, vf *dBv, vf *dCv, vf *work) {
+    const Item *it = &bg->it;
+    int64_t N = s->N, L = s->L, nchunks = (L + CHUNK - 1) / CHUNK, b = it->b;
+    int64_t j0 = ch * CHUNK, T = (L - j0) < CHUNK ? (L - j0) : CHUNK;
+    vf *hs = work, *abar = hs + (CHUNK + 1) * N, *dts = abar + CHUNK * N, *xs = dts + CHUNK, *ys = xs + CHUNK;
+    const float *st = s->states + ((b * nchunks + ch) * N) * s->dim + it->d0;
+    for (int64_t k = 0; k < N; k++) hs[k] = load(st + k * s->dim, it->n);
+    for (int64_t j = 0; j < T; j++) { /* recompute: hs[j + 1] is h after walk step j0 + j */
+        int64_t t = step_t(s, it, j0 + j), off = off_u(s, it, t);
+        dts[j] = step_delta(s, it, off, &xs[j]);
+        vf u = load(s->u + off, it->n);
+        memcpy(hs + (j + 1) * N, hs + j * N, sizeof(vf) * N);
+        ys[j] = recur_step(N, it->A2, dts[j], dts[j] * u, B_at(s, it, t), C_at(s, it, t), hs + (j + 1) * N,
+                           abar + j * N) + it->D * u;
     }
-    for (int64_t i = 0; i < it.n; i++) {
-        for (int64_t k = 0; k < N; k++) s->dA[(b * s->dim + it.d0 + i) * N + k] = dA[k][i];
-        s->dD[b * s->dim + it.d0 + i] = dD[i];
-        s->dbias[b * s->dim + it.d0 + i] = dbias[i];
+    vf *g = bg->g, *dA = bg->dA;
+    for (int64_t j = T - 1; j >= 0; j--) {
+        int64_t t = step_t(s, it, j0 + j), off = off_u(s, it, t);
+        const float *Bt = B_at(s, it, t), *Ct = C_at(s, it, t);
+        const vf *hprev = hs + j * N, *hcur = hs + (j + 1) * N, *ab = abar + j * N;
+        vf dt = dts[j], u = load(s->u + off, it->n), dyss = load(s->dout + off, it->n);
+        if (s->z) {
+            vf z = load(z_at(s, it, t), it->n), sg = sigmoid_v(z);
+            store(s->dz + off, dyss * ys[j] * sg * (1.0f + z * (1.0f - sg)), it->n);
+            dyss *= z * sg;
+        }
+        bg->dD += dyss * u;
+        vf ddel = {}, gB = {}, dtu = dt * u;
+        for (int64_t k = 0; k < N; k++) {
+            vf gk = g[k] + dyss * Ct[k]; /* g[k] holds A-bar_{j+1} g_{j+1} */
+            vf q = gk * hprev[k] * ab[k]; /* dL/d(delta_j A) */
+            ddel += q * it->At[k];
+            dA[k] += q * dt;
+            gB += gk * Bt[k];
+            dBv[j * N + k] += gk * dtu;
+            dCv[j * N + k] += dyss * hcur[k];
+            g[k] = gk * ab[k];
+        }
+        ddel += gB * u;
+        if (s->softplus) ddel *= sigmoid_v(xs[j]);
+        bg->dbias += ddel;
+        store(s->du + off, dyss * it->D + gB * dt, it->n);
+        store(s->ddelta + off, ddel, it->n);
     }
 }
 
+/* One row and a part of its channel blocks (part_groups parts per row, fixed by the sizes, so results do
+ * not depend on the thread count): all blocks go back through one chunk before the next, and the lanes
+ * of dB and dC are summed once per chunk for the whole part. */
 static void scan_bwd_item(const void *args, int64_t item) {
     const ScanArgs *s = (const ScanArgs *)args;
-    int64_t b = item / s->part_groups, grp = item % s->part_groups, nb = blocks(s->dim), N = s->N;
-    int64_t per = (nb + s->part_groups - 1) / s->part_groups;
-    vf *work = (vf *)aligned_alloc(64, sizeof(vf) * (4 * N + (2 * CHUNK + 1) * N + 3 * CHUNK));
-    float *dB_acc = s->dB_part + (b * s->part_groups + grp) * s->L * N;
-    float *dC_acc = s->dC_part + (b * s->part_groups + grp) * s->L * N;
-    for (int64_t c = grp * per; c < nb && c < (grp + 1) * per; c++) scan_bwd_block(s, b, c, dB_acc, dC_acc, work);
+    int64_t b = item / s->part_groups, part = item % s->part_groups, nb = blocks(s->dim), N = s->N, L = s->L;
+    int64_t per = (nb + s->part_groups - 1) / s->part_groups, c0 = part * per;
+    int64_t nblk = (nb - c0) < per ? (nb - c0) : per, nchunks = (L + CHUNK - 1) / CHUNK;
+    if (nblk <= 0) return;
+    BlockGrad *bgs = (BlockGrad *)aligned_alloc(64, sizeof(BlockGrad) * nblk); /* vf members: 64-byte aligned */
+    vf *params = (vf *)aligned_alloc(64, sizeof(vf) * 4 * N * nblk);
+    vf *work = (vf *)aligned_alloc(64, sizeof(vf) * ((2 * CHUNK + 1) * N + 3 * CHUNK + 2 * CHUNK * N));
+    vf *dBv = work + (2 * CHUNK + 1) * N + 3 * CHUNK, *dCv = dBv + CHUNK * N;
+    memset(params, 0, sizeof(vf) * 4 * N * nblk);
+    for (int64_t c = 0; c < nblk; c++) {
+        BlockGrad *bg = &bgs[c];
+        bg->it = scan_item(s, b, c0 + c, params + 4 * N * c);
+        bg->g = params + 4 * N * c + 2 * N, bg->dA = bg->g + N;
+        bg->dD = splat(0.0f), bg->dbias = splat(0.0f);
+    }
+    float *dB_acc = s->dB_part + (b * s->part_groups + part) * L * N;
+    float *dC_acc = s->dC_part + (b * s->part_groups + part) * L * N;
+    for (int64_t ch = nchunks - 1; ch >= 0; ch--) {
+        int64_t j0 = ch * CHUNK, T = (L - j0) < CHUNK ? (L - j0) : CHUNK;
+        memset(dBv, 0, sizeof(vf) * 2 * CHUNK * N);
+        for (int64_t c = 0; c < nblk; c++) scan_bwd_chunk(s, &bgs[c], ch, dBv, dCv, work);
+        for (int64_t j = 0; j < T; j++) {
+            int64_t t = step_t(s, &bgs[0].it, j0 + j);
+            for (int64_t k = 0; k < N; k++) {
+                dB_acc[t * N + k] = hsum(dBv[j * N + k]);
+                dC_acc[t * N + k] = hsum(dCv[j * N + k]);
+            }
+        }
+    }
+    for (int64_t c = 0; c < nblk; c++) {
+        const BlockGrad *bg = &bgs[c];
+        for (int64_t i = 0; i < bg->it.n; i++) {
+            int64_t d = b * s->dim + bg->it.d0 + i;
+            for (int64_t k = 0; k < N; k++) s->dA[d * N + k] = bg->dA[k][i];
+            s->dD[d] = bg->dD[i];
+            s->dbias[d] = bg->dbias[i];
+        }
+    }
     free(work);
+    free(params);
+    free(bgs);
 }
 
 /* ---- depthwise conv + SiLU ---- */
@@ -406,13 +459,14 @@ static void conv_bwd_item(const void *args, int64_t item) {
 
 extern "C" {
 int vepcli_block(void) { return BLOCK; }
+int vepcli_blocks_per_part(void) { return 8; }
 int vepcli_scan_chunk(void) { return CHUNK; }
 
 /* states: (batch, ceil(L / CHUNK), N, dim) when training, else NULL. */
 void vepcli_scan_fwd(const ScanArgs *s, int threads) { run(s, scan_fwd_item, s->batch * blocks(s->dim), threads); }
 
 /* dA (batch, dim, N), dD and dbias (batch, dim), dz (batch, L, dim) per scan row; dB_part and dC_part
- * (batch, part_groups, L, N) zero-filled, each part a run of channel blocks. */
+ * (batch, part_groups, L, N), each part a run of channel blocks (summed by the caller). */
 void vepcli_scan_bwd(const ScanArgs *s, int threads) { run(s, scan_bwd_item, s->batch * s->part_groups, threads); }
 
 void vepcli_conv_fwd(const ConvArgs *s, int threads) { run(s, conv_fwd_item, s->batch * blocks(s->dim), threads); }
