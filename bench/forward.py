@@ -5,15 +5,18 @@ Models (random weights, d_model 256, 16 layers, d_state 16, expand 2, batch 1, f
   - vepcli Mamba stack: 16 pre-norm uni-directional Mamba blocks, the same shape as the peer;
   - peer: Hugging Face `transformers` MambaModel, its pure-PyTorch path (no CUDA kernels);
   - matmul floor: only the matrix products each vepcli model performs, timed alone.
-Timings are the minimum over repeats, measured in alternation, so a busy machine hurts both alike.
+Each vepcli model runs once per scan backend of --scans (VEPCLI_SCAN: `cpu` is our compiled kernel,
+`torch` the pure-PyTorch scan of version 0.1). Timings are the minimum over repeats, measured in
+alternation, so a busy machine hurts all alike.
 
-    python bench/forward.py [--lengths 1024,8192,32768] [--threads 2] [--out bench/out/forward.json]
+    python bench/forward.py [--lengths 1024,8192,32768] [--threads 1] [--scans cpu,torch] [--out bench/out/forward.json]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from pathlib import Path
 
@@ -75,6 +78,17 @@ def matmul_floor(rows_in: int, rows_scan: int, L: int):
     return run
 
 
+def with_scan(scan: str, fn):
+    """fn with the scan backend forced to `scan` while it runs."""
+    def run(ids):
+        os.environ["VEPCLI_SCAN"] = scan
+        try:
+            return fn(ids)
+        finally:
+            del os.environ["VEPCLI_SCAN"]
+    return run
+
+
 def best_time(fn, ids, repeats: int) -> float:
     times = []
     with torch.no_grad():
@@ -88,7 +102,8 @@ def best_time(fn, ids, repeats: int) -> float:
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--lengths", default="1024,8192,32768")
-    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--scans", default="cpu,torch", help="scan backends for the vepcli models (VEPCLI_SCAN values)")
     ap.add_argument("--out", default="bench/out/forward.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -100,14 +115,16 @@ def main() -> None:
     results = []
     for L in (int(x) for x in args.lengths.split(",")):
         ids = torch.randint(7, 11, (1, L))
-        candidates = {
-            "vepcli Caduceus-PS": lambda i: ps.caduceus(i),
-            "vepcli Caduceus-Ph": lambda i: ph.caduceus(i),
-            "vepcli Mamba stack (peer's shape)": stack,
+        candidates = {}
+        for scan in args.scans.split(","):
+            for name, fn in (("Caduceus-PS", ps.caduceus), ("Caduceus-Ph", ph.caduceus),
+                             ("Mamba stack (peer's shape)", stack)):
+                candidates[f"vepcli {name} [{scan}]"] = with_scan(scan, fn)
+        candidates.update({
             "matmul floor PS": matmul_floor(2, 4, L),
             "matmul floor Ph": matmul_floor(1, 2, L),
             "matmul floor Mamba stack": matmul_floor(1, 1, L),
-        }
+        })
         if peer is not None:
             candidates["peer: transformers MambaModel (torch path)"] = peer
         repeats = 3 if L <= 8192 else 2
@@ -121,7 +138,7 @@ def main() -> None:
             results.append({"L": L, "model": name, "seconds": round(t, 4), "tokens_per_s": round(L / t, 1)})
             print(f"L={L:>6}  {name:<45} {t:8.3f} s  {L / t:10.0f} tok/s", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"threads": args.threads, "torch": torch.__version__,
+    Path(args.out).write_text(json.dumps({"threads": args.threads, "torch": torch.__version__, "scans": args.scans,
                                           "results": results}, indent=1))
 
 
