@@ -68,7 +68,8 @@ def main() -> None:
             torch.exp(tile, out=tile_out)
 
     candidates = {"exp over the (L, D, N) tensor": lambda: torch.exp(whole), "exp in cache": exp_in_cache,
-                  "cpu kernel: forward": scan_with("cpu", False), "cpu kernel: forward + backward": scan_with("cpu", True)}
+                  "cpu kernel: forward": scan_with("cpu", False),
+                  "cpu kernel: forward + backward": scan_with("cpu", True)}
     if not args.skip_torch:
         candidates["torch scan: forward"] = scan_with("torch", False)
         candidates["torch scan: forward + backward"] = scan_with("torch", True)

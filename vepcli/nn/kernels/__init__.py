@@ -135,12 +135,20 @@ def _by_group(call, u, delta, A, B, C, D, z, bias, softplus, reverse):
     batch = u.shape[0]
     G = _groups_of(batch, A, D, bias)
     z = _full_z(z, batch)
+    rows = batch // G
     outs = []
-    for g, rows in enumerate(range(0, batch, batch // G)):
-        sl = slice(rows, rows + batch // G)
+    for g in range(G):
         flip = bool(reverse and reverse[g])
-        pick = (lambda t, sl=sl, flip=flip: None if t is None else (t[sl].flip(1) if flip else t[sl]))
-        param = (lambda t, g=g: None if t is None else (t[g] if t.dim() > (2 if t is A else 1) else t))
+
+        def pick(t, g=g, flip=flip):  # group g's rows, in scan order
+            if t is None:
+                return None
+            part = t[g * rows : (g + 1) * rows]
+            return part.flip(1) if flip else part
+
+        def param(t, g=g):  # group g's parameters
+            return None if t is None else (t[g] if t.dim() > (2 if t is A else 1) else t)
+
         y = call(pick(u), pick(delta), param(A), pick(B), pick(C), param(D), pick(z), param(bias), softplus)
         outs.append(y.flip(1) if flip else y)
     return torch.cat(outs)
