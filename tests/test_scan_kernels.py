@@ -17,7 +17,14 @@ import torch
 from safetensors.torch import load_file
 
 from vepcli.nn.checkpoint import load_model
-from vepcli.nn.kernels import conv1d_silu, cpu, scan_backend, selective_scan, selective_scan_reference
+from vepcli.nn.kernels import (
+    conv1d_silu,
+    cpu,
+    scan_backend,
+    selective_scan,
+    selective_scan_reference,
+    selective_scan_torch,
+)
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "caduceus-hf"
 
@@ -264,3 +271,21 @@ def test_conv1d_silu_matches_its_definition_with_gradients(path, batch, L, D, K,
     for name, ga, gb in zip(["x", "weight", "bias"], torch.autograd.grad((out * w.float()).sum(), ours),
                             torch.autograd.grad((ref * w).sum(), refs), strict=True):
         assert rel_err(ga, gb) < 1e-5, name
+
+
+def test_one_call_per_group_as_mamba_ssm_is_driven() -> None:
+    """mamba_ssm takes one A per call: the dispatch splits the groups, flips reversed ones, shares z.
+    Driven here with the torch scan in mamba_ssm's place (mamba_ssm itself needs CUDA)."""
+    from vepcli.nn.kernels import _by_group
+
+    calls = []
+
+    def one_group(u, delta, A, B, C, D, z, bias, softplus):
+        assert A.dim() == 2 and (D is None or D.dim() == 1)  # what mamba_ssm accepts
+        calls.append(u.shape[0])
+        return selective_scan_torch(u, delta, A, B, C, D, z, bias, softplus)
+
+    u, delta, A, B, C, Dp, z, bias = make_inputs(6, 40, 12, 8, 2, seed=41)
+    y = _by_group(one_group, u, delta, A, B, C, Dp, z[:3], bias, True, [False, True])
+    y_ref = selective_scan_reference(u, delta, A, B, C, Dp, z[:3], bias, reverse=[False, True])
+    assert calls == [3, 3] and rel_err(y, y_ref) < 1e-5
