@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -34,4 +35,8 @@ for command in (score.score, embed.embed, probe.probe, pretrain.pretrain, finetu
 
 
 def main() -> None:
+    # Idle OpenMP threads sleep instead of spinning: on a shared machine a spinning thread takes the core
+    # another process needs, and --threads 2 ran 1.6x slower than 1 (docs/benchmarks.md). Set before
+    # torch loads; a user's own OMP_WAIT_POLICY wins.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     cli(prog_name="vepcli")
