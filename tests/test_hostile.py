@@ -8,8 +8,10 @@ import gzip
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pandas as pd
@@ -405,8 +407,9 @@ def _stopped_run(tmp_path: Path, monkeypatch, src: Path, out: Path) -> Path:
 
     monkeypatch.setattr(pipeline, "BLOCK", 1)
     monkeypatch.setattr(pipeline, "_test_abort_hook", stop)
-    code, _ = run("score", str(src), "-o", str(out))
-    assert code == 1 and not out.exists()  # click's "Aborted!"; the store is kept for --resume
+    code, err = run("score", str(src), "-o", str(out))
+    assert code == 130 and not out.exists(), err  # one line, never "Aborted!"; the store is kept for --resume
+    assert err == "vepcli: interrupted; rerun with --resume to continue\n"
     monkeypatch.setattr(pipeline, "_test_abort_hook", lambda block: None)
     return out.with_name(out.name + ".partial")
 
@@ -522,3 +525,63 @@ def test_table_with_bom_is_read(tmp_path):
     code, err = run("score", str(src), "-o", str(tmp_path / "o.tsv"))
     assert code == 0, err
     assert read_scores(tmp_path / "o.tsv")["status"].tolist() == ["ok"]
+
+
+# ---------------------------------------------------------------- 11. Ctrl-C and end of input
+
+
+def _without_command(path: Path) -> bytes:
+    return b"".join(ln for ln in path.read_bytes().splitlines(keepends=True) if not ln.startswith(b"##vepcli_command"))
+
+
+@pytest.mark.slow  # three subprocesses
+def test_ctrl_c_is_one_line_and_resume_gives_the_same_bytes(tmp_path):
+    """SIGINT to a real `vepcli score` after two blocks: one line, exit 130, the resume folder kept and
+    nothing else; --resume then writes what an uninterrupted run writes."""
+    src = write_vcf(tmp_path / "in.vcf", records(640, start=1001, step=50))
+    argv = [sys.executable, "-m", "vepcli", "score", str(src), "-f", str(FASTA), "-m", str(MODELS["ps"]),
+            "--window", "256", "-q", "--threads", "1"]
+    whole = subprocess.run([*argv, "-o", str(tmp_path / "whole.tsv")], capture_output=True, text=True, timeout=300)
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "o.tsv"
+    rows = tmp_path / "o.tsv.partial" / "rows.jsonl"
+    proc = subprocess.Popen([*argv, "-o", str(out)], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 240
+    while not (rows.is_file() and rows.read_text().count("block_end") >= 2):
+        assert proc.poll() is None, "the run ended before it could be interrupted"
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert err == "vepcli: interrupted; rerun with --resume to continue\n"
+    assert not out.exists() and rows.is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.vcf", "o.tsv.partial", "whole.tsv"]
+    done = subprocess.run([*argv, "-o", str(out), "--resume"], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert _without_command(out) == _without_command(tmp_path / "whole.tsv")
+    no_partial(tmp_path)
+
+
+def test_interrupt_without_resume_and_end_of_input(tmp_path, monkeypatch):
+    """Commands without --resume say `interrupted` alone; an EOFError (end of input) ends the same way."""
+    import vepcli.merge
+
+    src = write_tsv(tmp_path / "in.tsv", records(2))
+    assert run("score", str(src), "-o", str(tmp_path / "a.tsv"))[0] == 0
+
+    def stop(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(vepcli.merge, "merge_files", stop)
+    code, err = run("merge", str(tmp_path / "a.tsv"), "-o", str(tmp_path / "m.tsv"), score=False)
+    assert (code, err) == (130, "vepcli: interrupted\n")
+
+    def eof(*args, **kwargs):
+        raise EOFError
+
+    monkeypatch.setattr(vepcli.merge, "merge_files", eof)
+    code, err = run("merge", str(tmp_path / "a.tsv"), "-o", str(tmp_path / "m.tsv"), score=False)
+    assert (code, err) == (130, "vepcli: interrupted (end of input)\n")
+    assert not (tmp_path / "m.tsv").exists()
+    no_partial(tmp_path)

@@ -11,9 +11,21 @@ from vepcli import __version__
 from vepcli.commands import embed, finetune, merge, model, pretrain, probe, score, tools
 from vepcli.errors import UserError
 
+INTERRUPTED = 130  # the shell's code for a process ended by SIGINT (128 + 2)
+
+
+def _resumable(ctx: click.Context) -> bool:
+    """Whether the command being run has a --resume option (score, embed, pretrain, finetune)."""
+    name = ctx.invoked_subcommand
+    command = ctx.command.get_command(ctx, name) if name and isinstance(ctx.command, click.Group) else None
+    return command is not None and any(p.name == "resume" for p in command.params)
+
 
 class _Group(click.Group):
-    """Turn a UserError anywhere below into one line on stderr and exit code 1."""
+    """Turn a UserError anywhere below into one line on stderr and exit code 1, and Ctrl-C
+    (KeyboardInterrupt) or an end of input (EOFError) into one line and exit code 130, never click's
+    bare "Aborted!". A stopped score/embed run keeps its resume folder (`<output>.partial/`); every
+    temporary file is removed on the way out (output.atomic_output)."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -21,6 +33,11 @@ class _Group(click.Group):
         except UserError as err:
             click.echo(f"vepcli: error: {err}", err=True)
             sys.exit(1)
+        except (KeyboardInterrupt, EOFError) as err:
+            what = "interrupted" if isinstance(err, KeyboardInterrupt) else "interrupted (end of input)"
+            hint = "; rerun with --resume to continue" if _resumable(ctx) else ""
+            click.echo(f"vepcli: {what}{hint}", err=True)
+            sys.exit(INTERRUPTED)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
