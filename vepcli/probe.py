@@ -16,7 +16,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -541,37 +540,62 @@ def _allowed_types() -> set[str]:
 
 
 def save_probe(probe: Probe, path: str | Path) -> Path:
-    """Write the probe with skops to a temporary name beside `path`, then rename it into place."""
+    """Write the probe with skops through the atomic writer: a temporary name beside `path`, renamed into place."""
     import skops.io as sio
+
+    from vepcli.output import atomic_output
 
     path = Path(path)
     if not path.parent.exists():
         raise UserError(f"the output folder {path.parent} does not exist")
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_output(path) as tmp:
         sio.dump({"format": FORMAT, "meta_json": json.dumps(probe.meta, sort_keys=True),
                   "pipeline": probe.pipeline}, tmp)
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
     probe.path = str(path)
     return path
 
 
+MAX_D_MODEL = 16_384  # as modelcheck's config rules
+MAX_PROBE_BYTES = 1 << 32  # uncompressed members of a probe file: far above any real probe (support vectors)
+
+
 def load_probe(path: str | Path) -> Probe:
-    """Load a probe file made by `vepcli probe train`; refuse any file holding types outside the allow-list."""
-    import zipfile
+    """Load a probe file made by `vepcli probe train`; refuse any file holding types outside the allow-list.
 
-    import skops.io as sio
-
+    Never runs pickle (skops, with vepcli's allow-list checked before loading). A damaged, truncated or
+    foreign file, whatever the damage, is a UserError in one line, never a traceback."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"probe file {path} does not exist")
     try:
-        untrusted = sio.get_untrusted_types(file=path)
-    except (zipfile.BadZipFile, KeyError, ValueError, OSError) as err:
-        raise UserError(f"{path} is not a skops probe file ({err}); make one with `vepcli probe train`") from None
+        return _load_probe(path)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - any failure to read a probe file means the file is not one
+        why = " ".join(f"{type(err).__name__}: {err}".split())[:160]
+        raise UserError(f"{path} is not a skops probe file, or it is damaged or truncated ({why}); copy it again "
+                        "or make one with `vepcli probe train`") from None
+
+
+def _load_probe(path: Path) -> Probe:
+    import zipfile
+
+    import skops.io as sio
+
+    with zipfile.ZipFile(path) as zf:
+        infos = zf.infolist()
+        if sum(i.file_size for i in infos) > MAX_PROBE_BYTES:
+            raise UserError(f"{path} is not a vepcli probe (its members unpack to more than "
+                            f"{MAX_PROBE_BYTES >> 30} GiB)")
+        bad = zf.testzip()  # every member's CRC: flipped bytes are found here, not halfway through loading
+        if bad is not None:
+            raise UserError(f"{path} is damaged (member {bad} fails its CRC check); copy it again")
+        schema = json.loads(zf.read("schema.json"))
+        foreign = sorted({i.filename for i in infos} - {"schema.json"} - _schema_files(schema))
+        if foreign:
+            raise UserError(f"{path} is not a vepcli probe (it holds members skops did not write: "
+                            f"{', '.join(foreign[:3])})")
+    untrusted = sio.get_untrusted_types(file=path)
     refused = sorted(set(untrusted) - _allowed_types())
     if refused:
         raise UserError(f"{path} holds types a vepcli probe never contains ({', '.join(refused[:5])}); not loading "
@@ -580,6 +604,18 @@ def load_probe(path: str | Path) -> Probe:
         warnings.simplefilter("ignore", UserWarning)  # sklearn's version warning: we check versions below
         obj = sio.load(path, trusted=list(untrusted))
     return Probe(_checked_pipeline(obj, path), _checked_meta(obj, path), str(path))
+
+
+def _schema_files(node: Any) -> set[str]:
+    """The zip members a skops schema refers to (arrays are stored as `file` members)."""
+    if isinstance(node, dict):
+        found = {node["file"]} if isinstance(node.get("file"), str) else set()
+        for value in node.values():
+            found |= _schema_files(value)
+        return found
+    if isinstance(node, list):
+        return set().union(*(_schema_files(v) for v in node)) if node else set()
+    return set()
 
 
 def _checked_pipeline(obj: Any, path: Path):
@@ -599,13 +635,56 @@ def _checked_meta(obj: dict, path: Path) -> dict[str, Any]:
     if obj.get("format") != FORMAT or not isinstance(obj.get("meta_json"), str):
         raise UserError(f"{path} is not a vepcli probe (format marker missing)")
     meta = json.loads(obj["meta_json"])
-    if meta.get("format_version", 0) > FORMAT_VERSION:
+    version = meta.get("format_version", 0) if isinstance(meta, dict) else None
+    if isinstance(version, int) and version > FORMAT_VERSION:
         raise UserError(f"{path} is a probe format {meta['format_version']} file; this vepcli reads up to "
                         f"{FORMAT_VERSION}: upgrade vepcli")
+    _check_meta_fields(meta, path)
+    n_in = getattr(obj["pipeline"], "n_features_in_", None)
+    d = meta["embedding"]["d_model"]
+    expected = features(np.zeros((1, d)), np.zeros((1, d)), meta["features"]["layout"]).shape[1]
+    expected += sum(len(levels) for levels in meta["covariates"].values())
+    if not n_in == meta["features"]["n_features"] == expected:
+        raise UserError(f"{path} is damaged: its classifier takes {n_in} features, its metadata says "
+                        f"{meta['features']['n_features']}")
     if meta.get("sklearn_version") != sklearn.__version__:
         warnings.warn(f"probe {path} was made with scikit-learn {meta.get('sklearn_version')}, this is "
                       f"{sklearn.__version__}; predictions may differ slightly", stacklevel=2)
     return meta
+
+
+def _check_meta_fields(meta: Any, path: Path) -> None:
+    """The metadata fields prediction and the commands read, with their types: else one line naming the field."""
+    def bad(field_name: str) -> UserError:
+        return UserError(f"{path} is not a vepcli probe (its metadata field {field_name} is missing or wrong)")
+
+    if not isinstance(meta, dict):
+        raise bad("(the whole record)")
+    number = (int, float)
+    checks = [
+        ("kind", lambda m: m["kind"] in KINDS),
+        ("features.layout", lambda m: m["features"]["layout"] in LAYOUTS),
+        ("features.n_features", lambda m: type(m["features"]["n_features"]) is int and m["features"]["n_features"] > 0),
+        ("label.column", lambda m: isinstance(m["label"]["column"], str)),
+        ("label.classes", lambda m: isinstance(m["label"]["classes"], list) and len(m["label"]["classes"]) == 2),
+        ("covariates", lambda m: isinstance(m["covariates"], dict) and all(
+            isinstance(v, list) for v in m["covariates"].values())),
+        ("embedding", lambda m: isinstance(m["embedding"], dict)
+         and set(m["embedding"]) <= set(EmbeddingIdentity.__dataclass_fields__)
+         and all(type(m["embedding"][k]) is int for k in ("window", "pool", "d_model"))
+         and 0 < m["embedding"]["d_model"] <= MAX_D_MODEL
+         and isinstance(m["embedding"]["config_hash"], str)),
+        ("cv.mean_auroc", lambda m: isinstance(m["cv"]["mean_auroc"], number)),
+        ("calibration", lambda m: m["kind"] != "svm" or all(
+            isinstance(m["calibration"][k], number) for k in ("a", "b"))),
+    ]
+    for name, ok in checks:
+        try:
+            good = ok(meta)
+        except (KeyError, TypeError):
+            good = False
+        if not good:
+            raise bad(name)
 
 
 # ---------------------------------------------------------------- evaluation
@@ -758,8 +837,11 @@ def plot_curves(ev: Evaluation, prefix: str | Path, title: str = "") -> tuple[Pa
         figs["pr"][1].axhline(row.pos_rate, color=colour, lw=0.8, ls=":")
     _finish(figs["roc"], "False positive rate", "True positive rate", f"ROC {title}", diagonal=True)
     _finish(figs["pr"], "Recall", "Precision", f"Precision-recall {title} (dotted: chance = positive rate)")
-    figs["roc"][0].savefig(roc_path)
-    figs["pr"][0].savefig(pr_path)
+    from vepcli.output import atomic_output
+
+    for kind, target in (("roc", roc_path), ("pr", pr_path)):
+        with atomic_output(target) as tmp:
+            figs[kind][0].savefig(tmp, format="png")
     return roc_path, pr_path
 
 
@@ -781,8 +863,9 @@ def train_file(embeddings: str, label: str, output: str, *, kind: str = "svm", l
                c_grid: tuple[float, ...] | None = None, class_weights: tuple[str | None, ...] = CLASS_WEIGHTS,
                positive: str | None = None, seed: int = 0) -> Probe:
     """`vepcli probe train`: read embeddings, cross-validate, fit, save."""
-    if not Path(output).parent.exists():
-        raise UserError(f"the output folder {Path(output).parent} does not exist")
+    from vepcli.outpath import check_output_path
+
+    check_output_path(output, [embeddings], sidecars=())
     emb = read_embeddings(embeddings)
     probe = train_probe(emb, label, kind, layout, covariates, groups, folds, c_grid, class_weights, positive, seed)
     save_probe(probe, output)
@@ -811,13 +894,34 @@ def train_summary(probe: Probe) -> str:
 
 def eval_file(probe_path: str, embeddings: str, label: str | None = None, bucket_by: str | None = None,
               buckets: str = "0,30000,100000", plots: str | None = None, bootstrap: int = 200,
-              seed: int = 0) -> tuple[Evaluation, tuple[Path, Path]]:
-    """`vepcli probe eval`: metrics table and ROC/PR PNGs (PREFIX.roc.png, PREFIX.pr.png)."""
+              seed: int = 0, table_out: str | None = None) -> tuple[Evaluation, tuple[Path, Path]]:
+    """`vepcli probe eval`: metrics table and ROC/PR PNGs (PREFIX.roc.png, PREFIX.pr.png), and with
+    `table_out` the table as TSV; every output is checked (outpath.py) before any work and written atomically."""
+    from vepcli.outpath import check_output_path
+
+    prefix = plots or str(Path(embeddings).with_suffix("")) + ".probe"
+    inputs = [probe_path, embeddings]
+    for target in (f"{prefix}.roc.png", f"{prefix}.pr.png"):
+        check_output_path(target, inputs, option="--plots", sidecars=())
+    if table_out and table_out != "-":
+        check_output_path(table_out, inputs, sidecars=())
     probe = load_probe(probe_path)
     emb = read_embeddings(embeddings)
     ev = evaluate(probe, emb, label or probe.meta["label"]["column"], bucket_by,
                   parse_edges(buckets) if bucket_by else None, bootstrap, seed)
-    prefix = plots or str(Path(embeddings).with_suffix("")) + ".probe"
     covs = "".join(f" + {c}" for c in probe.covariates)
     title = f"{probe.meta['kind']} {probe.meta['features']['layout']}{covs}, {Path(embeddings).name}"
-    return ev, plot_curves(ev, prefix, title)
+    pngs = plot_curves(ev, prefix, title)
+    if table_out and table_out != "-":
+        write_table_tsv(ev.table, table_out)
+    return ev, pngs
+
+
+def write_table_tsv(table: pd.DataFrame, path: str | Path) -> Path:
+    """The evaluation table as TSV, through the atomic writer."""
+    from vepcli.output import atomic_output
+
+    path = Path(path)
+    with atomic_output(path) as tmp:
+        table.to_csv(tmp, sep="\t", index=False, float_format="%.6g")
+    return path

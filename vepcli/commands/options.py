@@ -22,6 +22,8 @@ POSITIVE = click.IntRange(min=1)
 COUNT = click.IntRange(min=0)
 FRACTION = click.FloatRange(0.0, 1.0, min_open=True, max_open=True)
 NONNEG_FLOAT = click.FloatRange(min=0.0)
+SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch take as a seed
+FOLDS = click.IntRange(min=2)  # cross-validation needs a fold to hold out and one to train on
 
 
 class Device(click.ParamType):

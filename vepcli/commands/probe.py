@@ -6,6 +6,7 @@ import json
 
 import click
 
+from vepcli.commands import options as opt
 from vepcli.defaults import PROBE_FOLDS, PROBE_KINDS, PROBE_LAYOUTS
 from vepcli.errors import UserError
 
@@ -57,12 +58,12 @@ def probe() -> None:
 @click.option("--covariate", "covariates", multiple=True, help="Categorical column added one-hot (repeatable).")
 @click.option("--groups", default=None, help="Column whose values are held out together in CV "
               "[default: chromosome if >= 3, else contiguous genomic blocks].")
-@click.option("--folds", type=int, default=PROBE_FOLDS, show_default=True)
+@click.option("--folds", type=opt.FOLDS, default=PROBE_FOLDS, show_default=True)
 @click.option("--C", "c_values", default=None, help="C values to try [default: svm 1,5,10; logistic 0.01,0.1,1,10].")
 @click.option("--class-weights", default="none,balanced", show_default=True, help="Class weights to try.")
 @click.option("--positive", default=None, help="The positive label value [default: 1/true/yes, else the larger].")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads for numpy/scikit-learn.")
+@click.option("--seed", type=opt.SEED, default=0, show_default=True)
+@click.option("--threads", type=opt.THREADS, default=None, help="CPU threads for numpy/scikit-learn.")
 @click.option("-q", "--quiet", is_flag=True)
 def train(embeddings, label, output, kind, layout, covariates, groups, folds, c_values, class_weights, positive,
           seed, threads, quiet) -> None:
@@ -89,10 +90,10 @@ def train(embeddings, label, output, kind, layout, covariates, groups, folds, c_
               "[default: EMBEDDINGS without its suffix, plus .probe].")
 @click.option("-o", "--output", "table_out", default=None,
               help="Also write the table as TSV to this file (-: TSV on stdout instead of aligned text).")
-@click.option("--bootstrap", type=int, default=200, show_default=True,
+@click.option("--bootstrap", type=opt.COUNT, default=200, show_default=True,
               help="Resamples for the AUROC 95% interval (0: none).")
-@click.option("--seed", type=int, default=0, show_default=True)
-@click.option("--threads", type=int, default=None, help="CPU threads for numpy/scikit-learn.")
+@click.option("--seed", type=opt.SEED, default=0, show_default=True)
+@click.option("--threads", type=opt.THREADS, default=None, help="CPU threads for numpy/scikit-learn.")
 @click.option("-q", "--quiet", is_flag=True)
 def eval_(probe_file, embeddings, label, bucket_by, buckets, plots, table_out, bootstrap, seed, threads,
           quiet) -> None:
@@ -100,13 +101,12 @@ def eval_(probe_file, embeddings, label, bucket_by, buckets, plots, table_out, b
     from vepcli import probe as lib
 
     with _limit_threads(threads):
-        ev, pngs = lib.eval_file(probe_file, embeddings, label, bucket_by, buckets, plots, bootstrap, seed)
+        ev, pngs = lib.eval_file(probe_file, embeddings, label, bucket_by, buckets, plots, bootstrap, seed,
+                                 table_out=table_out)
     if table_out == "-":
         click.echo(ev.table.to_csv(sep="\t", index=False, float_format="%.6g"), nl=False)
     else:
         click.echo(lib.format_table(ev.table), nl=False)
-        if table_out:
-            ev.table.to_csv(table_out, sep="\t", index=False, float_format="%.6g")
     if not quiet:
         for note in ev.notes:
             click.echo(f"vepcli: {note}", err=True)
