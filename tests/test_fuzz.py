@@ -20,7 +20,6 @@ from pathlib import Path
 
 import pysam
 import pysam.bcftools
-import pytest
 from click.testing import CliRunner
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -241,6 +240,45 @@ def test_bcf_reader_never_crashes(tmp_path_factory, data):
     assert proc.returncode == 0, f"signal or traceback (kept as {CORPUS}): {proc.stderr[-500:]}"
 
 
+_PROBE: dict[str, object] = {}
+
+
+def _probe_bytes(tmp_path_factory) -> tuple[bytes, object]:
+    """A small probe file (synthetic embeddings, no model) and its decision scores, made once."""
+    if not _PROBE:
+        from test_probe_files import decisions, make_probe
+
+        path = make_probe(tmp_path_factory.mktemp("probe") / "p.skops")
+        _PROBE.update(data=path.read_bytes(), expected=decisions(path))
+    return _PROBE["data"], _PROBE["expected"]
+
+
+@settings(COMMON, max_examples=EXAMPLES)
+@given(st.data())
+def test_damaged_probe_files(tmp_path_factory, data):
+    """Cut, flipped, inserted and removed bytes in a probe file: a one-line UserError or the same numbers."""
+    from test_probe_files import loads_same_or_refused
+
+    raw, expected = _probe_bytes(tmp_path_factory)
+    blob = bytearray(raw)
+    for _ in range(data.draw(st.integers(1, 4))):
+        at = data.draw(st.integers(0, max(0, len(blob) - 1)))
+        how = data.draw(st.sampled_from(["cut", "flip", "insert", "delete", "zero"]))
+        if how == "cut":
+            del blob[at:]
+        elif how == "flip" and blob:
+            blob[at] ^= data.draw(st.integers(1, 255))
+        elif how == "insert":
+            blob[at:at] = data.draw(st.binary(min_size=1, max_size=16))
+        elif how == "delete":
+            del blob[at:at + data.draw(st.integers(1, 64))]
+        elif blob:
+            blob[at:at + 8] = bytes(len(blob[at:at + 8]))
+    path = tmp_path_factory.mktemp("damaged") / "p.skops"
+    path.write_bytes(bytes(blob))
+    loads_same_or_refused(path, expected)
+
+
 def test_corpus_replays():
     """Every input the fuzzers once crashed on is read (or refused) cleanly, in a child process."""
     for path in sorted(CORPUS.glob("*")) if CORPUS.is_dir() else []:
@@ -257,7 +295,6 @@ OPTION_SETS = [[], ["--pool", "0"], ["--no-strand-average"], ["--scores", "llr"]
                ["--device", "gpu"], ["--ref-mismatch", "error"], ["--no-share-ref"]]
 
 
-@pytest.mark.skipif(not MODELS["ps"].is_dir(), reason="fixture models not available")
 @settings(COMMON, max_examples=SLOW)
 @given(vcf_texts(), st.sampled_from(OPTION_SETS), st.sampled_from(["out.tsv", "out.vcf.gz", "out.parquet",
                                                                       "out.csv", "in.vcf"]))

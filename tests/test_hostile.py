@@ -31,8 +31,6 @@ FASTA = DATA / "chr22_slice.fa"
 HEADER = "##fileformat=VCFv4.2\n##contig=<ID=22,length=99500>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
 SEQ = None
 
-pytestmark = pytest.mark.skipif(not MODELS["ps"].is_dir(), reason="fixture models not available")
-
 
 def base(pos: int) -> str:
     global SEQ

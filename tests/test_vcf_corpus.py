@@ -46,7 +46,6 @@ def test_reads_every_alt(path):
             assert v.status == "no_alt"
 
 
-@pytest.mark.skipif(not MODELS["ps"].is_dir(), reason="fixture models not available")
 @pytest.mark.parametrize("path", FILES, ids=lambda p: p.name)
 @pytest.mark.parametrize("output", ["out.tsv", "out.vcf.gz"])
 def test_scores_every_alt(tmp_path, path, output):
