@@ -583,3 +583,55 @@ def test_interrupt_without_resume_and_end_of_input(tmp_path, monkeypatch):
     assert (code, err) == (130, "vepcli: interrupted (end of input)\n")
     assert not (tmp_path / "m.tsv").exists()
     no_partial(tmp_path)
+
+
+# ---------------------------------------------------------------- 12. pretrain and finetune options and folders
+
+
+TRAIN_RANGES = [
+    ("--threads", "0"), ("--batch-size", "0"), ("--micro-batch", "0"), ("--lr", "0"), ("--lr", "nan"),
+    ("--lr", "inf"), ("--weight-decay", "-1"), ("--warmup-frac", "1.5"), ("--grad-clip", "0"),
+    ("--val-fraction", "1"), ("--log-every", "0"), ("--keep-checkpoints", "-1"), ("--seed", "-1"),
+    ("--device", "gpu"),
+]
+FINETUNE_RANGES = TRAIN_RANGES + [
+    ("--window", "0"), ("--window", "131073"), ("--pool", "-1"), ("--epochs", "0"), ("--backbone-lr", "-1e-4"),
+    ("--dropout", "1"), ("--head-hidden", "-1"), ("--min-lr-ratio", "2"), ("--patience", "-1"),
+    ("--val-every", "0"), ("--checkpoint-every", "0"),
+]
+PRETRAIN_RANGES = TRAIN_RANGES + [
+    ("--seq-len", "0"), ("--seq-len", "131073"), ("--steps", "0"), ("--min-lr", "-1"), ("--d-model", "0"),
+    ("--d-model", "100000"), ("--n-layer", "0"), ("--d-state", "2000"), ("--mask-prob", "0"),
+    ("--min-base-fraction", "1.1"), ("--val-windows", "0"), ("--checkpoint-every", "0"),
+]
+
+
+@pytest.mark.parametrize(("option", "value"), FINETUNE_RANGES)
+def test_finetune_option_ranges(tmp_path, option, value):
+    src = write_tsv(tmp_path / "in.tsv", records(2), label=[0, 1])
+    code, err = run("finetune", str(src), "-f", str(FASTA), "-m", str(MODELS["ps"]), "--label", "label",
+                    "-o", str(tmp_path / "run"), option, value, score=False)
+    one_line_error(code, err, expected=2, match=option)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize(("option", "value"), PRETRAIN_RANGES)
+def test_pretrain_option_ranges(tmp_path, option, value):
+    code, err = run("pretrain", "--fasta", str(FASTA), "-o", str(tmp_path / "run"), option, value, score=False)
+    one_line_error(code, err, expected=2, match=option)
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("command", ["pretrain", "finetune"])
+@pytest.mark.parametrize("target", ["FILE", "/dev/null", "UNDER_FILE"])
+def test_run_folder_must_be_a_folder(tmp_path, command, target):
+    src = write_tsv(tmp_path / "in.tsv", records(2), label=[0, 1])
+    (tmp_path / "f").write_text("someone's file")
+    out = {"FILE": str(tmp_path / "f"), "UNDER_FILE": str(tmp_path / "f" / "run")}.get(target, target)
+    if command == "pretrain":
+        argv = ["pretrain", "--fasta", str(FASTA), "-o", out]
+    else:
+        argv = ["finetune", str(src), "-f", str(FASTA), "-m", str(MODELS["ps"]), "--label", "label", "-o", out]
+    code, err = run(*argv, score=False)
+    one_line_error(code, err, match="not a folder")
+    assert (tmp_path / "f").read_text() == "someone's file"

@@ -13,9 +13,9 @@ from vepcli.errors import UserError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # the order the loader tries them in
 # (field, largest value): beyond these a config describes no Caduceus model and only exhausts memory
-_INT_FIELDS = {"d_model": 1 << 14, "n_layer": 1 << 10, "vocab_size": 1 << 12, "pad_vocab_size_multiple": 1 << 10,
+MODEL_INT_LIMITS = {"d_model": 1 << 14, "n_layer": 1 << 10, "vocab_size": 1 << 12, "pad_vocab_size_multiple": 1 << 10,
                "max_length": 1 << 24}
-_SSM_INT_FIELDS = {"d_state": 1 << 10, "d_conv": 64, "expand": 16}
+SSM_INT_LIMITS = {"d_state": 1 << 10, "d_conv": 64, "expand": 16}
 _BOOL_FIELDS = ("rms_norm", "residual_in_fp32", "fused_add_norm", "bidirectional", "bidirectional_weight_tie", "rcps")
 _LOAD_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, RuntimeError, OverflowError,
                 MemoryError, EOFError, OSError, pickle.UnpicklingError)
@@ -53,7 +53,7 @@ def check_config(directory: Path) -> None:
         raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(config, dict):
         raise UserError(f"{path} holds a JSON {type(config).__name__}, not an object; it is not a model config")
-    for name, most in _INT_FIELDS.items():
+    for name, most in MODEL_INT_LIMITS.items():
         value = config.get(name)
         if name not in config or (value is None and name == "max_length"):
             continue
@@ -65,7 +65,7 @@ def check_config(directory: Path) -> None:
     ssm = config.get("ssm_cfg")
     if ssm is not None and not isinstance(ssm, dict):
         raise UserError(f"{path}: ssm_cfg must be an object, not {json.dumps(ssm)[:40]}")
-    for name, most in _SSM_INT_FIELDS.items():
+    for name, most in SSM_INT_LIMITS.items():
         value = (ssm or {}).get(name)
         if value is not None and (not _is_int(value) or not 1 <= value <= most):
             raise UserError(f"{path}: ssm_cfg.{name} must be a whole number from 1 to {most}, not "

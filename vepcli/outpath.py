@@ -89,3 +89,32 @@ def check_partial_path(partial: Path) -> None:
     """The resume folder beside an output must be a folder or absent."""
     if partial.exists() and not partial.is_dir():
         raise UserError(f"{partial} is in the way: vepcli keeps its resume folder there; move that file away")
+
+
+def check_output_folder(output: str | os.PathLike[str], option: str = "-o") -> Path:
+    """A run folder (pretrain, finetune): it may exist (a folder) or not (it is created, with its parents),
+    but never be a file, a device or another non-folder, nor lie under one or in a folder vepcli cannot
+    write in. Returns it as a Path."""
+    text = os.fspath(output)
+    if text in ("", "-"):
+        raise UserError(f"{option} {text or repr(text)}: give a folder name")
+    out = Path(text)
+    here = out
+    while True:
+        try:
+            mode = os.stat(here).st_mode
+        except (FileNotFoundError, NotADirectoryError):  # not there, or under a file: look further up
+            if here.parent == here:
+                return out
+            here = here.parent
+            continue
+        except OSError as err:
+            raise UserError(f"{option} {text}: cannot use {here} ({err.strerror})") from None
+        if not stat.S_ISDIR(mode):
+            kind = "a file" if stat.S_ISREG(mode) else _kind(mode)
+            where = "" if here == out else f": {here} is in its path and"
+            raise UserError(f"{option} {text}{where} is {kind}, not a folder; give a folder (it is created if "
+                            "missing)")
+        if not os.access(here, os.W_OK | os.X_OK):
+            raise UserError(f"cannot write in {here}; choose another {option}")
+        return out

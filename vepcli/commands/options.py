@@ -5,25 +5,59 @@ A value outside its range is a usage error (exit 2, one line) before any work st
 
 from __future__ import annotations
 
+import math
 import re
 
 import click
 
 from vepcli.defaults import SCORE_NAMES
+from vepcli.modelcheck import MODEL_INT_LIMITS, SSM_INT_LIMITS
 
 MAX_WINDOW = 131_072
 
-THREADS = click.IntRange(min=1)
-BATCH = click.IntRange(min=1)
-WINDOW = click.IntRange(1, MAX_WINDOW)
+
+class FiniteFloat(click.FloatRange):
+    """A FloatRange that also refuses nan and inf (click's own range lets nan through: nan < x is False)."""
+
+    def convert(self, value, param, ctx):
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
+THREADS = click.IntRange(min=1)  # --threads: CPU threads (per process in pretrain/finetune)
+BATCH = click.IntRange(min=1)  # --batch-size, --micro-batch
+WINDOW = click.IntRange(1, MAX_WINDOW)  # --window of score/embed/finetune, --seq-len of pretrain: bases
 POOL = click.IntRange(min=0)
 MAX_INDEL = click.IntRange(min=1)
-POSITIVE = click.IntRange(min=1)
-COUNT = click.IntRange(min=0)
-FRACTION = click.FloatRange(0.0, 1.0, min_open=True, max_open=True)
-NONNEG_FLOAT = click.FloatRange(min=0.0)
+POSITIVE = click.IntRange(min=1)  # --steps, --epochs, --val-every, --checkpoint-every, --log-every, ...
+COUNT = click.IntRange(min=0)  # --keep-checkpoints (0: all), --patience (0: never), --bootstrap, --head-hidden
+FRACTION = FiniteFloat(0.0, 1.0, min_open=True, max_open=True)  # --val-fraction, --mask-prob
+UNIT = FiniteFloat(0.0, 1.0)  # --warmup-frac, --min-lr-ratio, --min-base-fraction: 0..1 inclusive
+DROPOUT = FiniteFloat(0.0, 1.0, max_open=True)
+NONNEG_FLOAT = FiniteFloat(min=0.0)  # --weight-decay, --min-lr
+RATE = FiniteFloat(min=0.0, min_open=True)  # learning rates, --grad-clip: > 0
 SEED = click.IntRange(0, 2**32 - 1)  # what numpy and torch take as a seed
 FOLDS = click.IntRange(min=2)  # cross-validation needs a fold to hold out and one to train on
+# model sizes: the limits modelcheck applies to a config.json, so that what pretrain makes, score loads
+D_MODEL = click.IntRange(1, MODEL_INT_LIMITS["d_model"])
+N_LAYER = click.IntRange(1, MODEL_INT_LIMITS["n_layer"])
+D_STATE = click.IntRange(1, SSM_INT_LIMITS["d_state"])
+TRAIN_DEVICE = click.Choice(["auto", "cpu", "cuda"])
+TRAIN_PRECISION = click.Choice(["auto", "fp32", "bf16", "fp16"])
+
+
+def seed_option(default: int = 0):
+    """--seed, the same in every command that draws random numbers."""
+    return click.option("--seed", type=SEED, default=default, show_default=True,
+                        help="Random seed (0..2^32-1).")
+
+
+def train_threads_option(default: int = 1):
+    """--threads of pretrain and finetune: CPU threads per process."""
+    return click.option("--threads", type=THREADS, default=default, show_default=True,
+                        help="CPU threads per process.")
 
 
 class Device(click.ParamType):

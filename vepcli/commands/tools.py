@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import click
 
+from vepcli.commands import options as opt
+
 
 @click.group()
 def tools() -> None:
@@ -21,13 +23,13 @@ def tools() -> None:
 @click.option("--val-intervals", type=click.Path(dir_okay=False), help="Validation BED, as for `vepcli pretrain`.")
 @click.option("--val-region", "val_regions", multiple=True, metavar="CHR:START-END",
               help="Held-out validation region; repeatable.")
-@click.option("--val-fraction", default=0.05, show_default=True, type=float)
-@click.option("--seq-len", default=1024, show_default=True, type=int)
-@click.option("--val-windows", default=128, show_default=True, type=int)
-@click.option("--mask-prob", default=0.15, show_default=True, type=float)
-@click.option("--min-base-fraction", default=0.5, show_default=True, type=float)
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--max-k", default=7, show_default=True, type=int, help="Largest k (bases on each side).")
+@click.option("--val-fraction", default=0.05, show_default=True, type=opt.FRACTION)
+@click.option("--seq-len", default=1024, show_default=True, type=opt.WINDOW)
+@click.option("--val-windows", default=128, show_default=True, type=opt.POSITIVE)
+@click.option("--mask-prob", default=0.15, show_default=True, type=opt.FRACTION)
+@click.option("--min-base-fraction", default=0.5, show_default=True, type=opt.UNIT)
+@opt.seed_option()
+@click.option("--max-k", default=7, show_default=True, type=opt.POSITIVE, help="Largest k (bases on each side).")
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
 def kmer_baseline(**options) -> None:
     """Masked-base accuracy of k-mer models on the validation targets of `vepcli pretrain`.
@@ -43,12 +45,14 @@ def kmer_baseline(**options) -> None:
 @tools.command("model-card")
 @click.argument("run_dir", type=click.Path(exists=True, file_okay=False))
 @click.argument("baseline_json", type=click.Path(exists=True, dir_okay=False))
-@click.argument("out", type=click.Path(file_okay=False))
+@click.argument("out")
 def model_card(run_dir: str, baseline_json: str, out: str) -> None:
     """Copy the model of RUN_DIR (`vepcli pretrain -o`) to OUT with a MODEL_CARD.md built from the run's
     record and BASELINE_JSON (`vepcli tools kmer-baseline -o`)."""
+    from vepcli.outpath import check_output_folder
     from vepcli.train.card import write_card
 
+    check_output_folder(out, option="OUT")
     click.echo(write_card(run_dir, baseline_json, out))
 
 
@@ -57,26 +61,28 @@ def model_card(run_dir: str, baseline_json: str, out: str) -> None:
               help="Labelled SNV table (tests/data/make_probe_set.py).")
 @click.option("--fasta", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", required=True, help="Base model directory or Hugging Face id.")
-@click.option("-o", "--output", required=True, type=click.Path(file_okay=False))
-@click.option("--window", default=256, show_default=True, type=int)
-@click.option("--pool", default=256, show_default=True, type=int)
-@click.option("--folds", default=3, show_default=True, type=int)
+@click.option("-o", "--output", required=True)
+@click.option("--window", default=256, show_default=True, type=opt.WINDOW)
+@click.option("--pool", default=256, show_default=True, type=opt.POOL)
+@click.option("--folds", default=3, show_default=True, type=opt.FOLDS)
 @click.option("--only-fold", "only_fold", multiple=True, type=int, help="Run this held-out fold only; repeatable.")
-@click.option("--epochs", default=10, show_default=True, type=int)
-@click.option("--batch-size", default=16, show_default=True, type=int)
-@click.option("--lr", default=1e-3, show_default=True, type=float)
-@click.option("--backbone-lr", default=1e-4, show_default=True, type=float)
-@click.option("--head-hidden", default=64, show_default=True, type=int)
-@click.option("--patience", default=3, show_default=True, type=int)
+@click.option("--epochs", default=10, show_default=True, type=opt.POSITIVE)
+@click.option("--batch-size", default=16, show_default=True, type=opt.BATCH)
+@click.option("--lr", default=1e-3, show_default=True, type=opt.RATE)
+@click.option("--backbone-lr", default=1e-4, show_default=True, type=opt.RATE)
+@click.option("--head-hidden", default=64, show_default=True, type=opt.COUNT)
+@click.option("--patience", default=3, show_default=True, type=opt.COUNT)
 @click.option("--features", default="ref-alt-diff", show_default=True, help="Input of the fine-tuned head.")
 @click.option("--probe-features", default="ref-alt", show_default=True)
 @click.option("--no-finetune", is_flag=True, help="Probe and frozen head only.")
-@click.option("--bootstrap", default=2000, show_default=True, type=int,
+@click.option("--bootstrap", default=2000, show_default=True, type=opt.COUNT,
               help="Paired resamples for the pooled AUROC differences.")
-@click.option("--seed", default=0, show_default=True, type=int)
-@click.option("--threads", default=1, show_default=True, type=int)
+@opt.seed_option()
+@click.option("--threads", default=1, show_default=True, type=opt.THREADS)
 def compare_finetune(set_: str, only_fold: tuple[int, ...], **options) -> None:
     """Held-out AUROC of a probe, a frozen head and a fine-tuned model on the same folds (docs/finetuning.md)."""
     from vepcli.finetune.compare import CompareOptions, run
+    from vepcli.outpath import check_output_folder
 
+    check_output_folder(options["output"])
     run(CompareOptions(set=set_, only_fold=list(only_fold) or None, **options))
