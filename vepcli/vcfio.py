@@ -16,7 +16,7 @@ import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from vepcli.errors import UserError
 from vepcli.genome import alias_key
@@ -173,6 +173,56 @@ class TextVCF:
         for lineno, raw in self._lines():
             if lineno > self.n_header:
                 yield lineno, parse_line(raw)
+
+    def info_rows(self, names: Iterable[str]) -> list[dict[str, Any]]:
+        """The INFO values `names` of every record, in file order (None where a record lacks one)."""
+        names = list(names)
+        types: dict[str, tuple[str, str]] = {}
+        rows = []
+        for lineno, raw in self._lines():
+            if lineno <= self.n_header:
+                m = _INFO_HEADER.match(raw.decode("utf-8", errors="replace"))
+                if m:
+                    fields = dict(re.findall(r"(\w+)=([^,>]*)", m[1]))
+                    types.setdefault(fields.get("ID", ""), (fields.get("Number", "."), fields.get("Type", "String")))
+                continue
+            info = raw.rstrip(b"\r\n").split(b"\t", 8)[7]
+            rows.append({n: None for n in names} | parse_info(info, names, types))
+        return rows
+
+
+_INFO_HEADER = re.compile(r"^##INFO=<(.*)>\s*$")
+
+
+def parse_info(info: bytes, names: Iterable[str], types: dict[str, tuple[str, str]]) -> dict[str, Any]:
+    """The INFO fields `names` of one record, typed as the header declares them (as cyvcf2 gives them:
+    Integer -> int, Float -> float, Flag -> True, several values -> a tuple, '.' -> None); a value that
+    does not fit its declared type, or an undeclared field, stays text."""
+    wanted = set(names)
+    out: dict[str, Any] = {}
+    if info in (b"", b"."):
+        return out
+    for item in info.split(b";"):
+        key, eq, value = item.partition(b"=")
+        name = key.decode("utf-8", errors="replace")
+        if name not in wanted or name in out:
+            continue
+        kind = types.get(name, (".", "String"))[1]
+        if not eq or kind == "Flag":
+            out[name] = True
+            continue
+        values = [_typed(v, kind) for v in value.decode("utf-8", errors="replace").split(",")]
+        out[name] = values[0] if len(values) == 1 else tuple(values)
+    return out
+
+
+def _typed(text: str, kind: str) -> Any:
+    if text in ("", "."):
+        return None
+    try:
+        return int(text) if kind == "Integer" else float(text) if kind == "Float" else text
+    except ValueError:
+        return text
 
 
 def _locate_line(path: Path, raw: bytes) -> int:
@@ -406,3 +456,17 @@ def read_vcf(path: Path, regions: str | None = None) -> Iterator[Variant]:
     if wanted is not None and fmt == "vcf.gz":
         raise UserError(f"--regions needs {path} compressed with bgzip (not gzip) and indexed with `tabix -p vcf`")
     return _scan_text(path, wanted)
+
+
+def read_info(path: Path, names: Iterable[str]) -> list[dict[str, Any]]:
+    """INFO values named `names`, one dict per record in file order (None where a record has none): the
+    labels of `vepcli finetune` on a VCF. Text VCFs are read here (checked like read_vcf, never by
+    htslib); BCF through cyvcf2 behind the same checks as read_vcf."""
+    names = list(names)
+    fmt = vcf_format(path)
+    if fmt == "bcf":
+        vcf = _open_bcf(path)
+        return [{n: rec.INFO.get(n) for n in names} for rec in _guarded(path, vcf, "record")]
+    if fmt == "vcf.bgz":
+        check_bgzf_eof(path)
+    return TextVCF(path).info_rows(names)

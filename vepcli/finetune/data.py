@@ -21,6 +21,7 @@ from vepcli.genome import Genome, alias_key
 from vepcli.nn.tokenizer import encode
 from vepcli.probe import _as_text, _buffered, label_classes
 from vepcli.variants import OK, check_against_reference, read_variants
+from vepcli.vcfio import read_info
 from vepcli.windows import DEFAULT_MAX_N_FRACTION, build_windows, n_fraction
 
 SPLIT_NAMES = {"train": "train", "training": "train", "valid": "val", "validation": "val", "val": "val",
@@ -85,16 +86,6 @@ class Split:
 # ---------------------------------------------------------------- variants
 
 
-def _vcf_info(path: str, names: Sequence[str]) -> list[dict[str, Any]]:
-    """INFO values named `names`, one dict per VCF record in file order (labels live in INFO for a VCF)."""
-    from cyvcf2 import VCF
-
-    out = []
-    for rec in VCF(path):
-        out.append({n: rec.INFO.get(n) for n in names})
-    return out
-
-
 def read_labelled_variants(path: str, genome: Genome, window: int, columns: Sequence[str],
                            max_n_fraction: float = DEFAULT_MAX_N_FRACTION) -> Examples:
     """Ref and alt windows (variant at W // 2) of every ok ALT of a VCF or table, with the named columns.
@@ -106,7 +97,7 @@ def read_labelled_variants(path: str, genome: Genome, window: int, columns: Sequ
     if not variants:
         raise UserError(f"{path} holds no variants")
     is_vcf = Path(path).name.lower().endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf"))
-    info = _vcf_info(path, columns) if is_vcf else None
+    info = read_info(Path(path), columns) if is_vcf else None  # labels live in INFO for a VCF
     for v in variants:
         check_against_reference(v, genome)
     batch = build_windows(variants, genome, window, share=False, max_n_fraction=max_n_fraction)
