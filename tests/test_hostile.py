@@ -683,3 +683,31 @@ def test_info_labels_as_cyvcf2_gives_them(tmp_path):
     expected = [{n: rec.INFO.get(n) for n in names} for rec in cyvcf2.VCF(str(vcf))]
     assert read_info(vcf, names) == expected == read_info(bcf, names) == read_info(gz, names)
     assert expected[0]["AF"] == (0.5, 0.25) and expected[0]["DB"] is True and expected[5]["AF"] is None
+
+
+# ---------------------------------------------------------------- 14. merge: one reference
+
+
+def test_merge_refuses_parts_scored_against_different_fastas(tmp_path):
+    """##vepcli_fasta_sha256 (the FASTA's contig names and lengths) must agree across parts."""
+    other_fasta = tmp_path / "other.fa"
+    other_fasta.write_text(FASTA.read_text() + ">extra\nACGTACGT\n")
+    src = write_tsv(tmp_path / "in.tsv", records(4))
+    assert run("score", str(src), "-o", str(tmp_path / "a1.tsv"), "--shard", "1/2")[0] == 0
+    code, err = run("score", str(src), "-f", str(other_fasta), "-m", str(MODELS["ps"]), "--window", "64", "-q",
+                    "--threads", "1", "-o", str(tmp_path / "b2.tsv"), "--shard", "2/2", score=False)
+    assert code == 0, err
+    lines = {p: [ln for ln in (tmp_path / p).read_text().splitlines() if ln.startswith("##vepcli_fasta_sha256=")]
+             for p in ("a1.tsv", "b2.tsv")}
+    assert len(lines["a1.tsv"]) == len(lines["b2.tsv"]) == 1 and lines["a1.tsv"] != lines["b2.tsv"]
+    code, err = run("merge", str(tmp_path / "a1.tsv"), str(tmp_path / "b2.tsv"), "-o", str(tmp_path / "m.tsv"),
+                    score=False)
+    one_line_error(code, err, match="different reference FASTAs")
+    assert "a1.tsv" in err and "b2.tsv" in err and not (tmp_path / "m.tsv").exists()
+    # a part from before the line existed is refused too (it cannot show it used the same reference)
+    old = tmp_path / "old2.tsv"
+    assert run("score", str(src), "-o", str(old), "--shard", "2/2")[0] == 0
+    old.write_text("".join(ln for ln in old.read_text().splitlines(keepends=True)
+                           if not ln.startswith("##vepcli_fasta_sha256=")))
+    code, err = run("merge", str(tmp_path / "a1.tsv"), str(old), "-o", str(tmp_path / "m.tsv"), score=False)
+    one_line_error(code, err, match="none (made by an older vepcli)")

@@ -111,6 +111,15 @@ class Genome:
         """Contig names in FASTA order."""
         return tuple(self._lengths)
 
+    def contigs_sha256(self) -> str:
+        """sha256 of the FASTA's contig names and lengths in order (the first two columns of its .fai): the
+        reference's identity in output headers (##vepcli_fasta_sha256). Not of the bases: a digest of a
+        3 GB sequence would cost a minute per run; names and lengths tell assemblies and builds apart."""
+        import hashlib
+
+        text = "".join(f"{name}\t{length}\n" for name, length in self._lengths.items())
+        return hashlib.sha256(text.encode()).hexdigest()
+
     def resolve(self, name: str) -> str | None:
         """The FASTA's name for contig `name` (exact match first, then by alias_key), or None."""
         if name in self._resolved:

@@ -46,6 +46,7 @@ INDEX_KEY = f"{INFO_PREFIX}INDEX="
 INDEX_COLUMN = "index"
 _VARYING = ("##vepcli_command=", "##vepcli_shard=", "##contig=")
 _INPUT = "##vepcli_input_sha256="
+_FASTA = "##vepcli_fasta_sha256="
 _CONTIG_ID = re.compile(r"^##contig=<ID=([^,>]+)")
 _SHARD = re.compile(r"^(\d+)/(\d+)$")
 
@@ -140,14 +141,9 @@ def _check_parts(parts: list[Part]) -> str:
         if p.settings_hash != first.settings_hash:
             raise UserError(f"{p.name} (settings {p.settings_hash}) and {first.name} (settings {first.settings_hash}) "
                             "were scored with a different model, window or settings; rescore them alike")
-    inputs = {p.name: next((h for h in p.header if h.startswith(_INPUT)), None) for p in parts}
-    for p in parts[1:]:
-        if inputs[p.name] != inputs[first.name]:
-            def digest(name):
-                return (inputs[name] or "=none (made by an older vepcli)").split("=", 1)[1]
-
-            raise UserError(f"{p.name} (input sha256 {digest(p.name)}) and {first.name} (input sha256 "
-                            f"{digest(first.name)}) were scored from different input files; merge parts of one input")
+    _same_line(parts, _INPUT, "input sha256", "were scored from different input files; merge parts of one input")
+    _same_line(parts, _FASTA, "FASTA contigs sha256", "were scored against different reference FASTAs; rescore "
+               "them against one")
     for p in parts[1:]:
         mine = [h for h in p.header if not h.startswith(_VARYING)]
         theirs = [h for h in first.header if not h.startswith(_VARYING)]
@@ -184,6 +180,20 @@ def _check_parts(parts: list[Part]) -> str:
         raise UserError(f"shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
                         f"{'are' if len(missing) > 1 else 'is'} missing; give all {n} shards of the set")
     return "shards"
+
+
+def _same_line(parts: list[Part], prefix: str, what: str, why: str) -> None:
+    """Every part must carry the same `prefix` header line (or all none): else one line naming two parts."""
+    values = {p.name: next((h for h in p.header if h.startswith(prefix)), None) for p in parts}
+    first = parts[0]
+
+    def digest(name: str) -> str:
+        return (values[name] or "=none (made by an older vepcli)").split("=", 1)[1]
+
+    for p in parts[1:]:
+        if values[p.name] != values[first.name]:
+            raise UserError(f"{p.name} ({what} {digest(p.name)}) and {first.name} ({what} {digest(first.name)}) "
+                            f"{why}")
 
 
 def _merged_contigs(parts: list[Part]) -> list[str]:

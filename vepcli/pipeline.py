@@ -312,7 +312,8 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
                   f"##vepcli_strand_average={str(settings.strand_average).lower()}",
                   f"##vepcli_scores={','.join(output_scores(settings))}",
                   f"##vepcli_settings_hash={_settings_hash(meta)}",
-                  f"##vepcli_input_sha256={meta['variants']['sha256'][:16]}"]
+                  f"##vepcli_input_sha256={meta['variants']['sha256'][:16]}",
+                  f"##vepcli_fasta_sha256={genome.contigs_sha256()[:16]}"]
     if settings.shard:
         meta_lines.append(f"##vepcli_shard={settings.shard[0]}/{settings.shard[1]}")
     contigs = [(c, genome.length(c)) for c in genome.contigs]
