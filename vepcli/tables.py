@@ -21,7 +21,7 @@ from typing import Any
 from vepcli.errors import UserError
 from vepcli.integrity import READ_ERRORS, UTF8_BOM, check_compressed, first_bytes, reading, truncated_message
 from vepcli.variants import RegionSet, Variant, make_variants, parse_regions
-from vepcli.vcfio import MAX_POS
+from vepcli.vcftext import MAX_POS
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "chrom": ("chrom", "#chrom", "chromosome"),
