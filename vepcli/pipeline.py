@@ -72,7 +72,7 @@ class ScoreSettings:
     probe: str | None = None  # a probe.skops whose probability becomes the `probe` score
     finetune: bool = False  # set when --model is a fine-tuned directory: its head gives the `finetune` score
     # not part of the numbers' identity:
-    batch_size: int = 8
+    batch_size: int | None = None  # None: the engine's default for the device
     device: str = "auto"
     extra_meta: dict[str, Any] = field(default_factory=dict)
 
@@ -98,7 +98,7 @@ def check_settings(s: ScoreSettings) -> None:
     limits = [("window", s.window, 1, MAX_WINDOW), ("pool", s.pool, 0, None), ("batch_size", s.batch_size, 1, None),
               ("max_indel_len", s.max_indel_len, 1, None)]
     for name, value, low, high in limits:
-        if value is None and name in ("window", "max_indel_len"):
+        if value is None and name in ("window", "max_indel_len", "batch_size"):
             continue
         if isinstance(value, bool) or not isinstance(value, int) or value < low or (high and value > high):
             span = f"{low}..{high}" if high else f">= {low}"

@@ -23,7 +23,8 @@ from vepcli.defaults import POOL_DEFAULT
 @click.option("--shard", default=None, help="I/N: only shard I of N (1-based).")
 @click.option("--device", type=opt.DEVICE, default="auto", show_default=True)
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--batch-size", type=opt.BATCH, default=8, show_default=True)
+@click.option("--batch-size", type=opt.BATCH, default=None,
+              help="Windows per forward pass [default: 8 on a GPU, 1 on a CPU].")
 @click.option("--threads", type=opt.THREADS, default=None)
 @click.option("--resume", is_flag=True, help="Continue a stopped run.")
 @click.option("-q", "--quiet", is_flag=True)

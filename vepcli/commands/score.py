@@ -42,7 +42,8 @@ def parse_shard(text: str | None) -> tuple[int, int] | None:
 @click.option("--shard", default=None, help="I/N: score only shard I of N (1-based).")
 @click.option("--device", type=opt.DEVICE, default="auto", show_default=True, help="auto, cpu or cuda[:k].")
 @click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True)
-@click.option("--batch-size", type=opt.BATCH, default=8, show_default=True, help="Windows per forward pass.")
+@click.option("--batch-size", type=opt.BATCH, default=None,
+              help="Windows per forward pass [default: 8 on a GPU, 1 on a CPU].")
 @click.option("--threads", type=opt.THREADS, default=None, help="CPU threads for PyTorch.")
 @click.option("--resume", is_flag=True, help="Continue a stopped run with the same inputs and settings.")
 @click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr.")
