@@ -39,8 +39,11 @@ class BuildPyWithModels(build_py):
     def get_outputs(self, include_bytecode: bool = True) -> list[str]:
         outputs = super().get_outputs(include_bytecode)
         if not self.editable_mode and MODELS.is_dir():
-            outputs += [str(Path(self.build_lib) / "vepcli" / "models" / p.relative_to(MODELS))
-                        for p in sorted(MODELS.rglob("*")) if p.is_file()]
+            outputs += [
+                str(Path(self.build_lib) / "vepcli" / "models" / p.relative_to(MODELS))
+                for p in sorted(MODELS.rglob("*"))
+                if p.is_file()
+            ]
         return outputs
 
 

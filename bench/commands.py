@@ -32,8 +32,14 @@ DEMO = ROOT / "examples" / "demo.vcf"
 def timed(cmd: list[str], env: dict[str, str]) -> float:
     """Seconds of one run; `python -m vepcli` imports from the working directory: PYTHONPATH's tree, or ours."""
     t = time.perf_counter()
-    subprocess.run(cmd, check=True, env={**os.environ, **env}, cwd=env.get("PYTHONPATH", ROOT),
-                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    subprocess.run(
+        cmd,
+        check=True,
+        env={**os.environ, **env},
+        cwd=env.get("PYTHONPATH", ROOT),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     return time.perf_counter() - t
 
 
@@ -45,27 +51,56 @@ def main() -> None:
     ap.add_argument("--baseline", type=Path, help="a checkout of an earlier version (git worktree add DIR v0.1)")
     args = ap.parse_args()
     # (label, environment, extra options, slow)
-    settings = [("this version", {}, [], False),
-                ("this version, pure-PyTorch scan", {"VEPCLI_SCAN": "torch"}, [], True)]
+    settings = [
+        ("this version", {}, [], False),
+        ("this version, pure-PyTorch scan", {"VEPCLI_SCAN": "torch"}, [], True),
+    ]
     if args.baseline:
         settings.append((f"baseline {args.baseline.name}", {"PYTHONPATH": str(args.baseline.resolve())}, [], True))
     settings.append(("this version, --threads 2", {}, ["--threads", "2"], False))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
         probe_set = out / "snvs.tsv"
-        subprocess.run([sys.executable, str(ROOT / "tests/data/make_probe_set.py"), "--n", str(args.embed_n),
-                        "-o", str(probe_set)], check=True, stdout=subprocess.DEVNULL)
+        subprocess.run(
+            [
+                sys.executable,
+                str(ROOT / "tests/data/make_probe_set.py"),
+                "--n",
+                str(args.embed_n),
+                "-o",
+                str(probe_set),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+        )
         short = out / "snvs_short.tsv"
         short.write_text("\n".join(probe_set.read_text().splitlines()[: args.embed_n_slow + 1]) + "\n")
         runs = {}
         for i, (label, env, extra, slow) in enumerate(settings):
             threads = extra or ["--threads", "1"]
             runs[("demo: score 48 alleles", label)] = (
-                [*VEPCLI, "score", str(DEMO), "-f", str(FASTA), "-q", "-o", str(out / f"d{i}.tsv"), *threads], env, 48)
+                [*VEPCLI, "score", str(DEMO), "-f", str(FASTA), "-q", "-o", str(out / f"d{i}.tsv"), *threads],
+                env,
+                48,
+            )
             n = args.embed_n_slow if slow else args.embed_n
             runs[(f"embed SNVs at 1 kb ({n})", label)] = (
-                [*VEPCLI, "embed", str(short if slow else probe_set), "-f", str(FASTA), "--window", "1024", "-q",
-                 "-o", str(out / f"e{i}.parquet"), *threads], env, n)
+                [
+                    *VEPCLI,
+                    "embed",
+                    str(short if slow else probe_set),
+                    "-f",
+                    str(FASTA),
+                    "--window",
+                    "1024",
+                    "-q",
+                    "-o",
+                    str(out / f"e{i}.parquet"),
+                    *threads,
+                ],
+                env,
+                n,
+            )
         best = {key: float("inf") for key in runs}
         for _ in range(args.repeats):
             for key, (cmd, env, _) in runs.items():

@@ -52,8 +52,16 @@ def peer_model() -> nn.Module | None:
         from transformers import MambaConfig, MambaModel
     except ImportError:
         return None
-    cfg = MambaConfig(vocab_size=16, hidden_size=D_MODEL, num_hidden_layers=N_LAYER, state_size=D_STATE,
-                      expand=2, conv_kernel=4, time_step_rank=DT_RANK, use_mambapy=False)
+    cfg = MambaConfig(
+        vocab_size=16,
+        hidden_size=D_MODEL,
+        num_hidden_layers=N_LAYER,
+        state_size=D_STATE,
+        expand=2,
+        conv_kernel=4,
+        time_step_rank=DT_RANK,
+        use_mambapy=False,
+    )
     model = MambaModel(cfg).eval()
     return lambda ids: model(input_ids=ids, use_cache=False).last_hidden_state
 
@@ -80,12 +88,14 @@ def matmul_floor(rows_in: int, rows_scan: int, L: int):
 
 def with_scan(scan: str, fn):
     """fn with the scan backend forced to `scan` while it runs."""
+
     def run(ids):
         os.environ["VEPCLI_SCAN"] = scan
         try:
             return fn(ids)
         finally:
             del os.environ["VEPCLI_SCAN"]
+
     return run
 
 
@@ -117,14 +127,19 @@ def main() -> None:
         ids = torch.randint(7, 11, (1, L))
         candidates = {}
         for scan in args.scans.split(","):
-            for name, fn in (("Caduceus-PS", ps.caduceus), ("Caduceus-Ph", ph.caduceus),
-                             ("Mamba stack (peer's shape)", stack)):
+            for name, fn in (
+                ("Caduceus-PS", ps.caduceus),
+                ("Caduceus-Ph", ph.caduceus),
+                ("Mamba stack (peer's shape)", stack),
+            ):
                 candidates[f"vepcli {name} [{scan}]"] = with_scan(scan, fn)
-        candidates.update({
-            "matmul floor PS": matmul_floor(2, 4, L),
-            "matmul floor Ph": matmul_floor(1, 2, L),
-            "matmul floor Mamba stack": matmul_floor(1, 1, L),
-        })
+        candidates.update(
+            {
+                "matmul floor PS": matmul_floor(2, 4, L),
+                "matmul floor Ph": matmul_floor(1, 2, L),
+                "matmul floor Mamba stack": matmul_floor(1, 1, L),
+            }
+        )
         if peer is not None:
             candidates["peer: transformers MambaModel (torch path)"] = peer
         repeats = 3 if L <= 8192 else 2
@@ -138,8 +153,11 @@ def main() -> None:
             results.append({"L": L, "model": name, "seconds": round(t, 4), "tokens_per_s": round(L / t, 1)})
             print(f"L={L:>6}  {name:<45} {t:8.3f} s  {L / t:10.0f} tok/s", flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"threads": args.threads, "torch": torch.__version__, "scans": args.scans,
-                                          "results": results}, indent=1))
+    Path(args.out).write_text(
+        json.dumps(
+            {"threads": args.threads, "torch": torch.__version__, "scans": args.scans, "results": results}, indent=1
+        )
+    )
 
 
 if __name__ == "__main__":

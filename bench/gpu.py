@@ -37,8 +37,12 @@ COMPLEMENT = str.maketrans("ACGT", "TGCA")
 
 
 def versions() -> dict[str, str]:
-    out = {"torch": torch.__version__, "cuda": str(torch.version.cuda), "gpu": torch.cuda.get_device_name(),
-           "capability": ".".join(map(str, torch.cuda.get_device_capability()))}
+    out = {
+        "torch": torch.__version__,
+        "cuda": str(torch.version.cuda),
+        "gpu": torch.cuda.get_device_name(),
+        "capability": ".".join(map(str, torch.cuda.get_device_capability())),
+    }
     for name in ("triton", "mamba_ssm"):
         try:
             out[name] = __import__(name).__version__
@@ -84,8 +88,11 @@ def ours(windows, span) -> tuple[list[Request], int]:
 def published(windows, span, n_variants: int) -> tuple[list[Request], int]:
     """Four single-strand passes per variant: ref, its reverse complement, alt, its reverse complement."""
     pairs = [(ref, alt) for ref, alts in windows for alt in alts][:n_variants]
-    requests = [Request(s, pool=span) for ref, alt in pairs
-                for s in (ref, reverse_complement(ref), alt, reverse_complement(alt))]
+    requests = [
+        Request(s, pool=span)
+        for ref, alt in pairs
+        for s in (ref, reverse_complement(ref), alt, reverse_complement(alt))
+    ]
     return requests, len(pairs)
 
 
@@ -128,8 +135,11 @@ def main() -> None:
             runs.append((model, "ours", precision, args.batch_size, True, mine, n_mine))
         runs.append((model, "published", "fp16", 1, False, theirs, n_theirs))
     rows = []
-    print(f"\n{'model':<5} {'protocol':<10} {'prec':<5} {'scan':<10} {'windows':>7} {'seconds':>8} "
-          f"{'s/window':>8} {'variants/s':>10} {'peak GiB':>8}", flush=True)
+    print(
+        f"\n{'model':<5} {'protocol':<10} {'prec':<5} {'scan':<10} {'windows':>7} {'seconds':>8} "
+        f"{'s/window':>8} {'variants/s':>10} {'peak GiB':>8}",
+        flush=True,
+    )
     for model_name in ("PS", "Ph"):
         model = CaduceusForMaskedLM(CaduceusConfig(d_model=D_MODEL, n_layer=N_LAYER, rcps=model_name == "PS"))
         model = model.to("cuda").eval()
@@ -142,15 +152,26 @@ def main() -> None:
                 torch.cuda.empty_cache()
                 torch.cuda.reset_peak_memory_stats()
                 seconds = best_time(engine, requests, args.repeats)
-                row = {"model": name, "protocol": protocol, "precision": precision, "scan": backend,
-                       "batch": batch, "windows": len(requests), "variants": variants, "seconds": round(seconds, 4),
-                       "seconds_per_window": round(seconds / len(requests), 4),
-                       "variants_per_s": round(variants / seconds, 3) if variants else None,
-                       "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2)}
+                row = {
+                    "model": name,
+                    "protocol": protocol,
+                    "precision": precision,
+                    "scan": backend,
+                    "batch": batch,
+                    "windows": len(requests),
+                    "variants": variants,
+                    "seconds": round(seconds, 4),
+                    "seconds_per_window": round(seconds / len(requests), 4),
+                    "variants_per_s": round(variants / seconds, 3) if variants else None,
+                    "peak_gib": round(torch.cuda.max_memory_allocated() / 2**30, 2),
+                }
                 rows.append(row)
                 vps = f"{row['variants_per_s']:>10.3f}" if variants else f"{'':>10}"
-                print(f"{name:<5} {protocol:<10} {precision:<5} {backend:<10} {len(requests):>7} {seconds:>8.3f} "
-                      f"{row['seconds_per_window']:>8.4f} {vps} {row['peak_gib']:>8.2f}", flush=True)
+                print(
+                    f"{name:<5} {protocol:<10} {precision:<5} {backend:<10} {len(requests):>7} {seconds:>8.3f} "
+                    f"{row['seconds_per_window']:>8.4f} {vps} {row['peak_gib']:>8.2f}",
+                    flush=True,
+                )
         del model
     os.environ.pop("VEPCLI_SCAN", None)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

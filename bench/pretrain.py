@@ -27,10 +27,28 @@ from vepcli.train.optim import build_optimizer
 FASTA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "GRCh37_chr22_subset.fa.gz"
 
 
-def bench(fasta: Path, d_model: int, n_layer: int, seq_len: int, batch: int, steps: int, arch: str,
-          d_state: int = 16, scans: tuple[str, ...] = ("cpu",)) -> dict[str, dict]:
-    cfg = PretrainConfig(fasta=str(fasta), output="-", arch=arch, d_model=d_model, n_layer=n_layer, d_state=d_state,
-                         seq_len=seq_len, batch_size=batch, val_regions=("22:47000001-51304566",))
+def bench(
+    fasta: Path,
+    d_model: int,
+    n_layer: int,
+    seq_len: int,
+    batch: int,
+    steps: int,
+    arch: str,
+    d_state: int = 16,
+    scans: tuple[str, ...] = ("cpu",),
+) -> dict[str, dict]:
+    cfg = PretrainConfig(
+        fasta=str(fasta),
+        output="-",
+        arch=arch,
+        d_model=d_model,
+        n_layer=n_layer,
+        d_state=d_state,
+        seq_len=seq_len,
+        batch_size=batch,
+        val_regions=("22:47000001-51304566",),
+    )
     genome = Genome(fasta)
     train, _ = split_intervals(genome, None, None, cfg.val_regions)
     sampler = WindowSampler(genome, train, seq_len)
@@ -69,16 +87,20 @@ def main() -> None:
     args = ap.parse_args()
     scans = tuple(args.scans.split(","))
     torch.set_num_threads(args.threads)
-    print(f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), {args.arch}, "
-          f"batch {args.batch}, fp32, mean of {args.steps} steps after one warm-up step\n")
+    print(
+        f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s), {args.arch}, "
+        f"batch {args.batch}, fp32, mean of {args.steps} steps after one warm-up step\n"
+    )
     print("| d_model | n_layer | d_state | seq len | parameters | scan | s / step | tokens / s |")
     print("|---:|---:|---:|---:|---:|---|---:|---:|")
     for spec in args.configs.split(","):
         d, n, L, *rest = (int(v) for v in spec.split("x"))
         N = rest[0] if rest else 16
         for scan, r in bench(args.fasta, d, n, L, args.batch, args.steps, args.arch, N, scans).items():
-            print(f"| {d} | {n} | {N} | {L} | {r['params']:,} | {scan} | {r['s_per_step']:.2f} | {r['tok_s']:,.0f} |",
-                  flush=True)
+            print(
+                f"| {d} | {n} | {N} | {L} | {r['params']:,} | {scan} | {r['s_per_step']:.2f} | {r['tok_s']:,.0f} |",
+                flush=True,
+            )
 
 
 if __name__ == "__main__":

@@ -61,15 +61,19 @@ def main() -> None:
             else:
                 with torch.no_grad():
                     selective_scan(u, delta, A, B, C, Dp, z, bias)
+
         return run
 
     def exp_in_cache():
         for _ in range(L // 32):
             torch.exp(tile, out=tile_out)
 
-    candidates = {"exp over the (L, D, N) tensor": lambda: torch.exp(whole), "exp in cache": exp_in_cache,
-                  "cpu kernel: forward": scan_with("cpu", False),
-                  "cpu kernel: forward + backward": scan_with("cpu", True)}
+    candidates = {
+        "exp over the (L, D, N) tensor": lambda: torch.exp(whole),
+        "exp in cache": exp_in_cache,
+        "cpu kernel: forward": scan_with("cpu", False),
+        "cpu kernel: forward + backward": scan_with("cpu", True),
+    }
     if not args.skip_torch:
         candidates["torch scan: forward"] = scan_with("torch", False)
         candidates["torch scan: forward + backward"] = scan_with("torch", True)
@@ -77,13 +81,17 @@ def main() -> None:
     for _ in range(args.repeats):
         for name, fn in candidates.items():
             times[name] = min(times[name], best(fn, 1))
-    print(f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); L {L}, d_inner {D}, "
-          f"d_state {N}; best of {args.repeats}\n")
+    print(
+        f"{platform.machine()}, torch {torch.__version__}, {args.threads} thread(s); L {L}, d_inner {D}, "
+        f"d_state {N}; best of {args.repeats}\n"
+    )
     print("| | ms | µs / step | / exp over (L, D, N) | / exp in cache |")
     print("|---|---:|---:|---:|---:|")
     for name, t in times.items():
-        print(f"| {name} | {t * 1e3:.1f} | {t / L * 1e6:.2f} | {t / times['exp over the (L, D, N) tensor']:.2f}x "
-              f"| {t / times['exp in cache']:.2f}x |")
+        print(
+            f"| {name} | {t * 1e3:.1f} | {t / L * 1e6:.2f} | {t / times['exp over the (L, D, N) tensor']:.2f}x "
+            f"| {t / times['exp in cache']:.2f}x |"
+        )
 
 
 if __name__ == "__main__":

@@ -41,8 +41,11 @@ def write_vcf(path: Path, n: int, margin: int) -> None:
         p = rng.randrange(margin + 1, length - margin)
         if "N" not in genome.fetch(contig, p - 1 - margin, p + margin):
             sites.add(p)
-    lines = ["##fileformat=VCFv4.2", f"##contig=<ID={contig},length={length}>",
-             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    lines = [
+        "##fileformat=VCFv4.2",
+        f"##contig=<ID={contig},length={length}>",
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
+    ]
     count = 0
     for p in sorted(sites):
         ref = genome.fetch(contig, p - 1, p)
@@ -78,18 +81,25 @@ def main() -> None:
             sub = tmp / f"snvs_{n}.vcf"
             sub.write_text("\n".join(header + body[:n]) + "\n")
             for share in (True, False):
-                settings = ScoreSettings(model=str(tmp / "model"), window=window, share_ref=share,
-                                         batch_size=args.batch_size, device="cpu")
+                settings = ScoreSettings(
+                    model=str(tmp / "model"), window=window, share_ref=share, batch_size=args.batch_size, device="cpu"
+                )
                 t = time.perf_counter()
                 score_file(str(sub), str(FASTA), str(tmp / f"out_{window}_{share}.tsv"), settings, quiet=True)
                 seconds = time.perf_counter() - t
-                row = {"window": window, "variants": n, "share_ref": share, "seconds": round(seconds, 2),
-                       "variants_per_s": round(n / seconds, 3)}
+                row = {
+                    "window": window,
+                    "variants": n,
+                    "share_ref": share,
+                    "seconds": round(seconds, 2),
+                    "variants_per_s": round(n / seconds, 3),
+                }
                 results.append(row)
                 print(json.dumps(row), flush=True)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    Path(args.out).write_text(json.dumps({"threads": args.threads, "batch_size": args.batch_size,
-                                          "results": results}, indent=1))
+    Path(args.out).write_text(
+        json.dumps({"threads": args.threads, "batch_size": args.batch_size, "results": results}, indent=1)
+    )
 
 
 if __name__ == "__main__":

@@ -11,10 +11,22 @@ import pytest
 DATA_DIR = Path(__file__).resolve().parent / "data"
 CHR22_SLICE_OFFSET = 17_470_299  # slice position i is GRCh37 22:(CHR22_SLICE_OFFSET + i); see data/README.md
 FIXTURES_DIR = Path(__file__).resolve().parent / "fixtures" / "caduceus-hf"  # vendored; see its README.md
-REQUIRED = [DATA_DIR / name for name in ("chr22_slice.fa", "chr22_slice.fa.fai", "chr22_slice.fa.gz",
-                                         "chr22_slice.fa.gz.fai", "chr22_slice.fa.gz.gzi", "chr22_slice.vcf")]
-REQUIRED += [FIXTURES_DIR / f"caduceus-{arch}-tiny" / name for arch in ("ps", "ph")
-             for name in ("config.json", "model.safetensors", "expected.safetensors")]
+REQUIRED = [
+    DATA_DIR / name
+    for name in (
+        "chr22_slice.fa",
+        "chr22_slice.fa.fai",
+        "chr22_slice.fa.gz",
+        "chr22_slice.fa.gz.fai",
+        "chr22_slice.fa.gz.gzi",
+        "chr22_slice.vcf",
+    )
+]
+REQUIRED += [
+    FIXTURES_DIR / f"caduceus-{arch}-tiny" / name
+    for arch in ("ps", "ph")
+    for name in ("config.json", "model.safetensors", "expected.safetensors")
+]
 
 
 def pytest_sessionstart(session) -> None:

@@ -57,16 +57,34 @@ def snvs(tmp_path_factory) -> Path:
     """48 labelled SNVs on the real slice with a noise covariate (tissue) and a 3-class label."""
     d = tmp_path_factory.mktemp("ft")
     frame = _probe_set(48)
-    frame["kind"] = np.where(frame["label"] == 1, "repeat", np.where(frame["distance_to_boundary"] > 500,
-                                                                      "deep", "near"))
+    frame["kind"] = np.where(
+        frame["label"] == 1, "repeat", np.where(frame["distance_to_boundary"] > 500, "deep", "near")
+    )
     frame.to_csv(d / "snvs.tsv", sep="\t", index=False)
     return d / "snvs.tsv"
 
 
 def small(snvs: Path, out: Path, **kw) -> FinetuneConfig:
-    settings = dict(train=str(snvs), fasta=str(FASTA), model=str(MODELS["ps"]), output=str(out), label="label",
-                    window=32, pool=32, epochs=2, batch_size=8, lr=3e-3, backbone_lr=1e-3, head_hidden=16,
-                    val_every=2, checkpoint_every=2, keep_checkpoints=0, log_every=1, patience=0, quiet=True)
+    settings = dict(
+        train=str(snvs),
+        fasta=str(FASTA),
+        model=str(MODELS["ps"]),
+        output=str(out),
+        label="label",
+        window=32,
+        pool=32,
+        epochs=2,
+        batch_size=8,
+        lr=3e-3,
+        backbone_lr=1e-3,
+        head_hidden=16,
+        val_every=2,
+        checkpoint_every=2,
+        keep_checkpoints=0,
+        log_every=1,
+        patience=0,
+        quiet=True,
+    )
     settings.update(kw)
     return FinetuneConfig(**settings)
 
@@ -128,8 +146,13 @@ def test_head_output_is_strand_invariant(arch: str):
     res = engine.run([Request(s, pool=span) for s in refs + alts])
     ref_vec = np.stack([r.pooled.numpy() for r in res[:6]])
     alt_vec = np.stack([r.pooled.numpy() for r in res[6:]])
-    meta = {"mode": "variants", "base_model": {"d_model": 24}, "features": {"layout": "ref-alt-diff"},
-            "covariates": {}, "head": {"n_classes": 2}}
+    meta = {
+        "mode": "variants",
+        "base_model": {"d_model": 24},
+        "features": {"layout": "ref-alt-diff"},
+        "covariates": {},
+        "head": {"n_classes": 2},
+    }
     q = head_probabilities(head, meta, ref_vec, alt_vec)[:, 1]
     assert np.allclose(q, p.numpy(), atol=1e-5)
 
@@ -170,8 +193,12 @@ def test_resumed_run_matches_uninterrupted_step_for_step(snvs, full_run, tmp_pat
 
 def test_model_directory_records_and_loads(full_run, snvs):
     model_dir = full_run / "model"
-    assert {p.name for p in model_dir.iterdir()} == {"config.json", "model.safetensors", "head.safetensors",
-                                                     "finetune.json"}
+    assert {p.name for p in model_dir.iterdir()} == {
+        "config.json",
+        "model.safetensors",
+        "head.safetensors",
+        "finetune.json",
+    }
     assert not (full_run / "best").exists()
     plain = load_model(model_dir)  # the published layout: any vepcli command loads the backbone alone
     assert plain.config.max_length == 32  # so `vepcli score --model` defaults to the fine-tuning window
@@ -214,9 +241,10 @@ def test_score_path_gives_the_trained_heads_probability(full_run, snvs):
     model, head, meta = load_finetuned(model_dir)
     span = pool_span(32, 16, 1536)
     res = Engine(load_model(model_dir), device="cpu", batch_size=8).run(
-        [Request(s, pool=span) for s in windows.ref_seqs + windows.alt_seqs])
+        [Request(s, pool=span) for s in windows.ref_seqs + windows.alt_seqs]
+    )
     ref = np.stack([res[i].pooled.numpy() for i in windows.ref_index])
-    alt = np.stack([r.pooled.numpy() for r in res[len(windows.ref_seqs):]])
+    alt = np.stack([r.pooled.numpy() for r in res[len(windows.ref_seqs) :]])
     p_score = scorer(ref, alt, [v.extra for v in windows.variants])
     cov = torch.from_numpy(one_hot(pd.DataFrame([v.extra for v in windows.variants]), meta["covariates"], 12))
     net = FinetuneNet(model, head, "variants", "ref-alt-diff", span).eval()
@@ -257,10 +285,34 @@ def test_sequence_classification_learns_repeats_on_held_out_block(tmp_path):
     gives a held-out AUROC of 0.69 (0.66 and 0.66 with interval seeds 1 and 2; 100 validation intervals)."""
     bed = tmp_path / "repeats.bed"
     _repeat_intervals(200, 64).to_csv(bed, sep="\t", header=False, index=False)
-    result = CliRunner().invoke(cli, ["finetune", str(bed), "-f", str(FASTA), "-m", str(MODELS["ps"]), "-o",
-                                      str(tmp_path / "seq"), "--epochs", "2", "--batch-size", "8", "--lr", "1e-2",
-                                      "--backbone-lr", "1e-3", "--val-fraction", "0.5", "--positive", "repeat",
-                                      "--patience", "0", "-q"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "finetune",
+            str(bed),
+            "-f",
+            str(FASTA),
+            "-m",
+            str(MODELS["ps"]),
+            "-o",
+            str(tmp_path / "seq"),
+            "--epochs",
+            "2",
+            "--batch-size",
+            "8",
+            "--lr",
+            "1e-2",
+            "--backbone-lr",
+            "1e-3",
+            "--val-fraction",
+            "0.5",
+            "--positive",
+            "repeat",
+            "--patience",
+            "0",
+            "-q",
+        ],
+    )
     assert result.exit_code == 0, result.output + repr(result.exception)
     _, _, meta = load_finetuned(tmp_path / "seq")
     assert meta["mode"] == "intervals" and meta["window"] == 64 and meta["features"]["layout"] == "seq"
@@ -271,8 +323,17 @@ def test_sequence_classification_learns_repeats_on_held_out_block(tmp_path):
 def test_multiclass_frozen_backbone_with_covariate_on_ph(snvs, tmp_path):
     """Three classes (balanced class weights), a categorical covariate, the Ph model (two passes), a frozen
     backbone (its features cached)."""
-    cfg = small(snvs, tmp_path / "mc", model=str(MODELS["ph"]), label="kind", covariates=("tissue",),
-                freeze_backbone=True, metric="loss", epochs=3, class_weight="balanced")
+    cfg = small(
+        snvs,
+        tmp_path / "mc",
+        model=str(MODELS["ph"]),
+        label="kind",
+        covariates=("tissue",),
+        freeze_backbone=True,
+        metric="loss",
+        epochs=3,
+        class_weight="balanced",
+    )
     finetune(cfg)
     model, head, meta = load_finetuned(tmp_path / "mc")
     assert meta["label"]["classes"] == ["deep", "near", "repeat"] and meta["label"]["positive"] is None
@@ -290,16 +351,21 @@ def test_labelled_vcf_with_info_label_and_split(snvs, tmp_path):
     """A VCF carries the label (and here the split) in INFO; rows that fail the reference check are left out."""
     frame = pd.read_csv(snvs, sep="\t").head(24)
     split = np.array(["train", "train", "train", "train", "valid", "test"] * 4)
-    lines = ["##fileformat=VCFv4.2", '##INFO=<ID=LAB,Number=1,Type=Integer,Description="label">',
-             '##INFO=<ID=SPLIT,Number=1,Type=String,Description="split">', "##contig=<ID=22>",
-             "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    lines = [
+        "##fileformat=VCFv4.2",
+        '##INFO=<ID=LAB,Number=1,Type=Integer,Description="label">',
+        '##INFO=<ID=SPLIT,Number=1,Type=String,Description="split">',
+        "##contig=<ID=22>",
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
+    ]
     for i, r in enumerate(frame.itertuples()):
         ref = r.ref if i else {"A": "C", "C": "G", "G": "T", "T": "A"}[r.ref]  # row 0: a REF mismatch
         lines.append(f"22\t{r.position}\t.\t{ref}\t{r.alt}\t.\t.\tLAB={r.label};SPLIT={split[i]}")
     vcf = tmp_path / "labelled.vcf"
     vcf.write_text("\n".join(lines) + "\n")
-    result = finetune(small(vcf, tmp_path / "vcf", label="LAB", split_column="SPLIT", freeze_backbone=True,
-                            batch_size=4, epochs=1))
+    result = finetune(
+        small(vcf, tmp_path / "vcf", label="LAB", split_column="SPLIT", freeze_backbone=True, batch_size=4, epochs=1)
+    )
     _, _, meta = load_finetuned(tmp_path / "vcf")
     assert meta["split"]["method"] == "column:SPLIT"
     assert (meta["split"]["n_train"], meta["split"]["n_val"], meta["split"]["n_test"]) == (15, 4, 4)
@@ -311,13 +377,45 @@ def test_labelled_vcf_with_info_label_and_split(snvs, tmp_path):
 def test_two_processes_under_torchrun_take_the_steps_of_one(snvs, tmp_path):
     """DDP (gloo, 2 processes of 4 rows) takes the same steps as one process accumulating 2 x 4 rows (without
     dropout, whose masks depend on how the batch is laid out)."""
-    args = ["finetune", str(snvs), "-f", str(FASTA), "-m", str(MODELS["ps"]), "--label", "label", "--window", "32",
-            "--pool", "32", "--epochs", "1", "--batch-size", "8", "--head-hidden", "16", "--backbone-lr", "1e-3",
-            "--log-every", "1", "--patience", "0", "--dropout", "0", "-q"]  # dropout masks differ by layout
+    args = [
+        "finetune",
+        str(snvs),
+        "-f",
+        str(FASTA),
+        "-m",
+        str(MODELS["ps"]),
+        "--label",
+        "label",
+        "--window",
+        "32",
+        "--pool",
+        "32",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--head-hidden",
+        "16",
+        "--backbone-lr",
+        "1e-3",
+        "--log-every",
+        "1",
+        "--patience",
+        "0",
+        "--dropout",
+        "0",
+        "-q",
+    ]  # dropout masks differ by layout
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     torchrun = Path(sys.executable).parent / "torchrun"
-    proc = subprocess.run([str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "vepcli", *args, "-o",
-                           str(tmp_path / "ddp")], env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
+    proc = subprocess.run(
+        [str(torchrun), "--standalone", "--nproc_per_node", "2", "-m", "vepcli", *args, "-o", str(tmp_path / "ddp")],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "one"), "--micro-batch", "4"], catch_exceptions=False)
     ddp, one = read_log(tmp_path / "ddp" / "metrics.csv"), read_log(tmp_path / "one" / "metrics.csv")
@@ -331,8 +429,13 @@ def test_two_processes_under_torchrun_take_the_steps_of_one(snvs, tmp_path):
 
 
 def test_split_rules():
-    table = pd.DataFrame({"chrom": ["1"] * 6 + ["chr2"] * 4, "pos": [10, 20, 30, 1000, 1010, 5000, 1, 2, 3, 4],
-                          "fold": ["train"] * 5 + ["valid", "Test", "val", "train", "training"]})
+    table = pd.DataFrame(
+        {
+            "chrom": ["1"] * 6 + ["chr2"] * 4,
+            "pos": [10, 20, 30, 1000, 1010, 5000, 1, 2, 3, 4],
+            "fold": ["train"] * 5 + ["valid", "Test", "val", "train", "training"],
+        }
+    )
     by_col = split_examples(table, split_column="fold")
     assert by_col.method == "column:fold" and list(by_col.val) == [5, 7] and list(by_col.test) == [6]
     by_chrom = split_examples(table, val_chroms=("2",))  # alias: chr2 == 2
@@ -351,12 +454,24 @@ def test_split_rules():
 
 
 def test_cli_errors_are_one_line(snvs, tmp_path):
-    base = ["finetune", str(snvs), "-f", str(FASTA), "-m", str(MODELS["ps"]), "-o", str(tmp_path / "x"),
-            "--window", "32"]
-    for extra, words in (([], "--label COLUMN is needed"),
-                         (["--label", "nope"], "no columns nope"),
-                         (["--label", "label", "--split-column", "tissue"], "values must be train, valid or test"),
-                         (["--label", "label", "--batch-size", "500"], "larger than the")):
+    base = [
+        "finetune",
+        str(snvs),
+        "-f",
+        str(FASTA),
+        "-m",
+        str(MODELS["ps"]),
+        "-o",
+        str(tmp_path / "x"),
+        "--window",
+        "32",
+    ]
+    for extra, words in (
+        ([], "--label COLUMN is needed"),
+        (["--label", "nope"], "no columns nope"),
+        (["--label", "label", "--split-column", "tissue"], "values must be train, valid or test"),
+        (["--label", "label", "--batch-size", "500"], "larger than the"),
+    ):
         result = CliRunner().invoke(cli, base + extra)
         assert result.exit_code == 1, (extra, result.output)
         assert result.stderr.count("\n") == 1 and words in result.stderr, result.stderr
@@ -380,9 +495,10 @@ def test_score_with_a_finetuned_model_adds_its_probability(full_run, snvs, tmp_p
     windows = build_windows(variants, genome, 32)
     span = pool_span(32, 16, 1536)
     res = Engine(load_model(model_dir), device="cpu", batch_size=8).run(
-        [Request(s, pool=span) for s in windows.ref_seqs + windows.alt_seqs])
+        [Request(s, pool=span) for s in windows.ref_seqs + windows.alt_seqs]
+    )
     ref = np.stack([res[i].pooled.numpy() for i in windows.ref_index])
-    alt = np.stack([r.pooled.numpy() for r in res[len(windows.ref_seqs):]])
+    alt = np.stack([r.pooled.numpy() for r in res[len(windows.ref_seqs) :]])
     want = ScoreHead.load(model_dir, 32, 1536)(ref, alt, [v.extra for v in windows.variants])
     ok = got[got["status"] == "ok"]
     assert np.allclose(ok["finetune"].to_numpy(), want, atol=1e-5)
@@ -394,10 +510,37 @@ def test_compare_finetune_tool_scores_probe_frozen_and_finetuned_on_the_same_fol
 
     frame = _probe_set(60, seed=1)
     frame.to_csv(tmp_path / "set.tsv", sep="\t", index=False)
-    result = CliRunner().invoke(cli, ["tools", "compare-finetune", "--set", str(tmp_path / "set.tsv"), "--fasta",
-                                      str(FASTA), "--model", str(MODELS["ps"]), "-o", str(tmp_path / "cmp"),
-                                      "--window", "32", "--pool", "32", "--folds", "3", "--only-fold", "1",
-                                      "--epochs", "1", "--batch-size", "16", "--head-hidden", "8", "--bootstrap", "50"])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "tools",
+            "compare-finetune",
+            "--set",
+            str(tmp_path / "set.tsv"),
+            "--fasta",
+            str(FASTA),
+            "--model",
+            str(MODELS["ps"]),
+            "-o",
+            str(tmp_path / "cmp"),
+            "--window",
+            "32",
+            "--pool",
+            "32",
+            "--folds",
+            "3",
+            "--only-fold",
+            "1",
+            "--epochs",
+            "1",
+            "--batch-size",
+            "16",
+            "--head-hidden",
+            "8",
+            "--bootstrap",
+            "50",
+        ],
+    )
     assert result.exit_code == 0, result.output
     saved = json.loads((tmp_path / "cmp" / "results.json").read_text())
     assert saved["settings"]["only_fold"] == [1] and saved["settings"]["window"] == 32

@@ -34,24 +34,59 @@ FASTA = DATA / "chr22_slice.fa"
 CORPUS = DATA / "fuzz-corpus"
 EXAMPLES = int(os.environ.get("VEPCLI_FUZZ_EXAMPLES", "60"))
 SLOW = max(3, EXAMPLES // 10)
-COMMON = settings(deadline=None, derandomize=not os.environ.get("VEPCLI_FUZZ_EXAMPLES"),
-                  suppress_health_check=list(HealthCheck), database=None)
+COMMON = settings(
+    deadline=None,
+    derandomize=not os.environ.get("VEPCLI_FUZZ_EXAMPLES"),
+    suppress_health_check=list(HealthCheck),
+    database=None,
+)
 
 # ---------------------------------------------------------------- generators
 
 HEADER_LINES = [
-    "##INFO=<ID=END,Number=1,Type=Integer,Description=\"End\">",
-    "##INFO=<ID=X,Number=1,Type=Integer,Description=\"x\",IDX=2000000000>",
-    "##INFO=<ID=Y,Number=Z,Type=Foo>", "##INFO=<>", "##contig=<>", "##contig=<ID=22,length=99500>",
-    "##contig=<ID=22,length=5>", "##", "##foo", "##x=a\x00b", "##FORMAT=<ID=GT,Number=1,Type=String>",
-    "#comment", "##ALT=<ID=DEL,Description=\"del\">", "##" + "a" * 300,
+    '##INFO=<ID=END,Number=1,Type=Integer,Description="End">',
+    '##INFO=<ID=X,Number=1,Type=Integer,Description="x",IDX=2000000000>',
+    "##INFO=<ID=Y,Number=Z,Type=Foo>",
+    "##INFO=<>",
+    "##contig=<>",
+    "##contig=<ID=22,length=99500>",
+    "##contig=<ID=22,length=5>",
+    "##",
+    "##foo",
+    "##x=a\x00b",
+    "##FORMAT=<ID=GT,Number=1,Type=String>",
+    "#comment",
+    '##ALT=<ID=DEL,Description="del">',
+    "##" + "a" * 300,
 ]
 CHROMS = ["22"] * 8 + ["chr22"] * 3 + ["1", "chrM", "", " 22", "22 ", "HLA-A*01:01", "é", "#22", "22\x00"]
-ALLELES = ["A", "C", "G", "T"] * 3 + ["N", "a", "AC", "ACGTACGT", "*", ".", "<DEL>", "<*>", "<NON_REF>",
-           "N[chr2:321682[", "]13:123456]T", ".A", "A.", "", "X", "A,C", "A,,C", "A" * 300]
-POSITIONS = st.one_of(st.integers(0, 100_000), st.integers(1, 99_500), st.integers(1, 99_500),
-                      st.sampled_from([2**31 - 1, 2**31, 2**32 + 501, 2**35, 2**63 + 5]),
-                      st.sampled_from(["-5", "abc", "1e3", "", "٣", "0x10", "12 "]))
+ALLELES = ["A", "C", "G", "T"] * 3 + [
+    "N",
+    "a",
+    "AC",
+    "ACGTACGT",
+    "*",
+    ".",
+    "<DEL>",
+    "<*>",
+    "<NON_REF>",
+    "N[chr2:321682[",
+    "]13:123456]T",
+    ".A",
+    "A.",
+    "",
+    "X",
+    "A,C",
+    "A,,C",
+    "A" * 300,
+]
+POSITIONS = st.one_of(
+    st.integers(0, 100_000),
+    st.integers(1, 99_500),
+    st.integers(1, 99_500),
+    st.sampled_from([2**31 - 1, 2**31, 2**32 + 501, 2**35, 2**63 + 5]),
+    st.sampled_from(["-5", "abc", "1e3", "", "٣", "0x10", "12 "]),
+)
 
 
 @st.composite
@@ -65,8 +100,12 @@ def vcf_texts(draw) -> tuple[str, int | None]:
 
     lines = []
     if not hostile or draw(st.integers(0, 9)):
-        lines.append(pick(["##fileformat=VCFv4.2", "##fileformat=VCFv4.0", "##fileformat=VCFv9"],
-                          ["##fileformat=VCFv4.2", "##fileformat=VCFv4.3", "##fileformat=VCFv4.0"]))
+        lines.append(
+            pick(
+                ["##fileformat=VCFv4.2", "##fileformat=VCFv4.0", "##fileformat=VCFv9"],
+                ["##fileformat=VCFv4.2", "##fileformat=VCFv4.3", "##fileformat=VCFv4.0"],
+            )
+        )
     lines += draw(st.lists(st.sampled_from(HEADER_LINES), max_size=4))
     n_cols = pick([8, 8, 10, 5], [8, 10])
     lines.append("\t".join(["#CHROM", "POS", "ID", "REF", "ALT", "QUAL", "FILTER", "INFO", "FORMAT", "S1"][:n_cols]))
@@ -79,8 +118,18 @@ def vcf_texts(draw) -> tuple[str, int | None]:
         info = draw(st.sampled_from([".", "END=5", "END=99999999999", "END=x", "AC=1,2;AF=.5,.5", "DB"]))
         n = pick([8, 8, 7, 10], [8, 10])
         lines.append("\t".join([chrom, str(pos), ".", ref, alt, ".", ".", info, "GT", "0/1"][:n]))
-        ok = (n >= 8 and chrom and chrom.strip() == chrom and chrom.isprintable() and " " not in chrom
-              and isinstance(pos, int) and pos <= 2**35 - 1 and ref and alt and not chrom.startswith("#"))
+        ok = (
+            n >= 8
+            and chrom
+            and chrom.strip() == chrom
+            and chrom.isprintable()
+            and " " not in chrom
+            and isinstance(pos, int)
+            and pos <= 2**35 - 1
+            and ref
+            and alt
+            and not chrom.startswith("#")
+        )
         clean = clean and bool(ok)
         alts += len(alt.split(","))
     if hostile and not draw(st.integers(0, 3)):
@@ -98,13 +147,13 @@ def mutate(data: bytes, draw) -> bytes:
         i = draw(st.integers(0, len(data) - 1))
         op = draw(st.sampled_from(["flip", "cut", "dup", "del"]))
         if op == "flip":
-            data = data[:i] + bytes([data[i] ^ (1 << draw(st.integers(0, 7)))]) + data[i + 1:]
+            data = data[:i] + bytes([data[i] ^ (1 << draw(st.integers(0, 7)))]) + data[i + 1 :]
         elif op == "cut":
             data = data[:i]
         elif op == "dup":
-            data = data[:i] + data[i:i + 50] + data[i:]
+            data = data[:i] + data[i : i + 50] + data[i:]
         else:
-            data = data[:i] + data[i + draw(st.integers(1, 40)):]
+            data = data[:i] + data[i + draw(st.integers(1, 40)) :]
     return data
 
 
@@ -149,22 +198,47 @@ def test_vcf_reader(tmp_path_factory, generated, how, data):
         assert got is not None and len(got) == n_alts
 
 
-COLUMN_NAMES = ["chrom", "pos", "ref", "alt", "id", "CHROM", "position", "llr", "status", "index", "reason",
-                "emb_l2", "input_llr", "ref_emb", "x", "x", "", "a\tb", "Unnamed: 0"]
-CELLS = st.one_of(st.sampled_from(["22", "chr22", "A", "C", "AC", "<DEL>", "", "1e3", "-1", "a\tb", "x\ny", "N"]),
-                  st.integers(-5, 2**40), st.floats(allow_nan=True))
+COLUMN_NAMES = [
+    "chrom",
+    "pos",
+    "ref",
+    "alt",
+    "id",
+    "CHROM",
+    "position",
+    "llr",
+    "status",
+    "index",
+    "reason",
+    "emb_l2",
+    "input_llr",
+    "ref_emb",
+    "x",
+    "x",
+    "",
+    "a\tb",
+    "Unnamed: 0",
+]
+CELLS = st.one_of(
+    st.sampled_from(["22", "chr22", "A", "C", "AC", "<DEL>", "", "1e3", "-1", "a\tb", "x\ny", "N"]),
+    st.integers(-5, 2**40),
+    st.floats(allow_nan=True),
+)
 
 
 @settings(COMMON, max_examples=EXAMPLES)
-@given(st.lists(st.sampled_from(COLUMN_NAMES), min_size=1, max_size=7),
-       st.lists(st.lists(CELLS, min_size=7, max_size=7), max_size=5),
-       st.sampled_from(["tsv", "csv", "tsv.gz", "parquet"]), st.data())
+@given(
+    st.lists(st.sampled_from(COLUMN_NAMES), min_size=1, max_size=7),
+    st.lists(st.lists(CELLS, min_size=7, max_size=7), max_size=5),
+    st.sampled_from(["tsv", "csv", "tsv.gz", "parquet"]),
+    st.data(),
+)
 def test_table_reader(tmp_path_factory, columns, rows, fmt, data):
     import pandas as pd
 
     folder = tmp_path_factory.mktemp("table")
     path = folder / f"in.{fmt}"
-    frame = pd.DataFrame([r[:len(columns)] for r in rows], columns=range(len(columns)))
+    frame = pd.DataFrame([r[: len(columns)] for r in rows], columns=range(len(columns)))
     if fmt == "parquet":
         frame.columns = [f"{c}" if columns.count(c) == 1 else f"{c}{i}" for i, c in enumerate(columns)]
         try:
@@ -179,8 +253,23 @@ def test_table_reader(tmp_path_factory, columns, rows, fmt, data):
             path.write_bytes(mutate(path.read_bytes(), data.draw))
     got = reads_cleanly(path)
     for v in got or []:
-        assert not set(v.extra) & {"chrom", "pos", "id", "ref", "alt", "status", "reason", "index", "llr",
-                                   "emb_l2", "emb_cos", "probe", "finetune", "ref_emb", "alt_emb"}
+        assert not set(v.extra) & {
+            "chrom",
+            "pos",
+            "id",
+            "ref",
+            "alt",
+            "status",
+            "reason",
+            "index",
+            "llr",
+            "emb_l2",
+            "emb_cos",
+            "probe",
+            "finetune",
+            "ref_emb",
+            "alt_emb",
+        }
 
 
 _BCF: dict[str, bytes] = {}
@@ -192,10 +281,12 @@ def _bcf(folder: Path) -> bytes:
     if kind in _BCF:
         return _BCF[kind]
     vcf = folder / "b.vcf"
-    vcf.write_text("##fileformat=VCFv4.2\n##contig=<ID=22,length=99500>\n"
-                   "##INFO=<ID=END,Number=1,Type=Integer,Description=\"End\">\n"
-                   "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
-                   + "".join(f"22\t{100 + 7 * i}\tv{i}\tA\tC,<DEL>\t.\t.\tEND={120 + 7 * i}\n" for i in range(40)))
+    vcf.write_text(
+        "##fileformat=VCFv4.2\n##contig=<ID=22,length=99500>\n"
+        '##INFO=<ID=END,Number=1,Type=Integer,Description="End">\n'
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        + "".join(f"22\t{100 + 7 * i}\tv{i}\tA\tC,<DEL>\t.\t.\tEND={120 + 7 * i}\n" for i in range(40))
+    )
     bcf = folder / "b.bcf"
     pysam.bcftools.view("-O", kind, "--no-version", "-o", str(bcf), str(vcf), catch_stdout=False)
     _BCF[kind] = bcf.read_bytes()
@@ -217,8 +308,7 @@ READ_IN_CHILD = textwrap.dedent("""
 
 def _read_in_child(path: Path) -> subprocess.CompletedProcess:
     """BCF goes through htslib: read it in a child process, so that a crash is seen as a signal."""
-    return subprocess.run([sys.executable, "-c", READ_IN_CHILD, str(path)], capture_output=True, text=True,
-                          timeout=120)
+    return subprocess.run([sys.executable, "-c", READ_IN_CHILD, str(path)], capture_output=True, text=True, timeout=120)
 
 
 @settings(COMMON, max_examples=SLOW)
@@ -230,8 +320,9 @@ def test_bcf_reader_never_crashes(tmp_path_factory, data):
     if folder.name.startswith("bcfu"):
         path.write_bytes(mutate(raw, data.draw))
     else:  # mutate the decompressed stream and compress it again: reaches the record decoder
-        path.write_bytes(write_compressed(folder / "t.gz", mutate(gzip.decompress(raw), data.draw), "bgzip")
-                         .read_bytes())
+        path.write_bytes(
+            write_compressed(folder / "t.gz", mutate(gzip.decompress(raw), data.draw), "bgzip").read_bytes()
+        )
     proc = _read_in_child(path)
     if proc.returncode != 0:
         CORPUS.mkdir(exist_ok=True)
@@ -271,9 +362,9 @@ def test_damaged_probe_files(tmp_path_factory, data):
         elif how == "insert":
             blob[at:at] = data.draw(st.binary(min_size=1, max_size=16))
         elif how == "delete":
-            del blob[at:at + data.draw(st.integers(1, 64))]
+            del blob[at : at + data.draw(st.integers(1, 64))]
         elif blob:
-            blob[at:at + 8] = bytes(len(blob[at:at + 8]))
+            blob[at : at + 8] = bytes(len(blob[at : at + 8]))
     path = tmp_path_factory.mktemp("damaged") / "p.skops"
     path.write_bytes(bytes(blob))
     loads_same_or_refused(path, expected)
@@ -289,15 +380,32 @@ def test_corpus_replays():
 # ---------------------------------------------------------------- CLI
 
 
-OPTION_SETS = [[], ["--pool", "0"], ["--no-strand-average"], ["--scores", "llr"], ["--shard", "2/3"],
-               ["--regions", "22:1-5000"], ["--window", "0"], ["--pool", "-1"], ["--threads", "0"],
-               ["--scores", "llr,llr"], ["--batch-size", "3"], ["--max-indel-len", "2"], ["--shard", "0/0"],
-               ["--device", "gpu"], ["--ref-mismatch", "error"], ["--no-share-ref"]]
+OPTION_SETS = [
+    [],
+    ["--pool", "0"],
+    ["--no-strand-average"],
+    ["--scores", "llr"],
+    ["--shard", "2/3"],
+    ["--regions", "22:1-5000"],
+    ["--window", "0"],
+    ["--pool", "-1"],
+    ["--threads", "0"],
+    ["--scores", "llr,llr"],
+    ["--batch-size", "3"],
+    ["--max-indel-len", "2"],
+    ["--shard", "0/0"],
+    ["--device", "gpu"],
+    ["--ref-mismatch", "error"],
+    ["--no-share-ref"],
+]
 
 
 @settings(COMMON, max_examples=SLOW)
-@given(vcf_texts(), st.sampled_from(OPTION_SETS), st.sampled_from(["out.tsv", "out.vcf.gz", "out.parquet",
-                                                                      "out.csv", "in.vcf"]))
+@given(
+    vcf_texts(),
+    st.sampled_from(OPTION_SETS),
+    st.sampled_from(["out.tsv", "out.vcf.gz", "out.parquet", "out.csv", "in.vcf"]),
+)
 def test_cli_score(tmp_path_factory, generated, options, output):
     text, n_alts = generated
     folder = tmp_path_factory.mktemp("cli")
@@ -305,8 +413,21 @@ def test_cli_score(tmp_path_factory, generated, options, output):
     src.write_bytes(text.encode("utf-8", errors="surrogatepass"))
     before = src.read_bytes()
     window = [] if "--window" in options else ["--window", "32"]
-    argv = ["score", str(src), "-f", str(FASTA), "-m", str(MODELS["ps"]), *window, "-q", "--threads", "1",
-            "-o", str(folder / output), *options]
+    argv = [
+        "score",
+        str(src),
+        "-f",
+        str(FASTA),
+        "-m",
+        str(MODELS["ps"]),
+        *window,
+        "-q",
+        "--threads",
+        "1",
+        "-o",
+        str(folder / output),
+        *options,
+    ]
     result = CliRunner().invoke(cli, argv)
     err = result.stderr
     assert result.exception is None or isinstance(result.exception, SystemExit), repr(result.exception)

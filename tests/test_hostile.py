@@ -91,8 +91,16 @@ def no_partial(folder: Path) -> None:
 @pytest.mark.parametrize("fmt", ["tsv", "parquet"])
 def test_carried_columns_never_replace_computed_ones(tmp_path, fmt):
     recs = records(3)
-    fake = {"llr": 99.0, "status": "fake", "reason": "fake", "index": 7, "emb_l2": -1.0, "emb_cos": -1.0,
-            "LLR": 5.0, "input_llr": 1.0}
+    fake = {
+        "llr": 99.0,
+        "status": "fake",
+        "reason": "fake",
+        "index": 7,
+        "emb_l2": -1.0,
+        "emb_cos": -1.0,
+        "LLR": 5.0,
+        "input_llr": 1.0,
+    }
     if fmt == "tsv":
         src = write_tsv(tmp_path / "in.tsv", recs, **fake)
     else:
@@ -129,8 +137,9 @@ def test_index_column_table_shards_merge(tmp_path):
     assert run("score", str(src), "-o", str(tmp_path / "whole.tsv"))[0] == 0
     for i in (1, 2):
         assert run("score", str(src), "-o", str(tmp_path / f"s{i}.tsv"), "--shard", f"{i}/2")[0] == 0
-    code, err = run("merge", str(tmp_path / "s1.tsv"), str(tmp_path / "s2.tsv"), "-o", str(tmp_path / "m.tsv"),
-                    "-q", score=False)
+    code, err = run(
+        "merge", str(tmp_path / "s1.tsv"), str(tmp_path / "s2.tsv"), "-o", str(tmp_path / "m.tsv"), "-q", score=False
+    )
     assert code == 0, err
     whole, merged = read_scores(tmp_path / "whole.tsv"), read_scores(tmp_path / "m.tsv")
     assert merged.equals(whole)
@@ -162,16 +171,21 @@ def test_odd_headers_score(tmp_path, name):
     assert len(read_scores(tmp_path / "out.tsv")) == 2
 
 
-@pytest.mark.parametrize(("text", "match"), [
-    ("##contig=<ID=22>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n22\t501\t.\tA\tC\t.\t.\t.\n",
-     "no ##fileformat line"),
-    ("\ufeff" + HEADER + "22\t501\t.\tA\tC\t.\t.\t.\n", "byte-order mark (BOM)"),
-    ("##fileformat=VCFv4.2\n#CHROM POS ID REF ALT QUAL FILTER INFO\n22\t501\t.\tA\tC\t.\t.\t.\n", "tab-separated"),
-    (HEADER + "22\t501\t.\tA\tC\t.\t.\t.\x00\n", "NUL"),
-    (HEADER + "22\t501\t.\t\xe9\tC\t.\t.\t.\n", "line 4"),
-    # fuzz finding: a record whose CHROM starts with '#' was taken for a comment and silently lost
-    (HEADER + "#22\t501\t.\tA\tC\t.\t.\t.\n22\t502\t.\tA\tC\t.\t.\t.\n", "after the #CHROM line"),
-])
+@pytest.mark.parametrize(
+    ("text", "match"),
+    [
+        (
+            "##contig=<ID=22>\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n22\t501\t.\tA\tC\t.\t.\t.\n",
+            "no ##fileformat line",
+        ),
+        ("\ufeff" + HEADER + "22\t501\t.\tA\tC\t.\t.\t.\n", "byte-order mark (BOM)"),
+        ("##fileformat=VCFv4.2\n#CHROM POS ID REF ALT QUAL FILTER INFO\n22\t501\t.\tA\tC\t.\t.\t.\n", "tab-separated"),
+        (HEADER + "22\t501\t.\tA\tC\t.\t.\t.\x00\n", "NUL"),
+        (HEADER + "22\t501\t.\t\xe9\tC\t.\t.\t.\n", "line 4"),
+        # fuzz finding: a record whose CHROM starts with '#' was taken for a comment and silently lost
+        (HEADER + "#22\t501\t.\tA\tC\t.\t.\t.\n22\t502\t.\tA\tC\t.\t.\t.\n", "after the #CHROM line"),
+    ],
+)
 def test_bad_vcf_text_is_one_line(tmp_path, text, match):
     path = tmp_path / "in.vcf"
     path.write_bytes(text.encode("latin-1") if "\xe9" in text else text.encode())
@@ -183,11 +197,34 @@ def test_bad_vcf_text_is_one_line(tmp_path, text, match):
 def test_headers_never_reach_htslib_in_a_subprocess(tmp_path):
     """The same through the installed entry point: no signal (a segfault gives a negative return code)."""
     path = tmp_path / "in.vcf"
-    path.write_text(HEADERS["info_idx"] + "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
-                    + "".join(f"{c}\t{p}\t.\t{r}\t{a}\t.\t.\t.\n" for c, p, r, a in records(1)))
-    proc = subprocess.run([sys.executable, "-m", "vepcli", "score", str(path), "-f", str(FASTA), "-m",
-                           str(MODELS["ps"]), "--window", "64", "-q", "--threads", "1", "-o",
-                           str(tmp_path / "o.tsv")], capture_output=True, text=True, timeout=300)
+    path.write_text(
+        HEADERS["info_idx"]
+        + "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        + "".join(f"{c}\t{p}\t.\t{r}\t{a}\t.\t.\t.\n" for c, p, r, a in records(1))
+    )
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "vepcli",
+            "score",
+            str(path),
+            "-f",
+            str(FASTA),
+            "-m",
+            str(MODELS["ps"]),
+            "--window",
+            "64",
+            "-q",
+            "--threads",
+            "1",
+            "-o",
+            str(tmp_path / "o.tsv"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -329,10 +366,17 @@ def test_truncated_merge_part(tmp_path):
 # ---------------------------------------------------------------- 7. tracebacks -> one line
 
 
-@pytest.mark.parametrize(("args", "match"), [
-    (["--threads", "0"], "--threads"), (["--device", "foo"], "--device"), (["--window", "0"], "--window"),
-    (["--pool", "-1"], "--pool"), (["--batch-size", "0"], "--batch-size"), (["--max-indel-len", "-1"], "indel"),
-])
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["--threads", "0"], "--threads"),
+        (["--device", "foo"], "--device"),
+        (["--window", "0"], "--window"),
+        (["--pool", "-1"], "--pool"),
+        (["--batch-size", "0"], "--batch-size"),
+        (["--max-indel-len", "-1"], "indel"),
+    ],
+)
 def test_option_ranges(tmp_path, args, match):
     src = write_tsv(tmp_path / "in.tsv", records(1))
     argv = ["score", str(src), "-f", str(FASTA), "-m", str(MODELS["ps"]), "-o", str(tmp_path / "o.tsv"), *args]
@@ -345,10 +389,16 @@ def test_option_ranges(tmp_path, args, match):
         one_line_error(code, err, expected=2, match=match)
 
 
-@pytest.mark.parametrize(("config", "match"), [
-    ("[1, 2]", "not an object"), ('{"d_model": "abc"}', "d_model"), ('{"n_layer": 1e12}', "n_layer"),
-    ("{", "not valid JSON"), ('{"ssm_cfg": 3}', "ssm_cfg"),
-])
+@pytest.mark.parametrize(
+    ("config", "match"),
+    [
+        ("[1, 2]", "not an object"),
+        ('{"d_model": "abc"}', "d_model"),
+        ('{"n_layer": 1e12}', "n_layer"),
+        ("{", "not valid JSON"),
+        ('{"ssm_cfg": 3}', "ssm_cfg"),
+    ],
+)
 def test_bad_config_json(tmp_path, config, match):
     model = tmp_path / "model"
     shutil.copytree(MODELS["ps"], model)
@@ -360,8 +410,10 @@ def test_bad_config_json(tmp_path, config, match):
     else:
         (model / "config.json").write_text(config)
     src = write_tsv(tmp_path / "in.tsv", records(1))
-    for argv in (["score", str(src), "-f", str(FASTA), "-m", str(model), "-o", str(tmp_path / "o.tsv")],
-                 ["model", "info", str(model)]):
+    for argv in (
+        ["score", str(src), "-f", str(FASTA), "-m", str(model), "-o", str(tmp_path / "o.tsv")],
+        ["model", "info", str(model)],
+    ):
         code, err = run(*argv, score=False)
         one_line_error(code, err, match=match)
 
@@ -412,8 +464,17 @@ def _stopped_run(tmp_path: Path, monkeypatch, src: Path, out: Path) -> Path:
     return out.with_name(out.name + ".partial")
 
 
-@pytest.mark.parametrize("damage", ["5\n", '{"block_end": 3}\n', '{"x": 1}\n{"block_end": 0}\n', "META", "NOROWS",
-                                    '{"index": 5, "chrom": "22"}\n{"block_end": 0}\n'])
+@pytest.mark.parametrize(
+    "damage",
+    [
+        "5\n",
+        '{"block_end": 3}\n',
+        '{"x": 1}\n{"block_end": 0}\n',
+        "META",
+        "NOROWS",
+        '{"index": 5, "chrom": "22"}\n{"block_end": 0}\n',
+    ],
+)
 def test_damaged_resume_store(tmp_path, monkeypatch, damage):
     src = write_tsv(tmp_path / "in.tsv", records(3))
     out = tmp_path / "o.tsv"
@@ -483,8 +544,9 @@ def test_merge_refuses_shards_of_different_inputs(tmp_path):
     b = write_tsv(tmp_path / "b.tsv", [(c, p, r, "N" if alt == "A" else "A") for c, p, r, alt in records(4)])
     assert run("score", str(a), "-o", str(tmp_path / "a1.tsv"), "--shard", "1/2")[0] == 0
     assert run("score", str(b), "-o", str(tmp_path / "b2.tsv"), "--shard", "2/2")[0] == 0
-    code, err = run("merge", str(tmp_path / "a1.tsv"), str(tmp_path / "b2.tsv"), "-o", str(tmp_path / "m.tsv"),
-                    score=False)
+    code, err = run(
+        "merge", str(tmp_path / "a1.tsv"), str(tmp_path / "b2.tsv"), "-o", str(tmp_path / "m.tsv"), score=False
+    )
     one_line_error(code, err, match="different input files")
 
 
@@ -497,8 +559,20 @@ def test_bin_models_have_a_weights_digest(tmp_path):
     shutil.copy(MODELS["ps"] / "config.json", model)
     torch.save(load_file(MODELS["ps"] / "model.safetensors"), model / "pytorch_model.bin")
     src = write_tsv(tmp_path / "in.tsv", records(1))
-    code, err = run("score", str(src), "-f", str(FASTA), "-m", str(model), "--window", "64", "-q",
-                    "-o", str(tmp_path / "o.tsv"), score=False)
+    code, err = run(
+        "score",
+        str(src),
+        "-f",
+        str(FASTA),
+        "-m",
+        str(model),
+        "--window",
+        "64",
+        "-q",
+        "-o",
+        str(tmp_path / "o.tsv"),
+        score=False,
+    )
     assert code == 0, err
     text = (tmp_path / "o.tsv").read_text()
     assert "weights_sha256=unknown" not in text and "weights_sha256=" in text
@@ -537,8 +611,22 @@ def test_ctrl_c_is_one_line_and_resume_gives_the_same_bytes(tmp_path):
     """SIGINT to a real `vepcli score` after two blocks: one line, exit 130, the resume folder kept and
     nothing else; --resume then writes what an uninterrupted run writes."""
     src = write_vcf(tmp_path / "in.vcf", records(640, start=1001, step=50))
-    argv = [sys.executable, "-m", "vepcli", "score", str(src), "-f", str(FASTA), "-m", str(MODELS["ps"]),
-            "--window", "256", "-q", "--threads", "1"]
+    argv = [
+        sys.executable,
+        "-m",
+        "vepcli",
+        "score",
+        str(src),
+        "-f",
+        str(FASTA),
+        "-m",
+        str(MODELS["ps"]),
+        "--window",
+        "256",
+        "-q",
+        "--threads",
+        "1",
+    ]
     whole = subprocess.run([*argv, "-o", str(tmp_path / "whole.tsv")], capture_output=True, text=True, timeout=300)
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "o.tsv"
@@ -589,28 +677,68 @@ def test_interrupt_without_resume_and_end_of_input(tmp_path, monkeypatch):
 
 
 TRAIN_RANGES = [
-    ("--threads", "0"), ("--batch-size", "0"), ("--micro-batch", "0"), ("--lr", "0"), ("--lr", "nan"),
-    ("--lr", "inf"), ("--weight-decay", "-1"), ("--warmup-frac", "1.5"), ("--grad-clip", "0"),
-    ("--val-fraction", "1"), ("--log-every", "0"), ("--keep-checkpoints", "-1"), ("--seed", "-1"),
+    ("--threads", "0"),
+    ("--batch-size", "0"),
+    ("--micro-batch", "0"),
+    ("--lr", "0"),
+    ("--lr", "nan"),
+    ("--lr", "inf"),
+    ("--weight-decay", "-1"),
+    ("--warmup-frac", "1.5"),
+    ("--grad-clip", "0"),
+    ("--val-fraction", "1"),
+    ("--log-every", "0"),
+    ("--keep-checkpoints", "-1"),
+    ("--seed", "-1"),
     ("--device", "gpu"),
 ]
 FINETUNE_RANGES = TRAIN_RANGES + [
-    ("--window", "0"), ("--window", "131073"), ("--pool", "-1"), ("--epochs", "0"), ("--backbone-lr", "-1e-4"),
-    ("--dropout", "1"), ("--head-hidden", "-1"), ("--min-lr-ratio", "2"), ("--patience", "-1"),
-    ("--val-every", "0"), ("--checkpoint-every", "0"),
+    ("--window", "0"),
+    ("--window", "131073"),
+    ("--pool", "-1"),
+    ("--epochs", "0"),
+    ("--backbone-lr", "-1e-4"),
+    ("--dropout", "1"),
+    ("--head-hidden", "-1"),
+    ("--min-lr-ratio", "2"),
+    ("--patience", "-1"),
+    ("--val-every", "0"),
+    ("--checkpoint-every", "0"),
 ]
 PRETRAIN_RANGES = TRAIN_RANGES + [
-    ("--seq-len", "0"), ("--seq-len", "131073"), ("--steps", "0"), ("--min-lr", "-1"), ("--d-model", "0"),
-    ("--d-model", "100000"), ("--n-layer", "0"), ("--d-state", "2000"), ("--mask-prob", "0"),
-    ("--min-base-fraction", "1.1"), ("--val-windows", "0"), ("--checkpoint-every", "0"),
+    ("--seq-len", "0"),
+    ("--seq-len", "131073"),
+    ("--steps", "0"),
+    ("--min-lr", "-1"),
+    ("--d-model", "0"),
+    ("--d-model", "100000"),
+    ("--n-layer", "0"),
+    ("--d-state", "2000"),
+    ("--mask-prob", "0"),
+    ("--min-base-fraction", "1.1"),
+    ("--val-windows", "0"),
+    ("--checkpoint-every", "0"),
 ]
 
 
 @pytest.mark.parametrize(("option", "value"), FINETUNE_RANGES)
 def test_finetune_option_ranges(tmp_path, option, value):
     src = write_tsv(tmp_path / "in.tsv", records(2), label=[0, 1])
-    code, err = run("finetune", str(src), "-f", str(FASTA), "-m", str(MODELS["ps"]), "--label", "label",
-                    "-o", str(tmp_path / "run"), option, value, score=False)
+    code, err = run(
+        "finetune",
+        str(src),
+        "-f",
+        str(FASTA),
+        "-m",
+        str(MODELS["ps"]),
+        "--label",
+        "label",
+        "-o",
+        str(tmp_path / "run"),
+        option,
+        value,
+        score=False,
+    )
     one_line_error(code, err, expected=2, match=option)
     assert not (tmp_path / "run").exists()
 
@@ -641,8 +769,10 @@ def test_run_folder_must_be_a_folder(tmp_path, command, target):
 
 
 def _labelled_vcf(path: Path, header: str) -> Path:
-    lines = [f"{c}\t{p}\tv{p}\t{r}\t{a}\t.\t.\tLAB={i % 2};SPLIT={'train' if i < 4 else 'valid'};DB"
-             for i, (c, p, r, a) in enumerate(records(6))]
+    lines = [
+        f"{c}\t{p}\tv{p}\t{r}\t{a}\t.\t.\tLAB={i % 2};SPLIT={'train' if i < 4 else 'valid'};DB"
+        for i, (c, p, r, a) in enumerate(records(6))
+    ]
     path.write_text(header + "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" + "\n".join(lines) + "\n")
     return path
 
@@ -652,12 +782,15 @@ def test_finetune_info_labels_never_reach_htslib(tmp_path):
     vepcli's own reader, in a subprocess so that a crash would show as a signal."""
     for name in ("info_idx", "nul"):
         vcf = _labelled_vcf(tmp_path / f"{name}.vcf", HEADERS[name])
-        code = ("import sys; from vepcli.genome import Genome; "
-                "from vepcli.finetune.data import read_labelled_variants as r; "
-                "ex = r(sys.argv[1], Genome(sys.argv[2]), 32, ['LAB', 'SPLIT']); "
-                "print(ex.table['LAB'].tolist(), ex.table['SPLIT'].tolist())")
-        proc = subprocess.run([sys.executable, "-c", code, str(vcf), str(FASTA)], capture_output=True, text=True,
-                              timeout=120)
+        code = (
+            "import sys; from vepcli.genome import Genome; "
+            "from vepcli.finetune.data import read_labelled_variants as r; "
+            "ex = r(sys.argv[1], Genome(sys.argv[2]), 32, ['LAB', 'SPLIT']); "
+            "print(ex.table['LAB'].tolist(), ex.table['SPLIT'].tolist())"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", code, str(vcf), str(FASTA)], capture_output=True, text=True, timeout=120
+        )
         assert proc.returncode == 0, proc.stderr
         # LAB is not declared in these headers: its values stay text, as cyvcf2 gives undeclared fields
         assert proc.stdout == "['0', '1', '0', '1', '0', '1'] ['train', 'train', 'train', 'train', 'valid', 'valid']\n"
@@ -669,11 +802,13 @@ def test_info_labels_as_cyvcf2_gives_them(tmp_path):
 
     from vepcli.vcfio import read_info
 
-    header = ('##fileformat=VCFv4.2\n##contig=<ID=22,length=99500>\n'
-              '##INFO=<ID=LAB,Number=1,Type=Integer,Description="l">\n'
-              '##INFO=<ID=SPLIT,Number=1,Type=String,Description="s">\n'
-              '##INFO=<ID=DB,Number=0,Type=Flag,Description="d">\n'
-              '##INFO=<ID=AF,Number=A,Type=Float,Description="a">\n')
+    header = (
+        "##fileformat=VCFv4.2\n##contig=<ID=22,length=99500>\n"
+        '##INFO=<ID=LAB,Number=1,Type=Integer,Description="l">\n'
+        '##INFO=<ID=SPLIT,Number=1,Type=String,Description="s">\n'
+        '##INFO=<ID=DB,Number=0,Type=Flag,Description="d">\n'
+        '##INFO=<ID=AF,Number=A,Type=Float,Description="a">\n'
+    )
     vcf = _labelled_vcf(tmp_path / "in.vcf", header)
     vcf.write_text(vcf.read_text().replace(";DB\n", ";DB;AF=0.5,0.25\n", 2))
     names = ["LAB", "SPLIT", "DB", "AF", "NONE"]
@@ -694,20 +829,40 @@ def test_merge_refuses_parts_scored_against_different_fastas(tmp_path):
     other_fasta.write_text(FASTA.read_text() + ">extra\nACGTACGT\n")
     src = write_tsv(tmp_path / "in.tsv", records(4))
     assert run("score", str(src), "-o", str(tmp_path / "a1.tsv"), "--shard", "1/2")[0] == 0
-    code, err = run("score", str(src), "-f", str(other_fasta), "-m", str(MODELS["ps"]), "--window", "64", "-q",
-                    "--threads", "1", "-o", str(tmp_path / "b2.tsv"), "--shard", "2/2", score=False)
+    code, err = run(
+        "score",
+        str(src),
+        "-f",
+        str(other_fasta),
+        "-m",
+        str(MODELS["ps"]),
+        "--window",
+        "64",
+        "-q",
+        "--threads",
+        "1",
+        "-o",
+        str(tmp_path / "b2.tsv"),
+        "--shard",
+        "2/2",
+        score=False,
+    )
     assert code == 0, err
-    lines = {p: [ln for ln in (tmp_path / p).read_text().splitlines() if ln.startswith("##vepcli_fasta_sha256=")]
-             for p in ("a1.tsv", "b2.tsv")}
+    lines = {
+        p: [ln for ln in (tmp_path / p).read_text().splitlines() if ln.startswith("##vepcli_fasta_sha256=")]
+        for p in ("a1.tsv", "b2.tsv")
+    }
     assert len(lines["a1.tsv"]) == len(lines["b2.tsv"]) == 1 and lines["a1.tsv"] != lines["b2.tsv"]
-    code, err = run("merge", str(tmp_path / "a1.tsv"), str(tmp_path / "b2.tsv"), "-o", str(tmp_path / "m.tsv"),
-                    score=False)
+    code, err = run(
+        "merge", str(tmp_path / "a1.tsv"), str(tmp_path / "b2.tsv"), "-o", str(tmp_path / "m.tsv"), score=False
+    )
     one_line_error(code, err, match="different reference FASTAs")
     assert "a1.tsv" in err and "b2.tsv" in err and not (tmp_path / "m.tsv").exists()
     # a part from before the line existed is refused too (it cannot show it used the same reference)
     old = tmp_path / "old2.tsv"
     assert run("score", str(src), "-o", str(old), "--shard", "2/2")[0] == 0
-    old.write_text("".join(ln for ln in old.read_text().splitlines(keepends=True)
-                           if not ln.startswith("##vepcli_fasta_sha256=")))
+    old.write_text(
+        "".join(ln for ln in old.read_text().splitlines(keepends=True) if not ln.startswith("##vepcli_fasta_sha256="))
+    )
     code, err = run("merge", str(tmp_path / "a1.tsv"), str(old), "-o", str(tmp_path / "m.tsv"), score=False)
     one_line_error(code, err, match="none (made by an older vepcli)")

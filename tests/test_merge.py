@@ -39,8 +39,11 @@ def make_inputs(folder: Path, n_per_contig: int = 10, seed: int = 7) -> tuple[Pa
     seq = _slice()
     contigs = {"22": seq[:12000], "X": seq[60000:75000]}
     fasta = folder / "two.fa"
-    fasta.write_text("".join(f">{name}\n" + "\n".join(s[i:i + 60] for i in range(0, len(s), 60)) + "\n"
-                             for name, s in contigs.items()))
+    fasta.write_text(
+        "".join(
+            f">{name}\n" + "\n".join(s[i : i + 60] for i in range(0, len(s), 60)) + "\n" for name, s in contigs.items()
+        )
+    )
     pysam.faidx(str(fasta))
     rng = random.Random(seed)
     lines = []
@@ -56,7 +59,7 @@ def make_inputs(folder: Path, n_per_contig: int = 10, seed: int = 7) -> tuple[Pa
             elif k == 4:
                 lines.append((name, pos, f"{name}_{k}_multi", ref, ",".join(alts[:2])))
             elif k == 6:
-                lines.append((name, pos, f"{name}_{k}_del", s[pos - 1:pos + 2].upper(), ref))
+                lines.append((name, pos, f"{name}_{k}_del", s[pos - 1 : pos + 2].upper(), ref))
             elif k == 7:
                 lines.append((name, pos, f"{name}_{k}_ins", ref, ref + "TG"))
             elif k == 8 and name == "22":  # input names that are not the FASTA's: an alias (some shards only)
@@ -66,8 +69,11 @@ def make_inputs(folder: Path, n_per_contig: int = 10, seed: int = 7) -> tuple[Pa
                 lines.append((name, pos, f"{name}_{k}", ref, rng.choice(alts)))
     lines.append(("chrUn_x", 10, "missing", "A", "G"))  # and a contig missing from the FASTA
     vcf = folder / "vars.vcf"
-    header = ["##fileformat=VCFv4.2", *(f"##contig=<ID={n},length={len(s)}>" for n, s in contigs.items()),
-              "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO"]
+    header = [
+        "##fileformat=VCFv4.2",
+        *(f"##contig=<ID={n},length={len(s)}>" for n, s in contigs.items()),
+        "#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO",
+    ]
     vcf.write_text("\n".join(header + ["\t".join(map(str, r)) + "\t.\tPASS\t." for r in lines]) + "\n")
     return fasta, vcf
 
@@ -76,8 +82,9 @@ def _score(vcf: Path, fasta: Path, out: Path, shard=None, regions=None) -> Path:
     from vepcli.pipeline import ScoreSettings, score_file
 
     embed = out.suffix == ".parquet"  # parquet as `vepcli embed` writes it: with vector columns
-    settings = ScoreSettings(model=str(MODEL), window=512, shard=shard, regions=regions,
-                             scores=() if embed else ("llr",), embeddings=embed)
+    settings = ScoreSettings(
+        model=str(MODEL), window=512, shard=shard, regions=regions, scores=() if embed else ("llr",), embeddings=embed
+    )
     return score_file(str(vcf), str(fasta), str(out), settings, quiet=True)
 
 
@@ -92,8 +99,9 @@ def runs(tmp_path_factory):
     out = {"fasta": fasta, "vcf_in": vcf, "dir": folder}
     for ext in ("vcf", "tsv", "parquet"):
         out[ext] = _score(vcf, fasta, folder / f"whole.{ext}")
-        out[f"{ext}_shards"] = [_score(vcf, fasta, folder / f"s{i}.{ext}", shard=(i, N_SHARDS))
-                                for i in range(1, N_SHARDS + 1)]
+        out[f"{ext}_shards"] = [
+            _score(vcf, fasta, folder / f"s{i}.{ext}", shard=(i, N_SHARDS)) for i in range(1, N_SHARDS + 1)
+        ]
     return out
 
 
@@ -116,8 +124,9 @@ def _meta(path: Path) -> list[str]:
 
 def test_fixture_has_ties_across_shards(runs):
     """The test data really has a site split over several shards, and shards differ in ##contig lines."""
-    sites = [{(r.split("\t")[0], r.split("\t")[1]) for r in _without(_text(s), "#").splitlines()}
-             for s in runs["vcf_shards"]]
+    sites = [
+        {(r.split("\t")[0], r.split("\t")[1]) for r in _without(_text(s), "#").splitlines()} for s in runs["vcf_shards"]
+    ]
     assert sites[0] & sites[1] & sites[2]
     contig_lines = [[x for x in _text(s).splitlines() if x.startswith("##contig")] for s in runs["vcf_shards"]]
     assert len({tuple(c) for c in contig_lines}) > 1
@@ -162,11 +171,13 @@ def test_parquet_merge_equals_unsharded(runs, tmp_path):
     assert merged.schema.field("ref_emb").type == whole.schema.field("ref_emb").type  # fixed-size vectors
     assert merged.drop_columns(["ref_emb", "alt_emb"]).equals(whole.drop_columns(["ref_emb", "alt_emb"]))
     for column in ("ref_emb", "alt_emb"):  # NaN rows for alleles not embedded: compare as arrays
-        np.testing.assert_array_equal(np.array(merged[column].to_pylist(), dtype=float),
-                                      np.array(whole[column].to_pylist(), dtype=float))
+        np.testing.assert_array_equal(
+            np.array(merged[column].to_pylist(), dtype=float), np.array(whole[column].to_pylist(), dtype=float)
+        )
     drop = ("##vepcli_command",)
-    assert [m for m in _meta(out) if not m.startswith(drop)] == [m for m in _meta(runs["parquet"])
-                                                                    if not m.startswith(drop)]
+    assert [m for m in _meta(out) if not m.startswith(drop)] == [
+        m for m in _meta(runs["parquet"]) if not m.startswith(drop)
+    ]
 
 
 def test_region_parts_merge_into_the_unsharded_file(runs, tmp_path):

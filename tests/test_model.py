@@ -139,11 +139,13 @@ def test_scan_matches_float64_reference(L: int, chunk: int) -> None:
 def test_scan_gradients_match_reference_in_float64() -> None:
     g = torch.Generator().manual_seed(1)
     b, L, D, N = 2, 37, 6, 4
-    inputs = [torch.randn(b, L, D, generator=g, dtype=torch.float64),
-              torch.randn(b, L, D, generator=g, dtype=torch.float64),
-              -torch.rand(b, D, N, generator=g, dtype=torch.float64) * 3,  # per-row A, as BiMamba uses
-              torch.randn(b, L, N, generator=g, dtype=torch.float64),
-              torch.randn(b, L, N, generator=g, dtype=torch.float64)]
+    inputs = [
+        torch.randn(b, L, D, generator=g, dtype=torch.float64),
+        torch.randn(b, L, D, generator=g, dtype=torch.float64),
+        -torch.rand(b, D, N, generator=g, dtype=torch.float64) * 3,  # per-row A, as BiMamba uses
+        torch.randn(b, L, N, generator=g, dtype=torch.float64),
+        torch.randn(b, L, N, generator=g, dtype=torch.float64),
+    ]
     ours = [t.clone().requires_grad_() for t in inputs]
     refs = [t.clone().requires_grad_() for t in inputs]
     y = selective_scan(*ours, chunk=8)
@@ -238,8 +240,9 @@ def test_long_input_runs_in_bounded_memory(tmp_path: Path) -> None:
         "assert torch.isfinite(out).all()\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
     )
-    peak_mb = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 check=True).stdout.strip())
+    peak_mb = int(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    )
     # the states of one layer, (4 rows, L, d_inner 16, N 64) in fp32, would take 2 GiB by themselves
     state_mb = 4 * 131072 * 16 * 64 * 4 // 2**20
     assert peak_mb < state_mb / 2, peak_mb

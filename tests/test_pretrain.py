@@ -54,9 +54,24 @@ def toy_fasta(tmp_path: Path) -> Path:
 def tiny(tmp_path: Path, name: str, **kw) -> PretrainConfig:
     bed = tmp_path / "train.bed"
     bed.write_text(TRAIN_BED)
-    settings = dict(fasta=str(FASTA), output=str(tmp_path / name), intervals=str(bed), val_regions=(VAL_REGION,),
-                    d_model=16, n_layer=2, seq_len=128, batch_size=4, steps=6, lr=4e-3, val_every=3,
-                    val_windows=8, log_every=1, checkpoint_every=3, keep_checkpoints=0, quiet=True)
+    settings = dict(
+        fasta=str(FASTA),
+        output=str(tmp_path / name),
+        intervals=str(bed),
+        val_regions=(VAL_REGION,),
+        d_model=16,
+        n_layer=2,
+        seq_len=128,
+        batch_size=4,
+        steps=6,
+        lr=4e-3,
+        val_every=3,
+        val_windows=8,
+        log_every=1,
+        checkpoint_every=3,
+        keep_checkpoints=0,
+        quiet=True,
+    )
     settings.update(kw)
     return PretrainConfig(**settings)
 
@@ -104,8 +119,7 @@ def test_param_groups_follow_the_recipe():
     in_decay = {names[id(p)].split(".")[-2] + "." + names[id(p)].split(".")[-1] for p in decay["params"]}
     in_none = {names[id(p)] for p in no_decay["params"]}
     assert in_decay == {"in_proj.weight", "conv1d.weight", "x_proj.weight", "dt_proj.weight", "out_proj.weight"}
-    assert all(n.endswith(("A_log", "D", "bias", "norm.weight", "norm_f.weight", "embedding.weight"))
-               for n in in_none)
+    assert all(n.endswith(("A_log", "D", "bias", "norm.weight", "norm_f.weight", "embedding.weight")) for n in in_none)
     assert any(n.endswith("A_log") for n in in_none) and any(n.endswith("embedding.weight") for n in in_none)
     listed = [id(p) for g in (decay, no_decay) for p in g["params"]]
     assert len(listed) == len(set(listed)) == len({id(p) for p in model.parameters()})
@@ -179,18 +193,54 @@ def test_resumed_run_matches_uninterrupted_step_for_step(tmp_path: Path):
 def _cli(tmp_path: Path, out: str, *extra: str) -> list[str]:
     bed = tmp_path / "train.bed"
     bed.write_text(TRAIN_BED)
-    return ["pretrain", "--fasta", str(FASTA), "-o", str(tmp_path / out), "--intervals", str(bed),
-            "--val-region", VAL_REGION, "--d-model", "16", "--n-layer", "2", "--seq-len", "128", "--steps", "3",
-            "--lr", "4e-3", "--val-every", "3", "--val-windows", "8", "--log-every", "1", "-q", *extra]
+    return [
+        "pretrain",
+        "--fasta",
+        str(FASTA),
+        "-o",
+        str(tmp_path / out),
+        "--intervals",
+        str(bed),
+        "--val-region",
+        VAL_REGION,
+        "--d-model",
+        "16",
+        "--n-layer",
+        "2",
+        "--seq-len",
+        "128",
+        "--steps",
+        "3",
+        "--lr",
+        "4e-3",
+        "--val-every",
+        "3",
+        "--val-windows",
+        "8",
+        "--log-every",
+        "1",
+        "-q",
+        *extra,
+    ]
 
 
 @pytest.mark.slow  # torchrun, 2 processes
 def test_two_processes_under_torchrun_share_the_work(tmp_path: Path):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    torchrun = [str(VENV_BIN / "torchrun")] if (VENV_BIN / "torchrun").exists() else [
-        sys.executable, "-m", "torch.distributed.run"]
-    cmd = [*torchrun, "--standalone", "--nproc_per_node", "2", "-m", "vepcli",
-           *_cli(tmp_path, "ddp", "--batch-size", "4")]
+    torchrun = (
+        [str(VENV_BIN / "torchrun")]
+        if (VENV_BIN / "torchrun").exists()
+        else [sys.executable, "-m", "torch.distributed.run"]
+    )
+    cmd = [
+        *torchrun,
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        "-m",
+        "vepcli",
+        *_cli(tmp_path, "ddp", "--batch-size", "4"),
+    ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ddp = read_metrics(tmp_path / "ddp" / "metrics.csv")
@@ -216,9 +266,12 @@ def test_two_processes_under_torchrun_share_the_work(tmp_path: Path):
 
 @pytest.mark.slow  # a subprocess
 def test_cli_errors_are_one_line(tmp_path: Path):
-    proc = subprocess.run([sys.executable, "-m", "vepcli", *_cli(tmp_path, "bad", "--batch-size", "3",
-                                                                 "--micro-batch", "2")],
-                          capture_output=True, text=True, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-m", "vepcli", *_cli(tmp_path, "bad", "--batch-size", "3", "--micro-batch", "2")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert proc.returncode == 1 and proc.stderr.count("\n") == 1 and "--batch-size 3" in proc.stderr
 
 
@@ -240,15 +293,28 @@ def test_kmer_baseline_and_model_card_tools_package_a_run(tmp_path: Path):
 
     pretrain(tiny(tmp_path, "run", steps=2, val_every=2, checkpoint_every=100))
     bed = tmp_path / "train.bed"
-    data = ["--fasta", str(FASTA), "--intervals", str(bed), "--val-region", VAL_REGION, "--seq-len", "128",
-            "--val-windows", "8", "--seed", "0"]
+    data = [
+        "--fasta",
+        str(FASTA),
+        "--intervals",
+        str(bed),
+        "--val-region",
+        VAL_REGION,
+        "--seq-len",
+        "128",
+        "--val-windows",
+        "8",
+        "--seed",
+        "0",
+    ]
     base = CliRunner().invoke(cli, ["tools", "kmer-baseline", *data, "--max-k", "2", "-o", str(tmp_path / "b.json")])
     assert base.exit_code == 0, base.output
     assert "best acc_masked:" in base.output
     figures = json.loads((tmp_path / "b.json").read_text())
     assert sorted(figures["by_k"]) == ["0", "1", "2"] and figures["val_windows"] == 8
-    card = CliRunner().invoke(cli, ["tools", "model-card", str(tmp_path / "run"), str(tmp_path / "b.json"),
-                                    str(tmp_path / "shipped")])
+    card = CliRunner().invoke(
+        cli, ["tools", "model-card", str(tmp_path / "run"), str(tmp_path / "b.json"), str(tmp_path / "shipped")]
+    )
     assert card.exit_code == 0, card.output
     text = (tmp_path / "shipped" / "MODEL_CARD.md").read_text()
     assert "best k-mer, like for like" in text and "chr22_slice.fa.gz" in text

@@ -58,8 +58,23 @@ def run(*args: str, ok: bool = True):
 
 
 def embed(table: Path, out: Path, model: str = "ps", window: int = W, pool: int = POOL) -> Path:
-    run("embed", table, "-f", DATA / "chr22_slice.fa", "-m", MODELS[model], "-o", out, "--window", window,
-        "--pool", pool, "--threads", 1, "-q")
+    run(
+        "embed",
+        table,
+        "-f",
+        DATA / "chr22_slice.fa",
+        "-m",
+        MODELS[model],
+        "-o",
+        out,
+        "--window",
+        window,
+        "--pool",
+        pool,
+        "--threads",
+        1,
+        "-q",
+    )
     return out
 
 
@@ -89,8 +104,10 @@ def probe_data(tmp_path_factory):
     shuffled = np.random.default_rng(12345).permutation(table.column("label").to_numpy())
     parts = {}
     for k in range(3):
-        parts[k] = (subset(emb, d / f"train{k}.parquet", third != k, shuffled=shuffled),
-                    subset(emb, d / f"test{k}.parquet", third == k, shuffled=shuffled))
+        parts[k] = (
+            subset(emb, d / f"train{k}.parquet", third != k, shuffled=shuffled),
+            subset(emb, d / f"test{k}.parquet", third == k, shuffled=shuffled),
+        )
     return {"dir": d, "all": emb, "parts": parts, "train": parts[2][0], "test": parts[2][1]}
 
 
@@ -194,11 +211,13 @@ def test_probe_from_another_model_or_window_is_refused(probe_data, svm_probe, tm
     probe = load_probe(svm_probe[0])
     ident = probe.identity
     probe.check_compatible(ident.config_hash, W, POOL, weights_sha256=ident.weights_sha256, strand_average=True)
-    cases = [((ident.config_hash, 512, POOL), {}, "window 512"),
-             ((ident.config_hash, W, 128), {}, "pool 128"),
-             (("0123456789abcdef", W, POOL), {}, "model config 0123456789abcdef"),
-             ((ident.config_hash, W, POOL), {"weights_sha256": "f" * 64}, "model weights"),
-             ((ident.config_hash, W, POOL), {"strand_average": False}, "strand averaging")]
+    cases = [
+        ((ident.config_hash, 512, POOL), {}, "window 512"),
+        ((ident.config_hash, W, 128), {}, "pool 128"),
+        (("0123456789abcdef", W, POOL), {}, "model config 0123456789abcdef"),
+        ((ident.config_hash, W, POOL), {"weights_sha256": "f" * 64}, "model weights"),
+        ((ident.config_hash, W, POOL), {"strand_average": False}, "strand averaging"),
+    ]
     for args, kwargs, words in cases:
         with pytest.raises(UserError, match=words) as err:
             probe.check_compatible(*args, **kwargs)
@@ -222,8 +241,14 @@ def test_untrusted_or_foreign_files_are_not_loaded(tmp_path):
     from sklearn.preprocessing import FunctionTransformer
 
     evil = tmp_path / "evil.skops"
-    sio.dump({"format": "vepcli-probe", "meta_json": "{}",
-              "pipeline": Pipeline([("f", FunctionTransformer(func=_not_a_probe_function))])}, evil)
+    sio.dump(
+        {
+            "format": "vepcli-probe",
+            "meta_json": "{}",
+            "pipeline": Pipeline([("f", FunctionTransformer(func=_not_a_probe_function))]),
+        },
+        evil,
+    )
     assert sio.get_untrusted_types(file=evil)  # skops itself would not trust it either
     with pytest.raises(UserError, match="holds types a vepcli probe never contains"):
         load_probe(evil)
@@ -247,9 +272,22 @@ def _not_a_probe_function(x):
 def test_eval_table_per_bucket_and_pngs(probe_data, svm_probe):
     plots = probe_data["dir"] / "heldout"
     tsv = probe_data["dir"] / "heldout.tsv"
-    result = run("probe", "eval", svm_probe[0], probe_data["test"], "--bucket-by",
-                 "distance_to_boundary", "--buckets", "64,128,256", "--plots", plots, "-o", tsv,
-                 "--threads", 1)
+    result = run(
+        "probe",
+        "eval",
+        svm_probe[0],
+        probe_data["test"],
+        "--bucket-by",
+        "distance_to_boundary",
+        "--buckets",
+        "64,128,256",
+        "--plots",
+        plots,
+        "-o",
+        tsv,
+        "--threads",
+        1,
+    )
     lines = result.stdout.splitlines()
     assert lines[0].split() == ["bucket", "n", "n_pos", "pos_rate", "AUROC", "AUROC_95CI", "AUPRC"]
     assert [ln.split()[0] for ln in lines[1:]] == ["all", "64-128", "128-256", ">=256"]
@@ -303,8 +341,13 @@ def test_logistic_diff_layout_with_tissue_covariate(probe_data):
 def test_splits_by_chromosome_column_or_blocks():
     rng = np.random.default_rng(0)
     n = 60
-    table = pd.DataFrame({"chrom": np.repeat(["1", "2", "3", "4"], n // 4), "pos": rng.integers(1, 10**6, n),
-                          "fold": np.tile(["a", "b", "c"], n // 3)})
+    table = pd.DataFrame(
+        {
+            "chrom": np.repeat(["1", "2", "3", "4"], n // 4),
+            "pos": rng.integers(1, 10**6, n),
+            "fold": np.tile(["a", "b", "c"], n // 3),
+        }
+    )
     by_chrom = make_splits(table, 5)
     assert by_chrom.method == "chromosome" and len(by_chrom.folds) == 4  # no more folds than chromosomes
     for train, test in by_chrom.folds:
@@ -330,6 +373,7 @@ def test_labels_buckets_and_cli_errors(probe_data):
         parse_edges("5,1")
     names = bucket_labels(np.array([0, 29999, 30000, 10**6, np.nan, -1]), [0, 30000, 100000])
     assert list(names) == ["0-30000", "0-30000", "30000-100000", ">=100000", "", ""]
-    result = run("probe", "train", probe_data["train"], "--label", "nope", "-o",
-                 probe_data["dir"] / "x.skops", ok=False)
+    result = run(
+        "probe", "train", probe_data["train"], "--label", "nope", "-o", probe_data["dir"] / "x.skops", ok=False
+    )
     assert result.exit_code == 1 and result.stderr.count("\n") == 1 and "label column(s) nope" in result.stderr

@@ -22,8 +22,14 @@ D = 8
 
 def synthetic_embeddings(n: int = 60, seed: int = 0) -> Embeddings:
     rng = np.random.default_rng(seed)
-    table = pd.DataFrame({"chrom": ["1", "2", "3"] * (n // 3), "pos": np.arange(n) * 1000 + 1,
-                          "label": [0, 1] * (n // 2), "tissue": ["a", "b", "c", "a", "b"] * (n // 5)})
+    table = pd.DataFrame(
+        {
+            "chrom": ["1", "2", "3"] * (n // 3),
+            "pos": np.arange(n) * 1000 + 1,
+            "label": [0, 1] * (n // 2),
+            "tissue": ["a", "b", "c", "a", "b"] * (n // 5),
+        }
+    )
     ref = rng.normal(size=(n, D)).astype(np.float32)
     alt = (ref + table["label"].to_numpy()[:, None] * 0.7 + rng.normal(size=(n, D)) * 0.3).astype(np.float32)
     return Embeddings(table, ref, alt, EmbeddingIdentity("cafe", 64, 64, D))
@@ -71,7 +77,7 @@ def test_flipped_bytes(probe_file, tmp_path):
     outcomes = []
     for at in range(0, len(data), max(1, len(data) // 300)):
         damaged = tmp_path / "flip.skops"
-        damaged.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1:])
+        damaged.write_bytes(data[:at] + bytes([data[at] ^ 0xFF]) + data[at + 1 :])
         outcomes.append(loads_same_or_refused(damaged, expected))
     assert outcomes.count("refused") > len(outcomes) // 2
 
@@ -109,8 +115,12 @@ def test_metadata_that_does_not_fit_the_classifier(probe_file, tmp_path):
     path, _ = probe_file
     obj = sio.load(path, trusted=sio.get_untrusted_types(file=path))
     meta = json.loads(obj["meta_json"])
-    for field, value in (("features", {**meta["features"], "n_features": 3}), ("kind", "forest"),
-                         ("covariates", {"tissue": ["a"]}), ("embedding", {**meta["embedding"], "d_model": "8"})):
+    for field, value in (
+        ("features", {**meta["features"], "n_features": 3}),
+        ("kind", "forest"),
+        ("covariates", {"tissue": ["a"]}),
+        ("embedding", {**meta["embedding"], "d_model": "8"}),
+    ):
         bad = tmp_path / f"{field}.skops"
         sio.dump({**obj, "meta_json": json.dumps({**meta, field: value})}, bad)
         with pytest.raises(UserError, match="not a vepcli probe|is damaged"):
@@ -141,14 +151,15 @@ def test_probe_outputs_are_checked_before_any_work(probe_file, tmp_path):
     emb = tmp_path / "emb.parquet"
     emb.write_bytes(b"not read: the outputs are refused first")
     (tmp_path / "folder.tsv").mkdir()
-    cases = [(["probe", "eval", path, emb, "-o", path], "also one of the inputs"),
-             (["probe", "eval", path, emb, "-o", emb], "also one of the inputs"),
-             (["probe", "eval", path, emb, "-o", tmp_path / "folder.tsv"], "a folder"),
-             (["probe", "eval", path, emb, "-o", tmp_path / "missing" / "t.tsv"], "does not exist"),
-             (["probe", "eval", path, emb, "--plots", tmp_path / "emb.parquet.x", "-o", "/dev/null"],
-              "character device"),
-             (["probe", "train", emb, "--label", "label", "-o", emb], "also one of the inputs"),
-             (["probe", "train", emb, "--label", "label", "-o", "/dev/null"], "character device")]
+    cases = [
+        (["probe", "eval", path, emb, "-o", path], "also one of the inputs"),
+        (["probe", "eval", path, emb, "-o", emb], "also one of the inputs"),
+        (["probe", "eval", path, emb, "-o", tmp_path / "folder.tsv"], "a folder"),
+        (["probe", "eval", path, emb, "-o", tmp_path / "missing" / "t.tsv"], "does not exist"),
+        (["probe", "eval", path, emb, "--plots", tmp_path / "emb.parquet.x", "-o", "/dev/null"], "character device"),
+        (["probe", "train", emb, "--label", "label", "-o", emb], "also one of the inputs"),
+        (["probe", "train", emb, "--label", "label", "-o", "/dev/null"], "character device"),
+    ]
     before = {p: p.read_bytes() for p in (path, emb)}
     for argv, match in cases:
         code, err = _cli(*argv)
@@ -157,14 +168,17 @@ def test_probe_outputs_are_checked_before_any_work(probe_file, tmp_path):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["emb.parquet", "folder.tsv"]
 
 
-@pytest.mark.parametrize(("args", "match"), [
-    (["train", "E", "--label", "label", "-o", "p.skops", "--threads", "0"], "--threads"),
-    (["train", "E", "--label", "label", "-o", "p.skops", "--folds", "1"], "--folds"),
-    (["train", "E", "--label", "label", "-o", "p.skops", "--seed", "-1"], "--seed"),
-    (["eval", "P", "E", "--bootstrap", "-1"], "--bootstrap"),
-    (["eval", "P", "E", "--threads", "-2"], "--threads"),
-    (["eval", "P", "E", "--seed", str(2**32)], "--seed"),
-])
+@pytest.mark.parametrize(
+    ("args", "match"),
+    [
+        (["train", "E", "--label", "label", "-o", "p.skops", "--threads", "0"], "--threads"),
+        (["train", "E", "--label", "label", "-o", "p.skops", "--folds", "1"], "--folds"),
+        (["train", "E", "--label", "label", "-o", "p.skops", "--seed", "-1"], "--seed"),
+        (["eval", "P", "E", "--bootstrap", "-1"], "--bootstrap"),
+        (["eval", "P", "E", "--threads", "-2"], "--threads"),
+        (["eval", "P", "E", "--seed", str(2**32)], "--seed"),
+    ],
+)
 def test_probe_option_ranges(probe_file, tmp_path, args, match):
     emb = tmp_path / "emb.parquet"
     emb.write_bytes(b"x")

@@ -70,11 +70,20 @@ def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize(("batch", "L", "D", "N", "groups", "reverse"), [
-    (1, 1, 5, 4, 0, None), (2, 37, 12, 8, 0, None), (3, 130, 20, 16, 3, None), (9, 65, 33, 16, 9, None),
-    (4, 129, 16, 3, 0, None), (5, 200, 7, 16, 5, None), (4, 70, 20, 16, 2, [False, True]),
-    (6, 131, 24, 8, 3, [True, False, True]), (2, 1, 3, 4, 2, [False, True]),
-])
+@pytest.mark.parametrize(
+    ("batch", "L", "D", "N", "groups", "reverse"),
+    [
+        (1, 1, 5, 4, 0, None),
+        (2, 37, 12, 8, 0, None),
+        (3, 130, 20, 16, 3, None),
+        (9, 65, 33, 16, 9, None),
+        (4, 129, 16, 3, 0, None),
+        (5, 200, 7, 16, 5, None),
+        (4, 70, 20, 16, 2, [False, True]),
+        (6, 131, 24, 8, 3, [True, False, True]),
+        (2, 1, 3, 4, 2, [False, True]),
+    ],
+)
 def test_forward_and_gradients_match_float64_reference(path, batch, L, D, N, groups, reverse) -> None:
     inputs = make_inputs(batch, L, D, N, groups, seed=batch * 1000 + L)
     ours = [t.clone().requires_grad_() for t in inputs]
@@ -101,8 +110,9 @@ def test_optional_inputs_and_no_softplus(path, with_extras) -> None:
         extras = (Dp, z, bias if softplus else bias.abs() * 0.1) if with_extras else (None, None, None)
         ours = [t.clone().requires_grad_() for t in (u, d, A, B, C)]
         y = scan(path, *ours, *extras, delta_softplus=softplus)
-        y_ref = selective_scan_reference(*[t.double().requires_grad_() for t in (u, d, A, B, C)], *extras,
-                                         delta_softplus=softplus)
+        y_ref = selective_scan_reference(
+            *[t.double().requires_grad_() for t in (u, d, A, B, C)], *extras, delta_softplus=softplus
+        )
         assert rel_err(y, y_ref) < 1e-5
         y.sum().backward()
         assert all(t.grad is not None and torch.isfinite(t.grad).all() for t in ours)
@@ -168,11 +178,13 @@ def test_published_fixtures_match_through_every_cpu_path(backend, arch, monkeypa
 
 
 def test_without_a_compiler_the_torch_path_runs_with_one_warning(tmp_path: Path) -> None:
-    code = ("import torch\n"
-            "from vepcli.nn.kernels import scan_backend, selective_scan\n"
-            "x = torch.randn(1, 8, 4)\n"
-            "y = selective_scan(x, x, -torch.ones(4, 2), torch.randn(1, 8, 2), torch.randn(1, 8, 2))\n"
-            "print(scan_backend('cpu'), y.shape[1])\n")
+    code = (
+        "import torch\n"
+        "from vepcli.nn.kernels import scan_backend, selective_scan\n"
+        "x = torch.randn(1, 8, 4)\n"
+        "y = selective_scan(x, x, -torch.ones(4, 2), torch.randn(1, 8, 2), torch.randn(1, 8, 2))\n"
+        "print(scan_backend('cpu'), y.shape[1])\n"
+    )
     env = {**os.environ, "CXX": str(tmp_path / "no-such-cxx"), "VEPCLI_CACHE_DIR": str(tmp_path / "cache")}
     env.pop("VEPCLI_SCAN", None)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True)
@@ -197,8 +209,9 @@ def test_long_input_runs_in_bounded_memory_on_the_cpu_kernel() -> None:
         "assert torch.isfinite(y).all() and torch.isfinite(u.grad).all()\n"
         "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
     )
-    peak_mb = int(subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                                 check=True).stdout.strip())
+    peak_mb = int(
+        subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout.strip()
+    )
     states_mb = 131072 * 16 * 64 * 4 // 2**20  # (L, D, N) in fp32: 512 MiB
     assert peak_mb < states_mb / 2, peak_mb
 
@@ -232,8 +245,12 @@ def test_shared_gate_and_strided_views_are_read_in_place(path) -> None:
     y = call(lambda *a, **k: scan(path, *a, **k), *ours)
     y_ref = call(selective_scan_reference, *refs)
     assert rel_err(y, y_ref) < 1e-5
-    for name, ga, gb in zip(["u", "delta", "A", "proj", "D", "z", "bias"], torch.autograd.grad(y.square().sum(), ours),
-                            torch.autograd.grad(y_ref.square().sum(), refs), strict=True):
+    for name, ga, gb in zip(
+        ["u", "delta", "A", "proj", "D", "z", "bias"],
+        torch.autograd.grad(y.square().sum(), ours),
+        torch.autograd.grad(y_ref.square().sum(), refs),
+        strict=True,
+    ):
         assert ga.shape == gb.shape and rel_err(ga, gb) < 1e-4, name
 
 
@@ -255,8 +272,10 @@ def conv_reference(x, weight, bias, reverse):
 
 
 @pytest.mark.parametrize("path", PATHS)
-@pytest.mark.parametrize(("batch", "L", "D", "K", "reverse"), [(2, 9, 20, 4, None), (3, 2, 7, 4, [False, True]),
-                                                               (1, 17, 33, 3, [True]), (2, 12, 16, 4, [False, True])])
+@pytest.mark.parametrize(
+    ("batch", "L", "D", "K", "reverse"),
+    [(2, 9, 20, 4, None), (3, 2, 7, 4, [False, True]), (1, 17, 33, 3, [True]), (2, 12, 16, 4, [False, True])],
+)
 def test_conv1d_silu_matches_its_definition_with_gradients(path, batch, L, D, K, reverse) -> None:
     G = len(reverse) if reverse else 1
     g = torch.Generator().manual_seed(batch * 100 + L)
@@ -268,8 +287,12 @@ def test_conv1d_silu_matches_its_definition_with_gradients(path, batch, L, D, K,
     ref = conv_reference(refs[0][..., :D], refs[1], refs[2], reverse)
     assert out.shape == (G * batch, L, D) and rel_err(out, ref) < 1e-5
     w = torch.randn(ref.shape, generator=g, dtype=torch.float64)
-    for name, ga, gb in zip(["x", "weight", "bias"], torch.autograd.grad((out * w.float()).sum(), ours),
-                            torch.autograd.grad((ref * w).sum(), refs), strict=True):
+    for name, ga, gb in zip(
+        ["x", "weight", "bias"],
+        torch.autograd.grad((out * w.float()).sum(), ours),
+        torch.autograd.grad((ref * w).sum(), refs),
+        strict=True,
+    ):
         assert rel_err(ga, gb) < 1e-5, name
 
 

@@ -106,8 +106,9 @@ def test_shell_completion_lists_commands_and_options() -> None:
 
     def complete(words: str, env: str = "bash_complete") -> str:
         cword = str(len(words.split()) - (0 if words.endswith(" ") else 1))
-        result = CliRunner().invoke(cli, [], prog_name="vepcli",
-                                    env={"_VEPCLI_COMPLETE": env, "COMP_WORDS": words, "COMP_CWORD": cword})
+        result = CliRunner().invoke(
+            cli, [], prog_name="vepcli", env={"_VEPCLI_COMPLETE": env, "COMP_WORDS": words, "COMP_CWORD": cword}
+        )
         assert result.exit_code == 0, result.output
         return result.output
 

@@ -50,8 +50,9 @@ def fast_interpreter_scan(monkeypatch):
         monkeypatch.setattr(interpreter.ScanOps, "generic_scan", _slice_scan)
 
 
-def make_inputs(batch, L, d_inner, d_state, *, per_row=False, D=True, z=True, bias=True, softplus=True,
-                dtype=torch.float32, seed=0):
+def make_inputs(
+    batch, L, d_inner, d_state, *, per_row=False, D=True, z=True, bias=True, softplus=True, dtype=torch.float32, seed=0
+):
     g = torch.Generator().manual_seed(seed)
 
     def rand(*shape):
@@ -118,15 +119,19 @@ def test_matches_reference_with_everything(shape):
     check_against_reference(make_inputs(batch, L, d_inner, d_state), chunk=chunk, block_d=block_d)
 
 
-@pytest.mark.parametrize("options", [
-    {"D": False, "z": False, "bias": False},
-    {"z": False},
-    {"D": False, "bias": False},
-    {"per_row": True},
-    {"per_row": True, "z": False, "bias": False},
-    {"softplus": False},
-    {"softplus": False, "bias": False, "per_row": True},
-], ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"D": False, "z": False, "bias": False},
+        {"z": False},
+        {"D": False, "bias": False},
+        {"per_row": True},
+        {"per_row": True, "z": False, "bias": False},
+        {"softplus": False},
+        {"softplus": False, "bias": False, "per_row": True},
+    ],
+    ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()),
+)
 def test_matches_reference_with_options(options):
     inputs = make_inputs(2, 33, 12, 4, **options)
     check_against_reference(inputs, softplus=options.get("softplus", True))

@@ -50,8 +50,24 @@ def test_reads_every_alt(path):
 @pytest.mark.parametrize("output", ["out.tsv", "out.vcf.gz"])
 def test_scores_every_alt(tmp_path, path, output):
     out = tmp_path / output
-    result = CliRunner().invoke(cli, ["score", str(path), "-f", str(FASTA), "-m", str(MODELS["ps"]), "--window",
-                                      "64", "-q", "--threads", "1", "-o", str(out)])
+    result = CliRunner().invoke(
+        cli,
+        [
+            "score",
+            str(path),
+            "-f",
+            str(FASTA),
+            "-m",
+            str(MODELS["ps"]),
+            "--window",
+            "64",
+            "-q",
+            "--threads",
+            "1",
+            "-o",
+            str(out),
+        ],
+    )
     assert result.exit_code == 0, result.stderr
     if output == "out.tsv":
         got = read_scores(out)

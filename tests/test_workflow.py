@@ -30,8 +30,10 @@ DATA = ROOT / "tests" / "data"
 BIN = Path(sys.executable).parent
 SNAKEMAKE = shutil.which("snakemake", path=str(BIN)) or shutil.which("snakemake")
 
-pytestmark = [pytest.mark.slow,
-              pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake (the dev extra) is not installed")]
+pytestmark = [
+    pytest.mark.slow,
+    pytest.mark.skipif(SNAKEMAKE is None, reason="snakemake (the dev extra) is not installed"),
+]
 
 
 def _env(**extra: str) -> dict[str, str]:
@@ -61,8 +63,23 @@ def planned(result: subprocess.CompletedProcess) -> dict[str, int]:
 
 
 def vepcli_score(variants: Path, fasta: Path, out: Path, *options: str) -> subprocess.Popen:
-    cmd = [str(BIN / "vepcli"), "score", str(variants), "-f", str(fasta), "-m", str(MODEL), "-o", str(out),
-           "--window", "512", "--threads", "1", "-q", *options]
+    cmd = [
+        str(BIN / "vepcli"),
+        "score",
+        str(variants),
+        "-f",
+        str(fasta),
+        "-m",
+        str(MODEL),
+        "-o",
+        str(out),
+        "--window",
+        "512",
+        "--threads",
+        "1",
+        "-q",
+        *options,
+    ]
     return subprocess.Popen(cmd, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
 
@@ -84,15 +101,23 @@ def text_of(path: Path) -> str:
 
 def comparable(path: Path) -> str:
     """The file without the lines that name the command or the shard."""
-    return "".join(x for x in text_of(path).splitlines(keepends=True)
-                   if not x.startswith(("##vepcli_command=", "##vepcli_shard=")))
+    return "".join(
+        x for x in text_of(path).splitlines(keepends=True) if not x.startswith(("##vepcli_command=", "##vepcli_shard="))
+    )
 
 
 def test_shards_merge_to_the_unsharded_run_and_a_rerun_is_identical(tmp_path):
     whole = vepcli_score(DATA / "chr22_slice.vcf", DATA / "chr22_slice.fa.gz", tmp_path / "whole.vcf.gz")
-    config = {"variants": str(DATA / "chr22_slice.vcf"), "fasta": str(DATA / "chr22_slice.fa.gz"),
-              "model": str(MODEL), "output": "out/scored.vcf.gz", "shards": 3, "window": 512, "threads": 1,
-              "device": "cpu"}
+    config = {
+        "variants": str(DATA / "chr22_slice.vcf"),
+        "fasta": str(DATA / "chr22_slice.fa.gz"),
+        "model": str(MODEL),
+        "output": "out/scored.vcf.gz",
+        "shards": 3,
+        "window": 512,
+        "threads": 1,
+        "device": "cpu",
+    }
     wd = tmp_path / "run"
     try:
         first = snakemake(wd, config)
@@ -117,8 +142,9 @@ def test_shards_merge_to_the_unsharded_run_and_a_rerun_is_identical(tmp_path):
     again = snakemake(wd, config)
     assert planned(again) == {"score": 1, "merge": 1, "all": 1}
     assert "part=shard-2-of-3" in again.stdout + again.stderr
-    assert {p.name: p.stat().st_mtime_ns for p in parts if p != parts[1]} == \
-        {name: t for name, t in mtimes.items() if name != parts[1].name}
+    assert {p.name: p.stat().st_mtime_ns for p in parts if p != parts[1]} == {
+        name: t for name, t in mtimes.items() if name != parts[1].name
+    }
     assert (merged.read_bytes(), Path(f"{merged}.tbi").read_bytes()) == first_bytes
 
 
@@ -128,8 +154,9 @@ def _two_contig_inputs(folder: Path) -> tuple[Path, Path]:
     seq = "".join((DATA / "chr22_slice.fa").read_text().split("\n", 1)[1].split())
     contigs = {"22": seq[:6000], "X": seq[60000:61000]}
     fasta = folder / "two.fa"
-    fasta.write_text("".join(f">{n}\n" + "\n".join(s[i:i + 60] for i in range(0, len(s), 60)) + "\n"
-                             for n, s in contigs.items()))
+    fasta.write_text(
+        "".join(f">{n}\n" + "\n".join(s[i : i + 60] for i in range(0, len(s), 60)) + "\n" for n, s in contigs.items())
+    )
     pysam.faidx(str(fasta))
     rng = random.Random(3)
     rows = []
@@ -139,19 +166,35 @@ def _two_contig_inputs(folder: Path) -> tuple[Path, Path]:
     x = contigs["X"]
     for k, pos in enumerate(range(300, 440)):
         ref = x[pos - 1].upper()
-        rows.append(("X", pos, ref, next(b for b in "ACGT" if b != ref)) if k % 7 == 0 else
-                    ("X", pos, ref + x[pos].upper(), ref) if k % 2 else ("X", pos, ref, ref + "T"))
+        rows.append(
+            ("X", pos, ref, next(b for b in "ACGT" if b != ref))
+            if k % 7 == 0
+            else ("X", pos, ref + x[pos].upper(), ref)
+            if k % 2
+            else ("X", pos, ref, ref + "T")
+        )
     vcf = folder / "vars.vcf"
-    vcf.write_text("##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n" +
-                   "".join(f"{c}\t{p}\t.\t{r}\t{a}\t.\t.\t.\n" for c, p, r, a in rows))
+    vcf.write_text(
+        "##fileformat=VCFv4.2\n#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO\n"
+        + "".join(f"{c}\t{p}\t.\t{r}\t{a}\t.\t.\t.\n" for c, p, r, a in rows)
+    )
     return fasta, vcf
 
 
 def test_by_chromosome_killed_job_is_redone_alone_and_resumes(tmp_path):
     fasta, vcf = _two_contig_inputs(tmp_path)
     whole = vepcli_score(vcf, fasta, tmp_path / "whole.tsv", "--scores", "llr")
-    config = {"variants": str(vcf), "fasta": str(fasta), "model": str(MODEL), "output": "out/scored.tsv",
-              "by": "chromosome", "window": 512, "threads": 1, "device": "cpu", "score_extra": "--scores llr"}
+    config = {
+        "variants": str(vcf),
+        "fasta": str(fasta),
+        "model": str(MODEL),
+        "output": "out/scored.tsv",
+        "by": "chromosome",
+        "window": 512,
+        "threads": 1,
+        "device": "cpu",
+        "score_extra": "--scores llr",
+    }
     wd = tmp_path / "run"
     parts = wd / "out" / "scored.parts"
     # contig X's job is killed (as by a signal) after its second block; contig 22's finishes
@@ -181,9 +224,18 @@ def test_plan_by_chromosome_from_the_index_with_probe_and_resources(tmp_path):
     pysam.tabix_compress(str(vcf), str(vcf) + ".gz")
     pysam.tabix_index(str(vcf) + ".gz", preset="vcf")
     (tmp_path / "probe.skops").write_bytes(b"")
-    config = {"variants": f"{vcf}.gz", "fasta": str(fasta), "model": str(MODEL), "output": "out/s.parquet",
-              "by": "chromosome", "threads": 1, "mem_mb": 1234, "gpus": 1, "runtime": 30,
-              "probe": {"model": str(tmp_path / "probe.skops")}}
+    config = {
+        "variants": f"{vcf}.gz",
+        "fasta": str(fasta),
+        "model": str(MODEL),
+        "output": "out/s.parquet",
+        "by": "chromosome",
+        "threads": 1,
+        "mem_mb": 1234,
+        "gpus": 1,
+        "runtime": 30,
+        "probe": {"model": str(tmp_path / "probe.skops")},
+    }
     plan = snakemake(tmp_path / "run", config, "-n", "-p")
     text = plan.stdout + plan.stderr
     assert planned(plan) == {"score": 2, "merge": 1, "embed": 2, "merge_embeddings": 1, "probe": 1, "all": 1}

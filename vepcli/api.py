@@ -1,9 +1,9 @@
 """The Python API under the CLI: load a model, tokenize, get hidden states and masked-LM logits.
 
-    >>> import vepcli.api as vep
-    >>> model = vep.load("path/to/model")            # or a Hugging Face id in the local cache
-    >>> logits, hidden = vep.forward(model, ["ACGTACGT", "TTGACA"])
-    >>> emb = vep.embed(model, ["ACGTACGT"])          # strand-averaged last hidden state
+>>> import vepcli.api as vep
+>>> model = vep.load("path/to/model")            # or a Hugging Face id in the local cache
+>>> logits, hidden = vep.forward(model, ["ACGTACGT", "TTGACA"])
+>>> emb = vep.embed(model, ["ACGTACGT"])          # strand-averaged last hidden state
 """
 
 from __future__ import annotations
@@ -16,8 +16,20 @@ from vepcli.nn.caduceus import Caduceus, CaduceusForMaskedLM
 from vepcli.nn.checkpoint import load_model, save_model
 from vepcli.nn.tokenizer import batch_encode, decode, encode, reverse_complement, reverse_complement_ids
 
-__all__ = ["load", "save", "tokenize", "encode", "decode", "reverse_complement", "reverse_complement_ids",
-           "forward", "hidden_states", "logits", "embed", "strand_average"]
+__all__ = [
+    "load",
+    "save",
+    "tokenize",
+    "encode",
+    "decode",
+    "reverse_complement",
+    "reverse_complement_ids",
+    "forward",
+    "hidden_states",
+    "logits",
+    "embed",
+    "strand_average",
+]
 
 load = load_model
 save = save_model

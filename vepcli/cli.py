@@ -46,8 +46,16 @@ def cli() -> None:
     """Score genetic variants with Caduceus DNA language models, and train such models."""
 
 
-for command in (score.score, embed.embed, probe.probe, pretrain.pretrain, finetune.finetune,
-                merge.merge, model.model, tools.tools):
+for command in (
+    score.score,
+    embed.embed,
+    probe.probe,
+    pretrain.pretrain,
+    finetune.finetune,
+    merge.merge,
+    model.model,
+    tools.tools,
+):
     cli.add_command(command)
 
 

@@ -57,8 +57,9 @@ def _check_fasta_file(path: Path) -> list[Path]:
     with open(path, "rb") as fh:
         bom = fh.read(3) == b"\xef\xbb\xbf"
     if bom:
-        raise UserError(f"{path} starts with a UTF-8 byte-order mark (BOM), which FASTA does not allow; save it "
-                        "without BOM")
+        raise UserError(
+            f"{path} starts with a UTF-8 byte-order mark (BOM), which FASTA does not allow; save it without BOM"
+        )
     needed = [Path(f"{path}.fai")]
     if _is_bgzf(path):
         needed.append(Path(f"{path}.gzi"))
@@ -169,12 +170,15 @@ class Genome:
         try:
             seq = self._fa.fetch(name, lo, hi).upper()
         except (OSError, ValueError) as err:
-            raise UserError(f"cannot read {name}:{lo + 1}-{hi} from FASTA {self.path} ({' '.join(str(err).split())}); "
-                            f"the file is damaged or its index is stale: rebuild it with {_index_hint(self.path)}"
-                            ) from None
+            raise UserError(
+                f"cannot read {name}:{lo + 1}-{hi} from FASTA {self.path} ({' '.join(str(err).split())}); "
+                f"the file is damaged or its index is stale: rebuild it with {_index_hint(self.path)}"
+            ) from None
         if len(seq) != hi - lo:
-            raise UserError(f"FASTA {self.path} gives {len(seq)} bases for {name}:{lo + 1}-{hi}, not {hi - lo}; "
-                            f"its index is stale or the file was cut short: rebuild the index with "
-                            f"{_index_hint(self.path)}")
+            raise UserError(
+                f"FASTA {self.path} gives {len(seq)} bases for {name}:{lo + 1}-{hi}, not {hi - lo}; "
+                f"its index is stale or the file was cut short: rebuild the index with "
+                f"{_index_hint(self.path)}"
+            )
         self._cache = (name, lo, hi, seq)
         return seq

@@ -58,8 +58,14 @@ def default_batch_size(device: torch.device) -> int:
 class Engine:
     """Runs Requests through a Caduceus masked-LM model in batches."""
 
-    def __init__(self, model: CaduceusForMaskedLM, device: str = "auto", precision: str = "fp32",
-                 batch_size: int | None = None, strand_average: bool = True) -> None:
+    def __init__(
+        self,
+        model: CaduceusForMaskedLM,
+        device: str = "auto",
+        precision: str = "fp32",
+        batch_size: int | None = None,
+        strand_average: bool = True,
+    ) -> None:
         if precision not in PRECISIONS:
             raise UserError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         self.device = pick_device(device)

@@ -48,8 +48,10 @@ def check_bgzf_eof(path: Path) -> None:
         fh.seek(max(0, size - len(BGZF_EOF)))
         tail = fh.read()
     if tail != BGZF_EOF:
-        raise UserError(f"{path} is truncated: its BGZF end-of-file marker is missing (the file was cut short or "
-                        "its writer did not finish); copy or write it again")
+        raise UserError(
+            f"{path} is truncated: its BGZF end-of-file marker is missing (the file was cut short or "
+            "its writer did not finish); copy or write it again"
+        )
 
 
 def truncated_message(path: Path, err: BaseException) -> str:
@@ -68,8 +70,10 @@ def reading(path: Path) -> Iterator[None]:
     except READ_ERRORS as err:
         raise UserError(truncated_message(path, err)) from None
     except UnicodeDecodeError as err:
-        raise UserError(f"{path} is not UTF-8 text (byte {err.object[err.start:err.start + 1]!r} at offset "
-                        f"{err.start} of a line); save it as UTF-8") from None
+        raise UserError(
+            f"{path} is not UTF-8 text (byte {err.object[err.start : err.start + 1]!r} at offset "
+            f"{err.start} of a line); save it as UTF-8"
+        ) from None
 
 
 def check_compressed(path: Path) -> None:
@@ -92,5 +96,7 @@ def first_bytes(path: Path, n: int = 3) -> bytes:
 
 def refuse_bom(path: Path, what: str) -> None:
     if first_bytes(path) == UTF8_BOM:
-        raise UserError(f"{path} starts with a UTF-8 byte-order mark (BOM), which {what} does not allow; save it "
-                        "as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`)")
+        raise UserError(
+            f"{path} starts with a UTF-8 byte-order mark (BOM), which {what} does not allow; save it "
+            "as UTF-8 without BOM (e.g. `sed -i '1s/^\\xEF\\xBB\\xBF//' FILE`)"
+        )

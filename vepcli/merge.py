@@ -40,8 +40,12 @@ from vepcli.output import atomic_output, output_format
 # ---------------------------------------------------------------- entry point
 
 
-def merge_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathLike[str],
-                output_type: str | None = None, command: str | None = None) -> tuple[Path, int, str]:
+def merge_files(
+    inputs: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    output_type: str | None = None,
+    command: str | None = None,
+) -> tuple[Path, int, str]:
     """Merge vepcli outputs `inputs` into `output`; returns (output, number of rows, 'shards' or 'regions').
 
     `command` goes into the ##vepcli_command line (default: `vepcli merge INPUTS -o OUTPUT`)."""
@@ -69,8 +73,10 @@ def merge_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathL
         if FAMILY[f] != family:
             raise UserError(f"mixed formats: {paths[0]} is {family} but {p} is {FAMILY[f]}; merge parts of one format")
     if FAMILY.get(out_fmt) != family:
-        raise UserError(f"the parts are {family} but the output {out} would be {out_fmt}; name the output "
-                        f"{'.vcf.gz' if family == 'VCF' else '.tsv' if family == 'TSV' else '.parquet'}")
+        raise UserError(
+            f"the parts are {family} but the output {out} would be {out_fmt}; name the output "
+            f"{'.vcf.gz' if family == 'VCF' else '.tsv' if family == 'TSV' else '.parquet'}"
+        )
     parts = [read_part(p, f) for p, f in zip(paths, fmts, strict=True)]
     kind = check_parts(parts)
     renumber = kind == "regions"
@@ -96,8 +102,9 @@ def merge_files(inputs: Sequence[str | os.PathLike[str]], output: str | os.PathL
     except READ_ERRORS as err:
         raise UserError(truncated_message(Path(getattr(err, "filename", "") or "a part"), err)) from None
     except pa.ArrowException as err:
-        raise UserError(f"cannot read the parquet parts ({' '.join(str(err).split())[:200]}); merge only vepcli "
-                        "outputs") from None
+        raise UserError(
+            f"cannot read the parquet parts ({' '.join(str(err).split())[:200]}); merge only vepcli outputs"
+        ) from None
     except OSError as err:
         raise UserError(f"cannot write {out} ({err.strerror or err}); nothing was written") from None
     return out, total, kind

@@ -117,20 +117,28 @@ def check_parts(parts: list[Part]) -> str:
     first = parts[0]
     for p in parts[1:]:
         if p.settings_hash != first.settings_hash:
-            raise UserError(f"{p.name} (settings {p.settings_hash}) and {first.name} (settings {first.settings_hash}) "
-                            "were scored with a different model, window or settings; rescore them alike")
+            raise UserError(
+                f"{p.name} (settings {p.settings_hash}) and {first.name} (settings {first.settings_hash}) "
+                "were scored with a different model, window or settings; rescore them alike"
+            )
     _same_line(parts, _INPUT, "input sha256", "were scored from different input files; merge parts of one input")
-    _same_line(parts, _FASTA, "FASTA contigs sha256", "were scored against different reference FASTAs; rescore "
-               "them against one")
+    _same_line(
+        parts,
+        _FASTA,
+        "FASTA contigs sha256",
+        "were scored against different reference FASTAs; rescore them against one",
+    )
     for p in parts[1:]:
         mine = [h for h in p.header if not h.startswith(_VARYING)]
         theirs = [h for h in first.header if not h.startswith(_VARYING)]
         if mine != theirs:
             diff = next((a for a, b in zip(mine, theirs, strict=False) if a != b), None)
             if diff is None:
-                diff = (mine[len(theirs):] or theirs[len(mine):])[0]
-            raise UserError(f"{p.name} and {first.name} differ in the header line {diff.split('=', 1)[0]}; "
-                            "merge only parts of one run")
+                diff = (mine[len(theirs) :] or theirs[len(mine) :])[0]
+            raise UserError(
+                f"{p.name} and {first.name} differ in the header line {diff.split('=', 1)[0]}; "
+                "merge only parts of one run"
+            )
     # a part without rows may lack the extra columns of a table input; the others must agree
     with_rows = [p for p in parts if p.rows]
     for p in with_rows[1:]:
@@ -139,8 +147,10 @@ def check_parts(parts: list[Part]) -> str:
     sharded = [p for p in parts if p.shard]
     if sharded and len(sharded) != len(parts):
         plain = next(p for p in parts if not p.shard)
-        raise UserError(f"{plain.name} is not a shard (no ##vepcli_shard line) but {sharded[0].name} is; "
-                        "merge either one complete shard set or unsharded parts")
+        raise UserError(
+            f"{plain.name} is not a shard (no ##vepcli_shard line) but {sharded[0].name} is; "
+            "merge either one complete shard set or unsharded parts"
+        )
     if not sharded:
         return "regions"
     n = first.shard[1]
@@ -148,15 +158,18 @@ def check_parts(parts: list[Part]) -> str:
     for p in parts:
         i, m = p.shard
         if m != n:
-            raise UserError(f"{p.name} is shard {i}/{m} but {first.name} is shard {first.shard[0]}/{n}; "
-                            "merge shards of one split")
+            raise UserError(
+                f"{p.name} is shard {i}/{m} but {first.name} is shard {first.shard[0]}/{n}; merge shards of one split"
+            )
         if i in seen:
             raise UserError(f"shard {i}/{n} is given twice: {seen[i].name} and {p.name}")
         seen[i] = p
     missing = [f"{i}/{n}" for i in range(1, n + 1) if i not in seen]
     if missing:
-        raise UserError(f"shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
-                        f"{'are' if len(missing) > 1 else 'is'} missing; give all {n} shards of the set")
+        raise UserError(
+            f"shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
+            f"{'are' if len(missing) > 1 else 'is'} missing; give all {n} shards of the set"
+        )
     return "shards"
 
 
@@ -170,8 +183,7 @@ def _same_line(parts: list[Part], prefix: str, what: str, why: str) -> None:
 
     for p in parts[1:]:
         if values[p.name] != values[first.name]:
-            raise UserError(f"{p.name} ({what} {digest(p.name)}) and {first.name} ({what} {digest(first.name)}) "
-                            f"{why}")
+            raise UserError(f"{p.name} ({what} {digest(p.name)}) and {first.name} ({what} {digest(first.name)}) {why}")
 
 
 def merged_contigs(parts: list[Part]) -> list[str]:

@@ -28,9 +28,11 @@ class _Contigs:
 
     def add(self, chrom: str, k: int) -> None:
         if self.active and self.owner.setdefault(chrom, k) != k:
-            raise UserError(f"contig {chrom} is in both {self.parts[self.owner[chrom]].name} and "
-                            f"{self.parts[k].name}: parts made with --regions must not share a contig (split one "
-                            "contig with --shard instead)")
+            raise UserError(
+                f"contig {chrom} is in both {self.parts[self.owner[chrom]].name} and "
+                f"{self.parts[k].name}: parts made with --regions must not share a contig (split one "
+                "contig with --shard instead)"
+            )
 
 
 class _Coverage:
@@ -48,16 +50,20 @@ class _Coverage:
             self.owner.extend([0] * (index + 1 - len(self.owner) + len(self.owner) // 2))
         if self.owner[index]:
             other = self.parts[self.owner[index] - 1].name
-            raise UserError(f"the allele with index {index} is in both {other} and {self.parts[k].name}: the parts "
-                            "overlap (were they made from the same input, with other --shard/--regions?)")
+            raise UserError(
+                f"the allele with index {index} is in both {other} and {self.parts[k].name}: the parts "
+                "overlap (were they made from the same input, with other --shard/--regions?)"
+            )
         self.owner[index] = k + 1
 
     def check(self, total: int) -> None:
         # `total` distinct indexes: any index >= total leaves a hole below total
         hole = next((i for i in range(total) if not self.owner[i]), None)
         if hole is not None:
-            raise UserError(f"the parts do not cover the input: index {hole} is in none of them (a part of the "
-                            "split is missing or was cut short)")
+            raise UserError(
+                f"the parts do not cover the input: index {hole} is in none of them (a part of the "
+                "split is missing or was cut short)"
+            )
 
 
 def _vcf_rows(part: Part, k: int, rank: dict[str, int], renumber: bool, contigs: _Contigs) -> Iterator[tuple]:
@@ -77,13 +83,16 @@ def _vcf_rows(part: Part, k: int, rank: dict[str, int], renumber: bool, contigs:
             info = cols[7].split(";")
             at = next((j for j, item in enumerate(info) if item.startswith(INDEX_KEY)), None)
             if at is None:
-                raise UserError(f"{part.name} has records without INFO/{INDEX_KEY[:-1]}; rescore it with this "
-                                "version of vepcli")
-            index = _int(info[at][len(INDEX_KEY):], part)
+                raise UserError(
+                    f"{part.name} has records without INFO/{INDEX_KEY[:-1]}; rescore it with this version of vepcli"
+                )
+            index = _int(info[at][len(INDEX_KEY) :], part)
             if renumber:
                 if not 0 <= index < part.rows:
-                    raise UserError(f"{part.name}: index {index} is outside 0..{part.rows - 1}; was it made with "
-                                    "--shard? Then give all shards of the set instead")
+                    raise UserError(
+                        f"{part.name}: index {index} is outside 0..{part.rows - 1}; was it made with "
+                        "--shard? Then give all shards of the set instead"
+                    )
                 index += part.offset
                 info[at] = f"{INDEX_KEY}{index}"
                 cols[7] = ";".join(info)
@@ -93,8 +102,9 @@ def _vcf_rows(part: Part, k: int, rank: dict[str, int], renumber: bool, contigs:
                 contigs.add(chrom, k)
             key = (rank.get(cols[0], n_rank), cols[0], _int(cols[1], part), index)
             if prev is not None and key < prev:
-                raise UserError(f"{part.name} is not sorted at {cols[0]}:{cols[1]}; merge only files written by "
-                                "'vepcli score'")
+                raise UserError(
+                    f"{part.name} is not sorted at {cols[0]}:{cols[1]}; merge only files written by 'vepcli score'"
+                )
             prev = key
             yield key, k, line
 
@@ -113,21 +123,26 @@ def _table_rows(part: Part, k: int, renumber: bool, contigs: _Contigs) -> Iterat
         chrom = None
         for row in csv.reader(f, delimiter="\t"):
             if len(row) != len(columns):
-                raise UserError(f"{part.name}: a row has {len(row)} columns, the header {len(columns)}; is it a "
-                                "vepcli output?")
+                raise UserError(
+                    f"{part.name}: a row has {len(row)} columns, the header {len(columns)}; is it a vepcli output?"
+                )
             index = _int(row[at], part)
             if at_chrom is not None and row[at_chrom] != chrom:
                 chrom = row[at_chrom]
                 contigs.add(chrom, k)
             if renumber:
                 if not 0 <= index < part.rows:
-                    raise UserError(f"{part.name}: index {index} is outside 0..{part.rows - 1}; was it made with "
-                                    "--shard? Then give all shards of the set instead")
+                    raise UserError(
+                        f"{part.name}: index {index} is outside 0..{part.rows - 1}; was it made with "
+                        "--shard? Then give all shards of the set instead"
+                    )
                 index += part.offset
                 row[at] = str(index)
             if index <= prev:
-                raise UserError(f"{part.name} is not in input order (index {index} after {prev}); merge only "
-                                "files written by 'vepcli score'")
+                raise UserError(
+                    f"{part.name} is not in input order (index {index} after {prev}); merge only "
+                    "files written by 'vepcli score'"
+                )
             prev = index
             yield index, k, row
 
@@ -144,8 +159,9 @@ def _guarded(part: Part, rows: Iterator[tuple]) -> Iterator[tuple]:
         with reading(part.path):
             yield from rows
     except (csv.Error, ValueError, IndexError) as err:
-        raise UserError(f"{part.name}: cannot read a row ({' '.join(str(err).split())[:200]}); merge only vepcli "
-                        "outputs") from None
+        raise UserError(
+            f"{part.name}: cannot read a row ({' '.join(str(err).split())[:200]}); merge only vepcli outputs"
+        ) from None
 
 
 # ---------------------------------------------------------------- writing
@@ -192,9 +208,12 @@ def write_table(parts: list[Part], out_fmt: str, tmp: Path, header: list[str], r
         writer = csv.writer(text, delimiter="\t", lineterminator="\n", quoting=csv.QUOTE_MINIMAL)
         for index, _k, row in heapq.merge(*streams, key=lambda item: item[0]):
             if index != total:
-                raise UserError(f"the parts do not cover the input: index {total} is in none of them (a part of "
-                                "the split is missing or was cut short)" if index > total else
-                                f"the allele with index {index} is in two parts: the parts overlap")
+                raise UserError(
+                    f"the parts do not cover the input: index {total} is in none of them (a part of "
+                    "the split is missing or was cut short)"
+                    if index > total
+                    else f"the allele with index {index} is in two parts: the parts overlap"
+                )
             writer.writerow(row)
             total += 1
         text.flush()
@@ -223,8 +242,10 @@ def write_parquet(parts: list[Part], tmp: Path, header: list[str], renumber: boo
         if renumber:
             index = table[INDEX_COLUMN].to_numpy()
             if len(index) and (index.min() < 0 or index.max() >= p.rows):
-                raise UserError(f"{p.name}: index outside 0..{p.rows - 1}; was it made with --shard? Then give all "
-                                "shards of the set instead")
+                raise UserError(
+                    f"{p.name}: index outside 0..{p.rows - 1}; was it made with --shard? Then give all "
+                    "shards of the set instead"
+                )
             at = table.column_names.index(INDEX_COLUMN)
             table = table.set_column(at, INDEX_COLUMN, pa.array(index + p.offset, type=pa.int64()))
         if p.rows or not tables:
@@ -240,12 +261,16 @@ def write_parquet(parts: list[Part], tmp: Path, header: list[str], renumber: boo
     sorted_index = index[order]
     repeated = np.flatnonzero(sorted_index[1:] == sorted_index[:-1])
     if len(repeated):
-        raise UserError(f"the allele with index {sorted_index[repeated[0]]} is in two parts: the parts overlap "
-                        "(were they made from the same input, with other --shard/--regions?)")
+        raise UserError(
+            f"the allele with index {sorted_index[repeated[0]]} is in two parts: the parts overlap "
+            "(were they made from the same input, with other --shard/--regions?)"
+        )
     holes = np.flatnonzero(sorted_index != np.arange(len(index)))
     if len(holes):
-        raise UserError(f"the parts do not cover the input: index {holes[0]} is in none of them (a part of the "
-                        "split is missing or was cut short)")
+        raise UserError(
+            f"the parts do not cover the input: index {holes[0]} is in none of them (a part of the "
+            "split is missing or was cut short)"
+        )
     merged = merged.take(pa.array(order))
     first_meta = pq.read_schema(parts[0].path).metadata or {}
     meta = {**first_meta, b"vepcli": json.dumps(list(header)).encode()}

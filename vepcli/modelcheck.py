@@ -13,12 +13,28 @@ from vepcli.errors import UserError
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")  # the order the loader tries them in
 # (field, largest value): beyond these a config describes no Caduceus model and only exhausts memory
-MODEL_INT_LIMITS = {"d_model": 1 << 14, "n_layer": 1 << 10, "vocab_size": 1 << 12, "pad_vocab_size_multiple": 1 << 10,
-               "max_length": 1 << 24}
+MODEL_INT_LIMITS = {
+    "d_model": 1 << 14,
+    "n_layer": 1 << 10,
+    "vocab_size": 1 << 12,
+    "pad_vocab_size_multiple": 1 << 10,
+    "max_length": 1 << 24,
+}
 SSM_INT_LIMITS = {"d_state": 1 << 10, "d_conv": 64, "expand": 16}
 _BOOL_FIELDS = ("rms_norm", "residual_in_fp32", "fused_add_norm", "bidirectional", "bidirectional_weight_tie", "rcps")
-_LOAD_ERRORS = (TypeError, ValueError, KeyError, AttributeError, IndexError, RuntimeError, OverflowError,
-                MemoryError, EOFError, OSError, pickle.UnpicklingError)
+_LOAD_ERRORS = (
+    TypeError,
+    ValueError,
+    KeyError,
+    AttributeError,
+    IndexError,
+    RuntimeError,
+    OverflowError,
+    MemoryError,
+    EOFError,
+    OSError,
+    pickle.UnpicklingError,
+)
 
 
 def weights_file(directory: Path) -> Path | None:
@@ -68,14 +84,17 @@ def check_config(directory: Path) -> None:
     for name, most in SSM_INT_LIMITS.items():
         value = (ssm or {}).get(name)
         if value is not None and (not _is_int(value) or not 1 <= value <= most):
-            raise UserError(f"{path}: ssm_cfg.{name} must be a whole number from 1 to {most}, not "
-                            f"{json.dumps(value)[:40]}")
+            raise UserError(
+                f"{path}: ssm_cfg.{name} must be a whole number from 1 to {most}, not {json.dumps(value)[:40]}"
+            )
     rank = (ssm or {}).get("dt_rank", "auto")
     if rank != "auto" and (not _is_int(rank) or not 1 <= rank <= 1 << 14):
-        raise UserError(f"{path}: ssm_cfg.dt_rank must be \"auto\" or a positive whole number")
+        raise UserError(f'{path}: ssm_cfg.dt_rank must be "auto" or a positive whole number')
     cmap = config.get("complement_map")
-    if cmap is not None and (not isinstance(cmap, dict) or not all(
-            str(k).isdigit() and _is_int(v) and 0 <= v < 1 << 12 for k, v in cmap.items())):
+    if cmap is not None and (
+        not isinstance(cmap, dict)
+        or not all(str(k).isdigit() and _is_int(v) and 0 <= v < 1 << 12 for k, v in cmap.items())
+    ):
         raise UserError(f"{path}: complement_map must map token ids to token ids")
     for name in ("model_type", "bidirectional_strategy"):
         if name in config and not isinstance(config[name], str):
@@ -97,6 +116,8 @@ def load_checked(path_or_id: str | Path):
         raise
     except _LOAD_ERRORS as err:
         first = (str(err).strip().splitlines() or [type(err).__name__])[0][:200]
-        raise UserError(f"cannot load the model in {directory} ({type(err).__name__}: {first}); the weights file "
-                        "is damaged, holds more than plain tensors, or does not match config.json") from None
+        raise UserError(
+            f"cannot load the model in {directory} ({type(err).__name__}: {first}); the weights file "
+            "is damaged, holds more than plain tensors, or does not match config.json"
+        ) from None
     return directory, model, weights_digest(directory)

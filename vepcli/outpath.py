@@ -42,16 +42,24 @@ def _input_files(inputs: Iterable[str | os.PathLike[str] | None]) -> list[Path]:
 
 
 def _kind(mode: int) -> str:
-    for test, name in ((stat.S_ISDIR, "a folder"), (stat.S_ISCHR, "a character device"),
-                       (stat.S_ISBLK, "a block device"), (stat.S_ISFIFO, "a named pipe"),
-                       (stat.S_ISSOCK, "a socket")):
+    for test, name in (
+        (stat.S_ISDIR, "a folder"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a named pipe"),
+        (stat.S_ISSOCK, "a socket"),
+    ):
         if test(mode):
             return name
     return "not a regular file"
 
 
-def check_output_path(output: str | os.PathLike[str], inputs: Iterable[str | os.PathLike[str] | None] = (),
-                      option: str = "-o", sidecars: Iterable[str] = OUTPUT_SIDECARS) -> Path:
+def check_output_path(
+    output: str | os.PathLike[str],
+    inputs: Iterable[str | os.PathLike[str] | None] = (),
+    option: str = "-o",
+    sidecars: Iterable[str] = OUTPUT_SIDECARS,
+) -> Path:
     """Refuse an output that is an input (or an input's index), a folder, a device or another
     non-regular file, or that lies in a missing or read-only folder. Returns it as a Path."""
     text = os.fspath(output)
@@ -68,8 +76,10 @@ def check_output_path(output: str | os.PathLike[str], inputs: Iterable[str | os.
         except OSError as err:
             raise UserError(f"{option} {p}: cannot use it ({err.strerror})") from None
         if not stat.S_ISREG(mode):
-            raise UserError(f"{option} {text}: {p} is {_kind(mode)}; an output is written under a temporary name "
-                            "and renamed over it, so give the name of a regular file")
+            raise UserError(
+                f"{option} {text}: {p} is {_kind(mode)}; an output is written under a temporary name "
+                "and renamed over it, so give the name of a regular file"
+            )
     for p in _input_files(inputs):
         if p.exists() and (_same(out, p) or any(_same(Path(f"{out}{s}"), p) for s in sidecars)):
             raise UserError(f"{option} {text} is also one of the inputs ({p}); write the output to a new file")
@@ -113,8 +123,7 @@ def check_output_folder(output: str | os.PathLike[str], option: str = "-o") -> P
         if not stat.S_ISDIR(mode):
             kind = "a file" if stat.S_ISREG(mode) else _kind(mode)
             where = "" if here == out else f": {here} is in its path and"
-            raise UserError(f"{option} {text}{where} is {kind}, not a folder; give a folder (it is created if "
-                            "missing)")
+            raise UserError(f"{option} {text}{where} is {kind}, not a folder; give a folder (it is created if missing)")
         if not os.access(here, os.W_OK | os.X_OK):
             raise UserError(f"cannot write in {here}; choose another {option}")
         return out

@@ -36,8 +36,15 @@ def output_format(path: str, output_type: str | None) -> str:
             raise UserError(f"-O {output_type!r} is not one of v (vcf), z (vcf.gz), t (tsv), p (parquet)")
         return fmt
     name = path.lower()
-    for suffix, fmt in ((".vcf.gz", "vcf.gz"), (".vcf.bgz", "vcf.gz"), (".vcf", "vcf"), (".tsv.gz", "tsv.gz"),
-                        (".parquet", "parquet"), (".pq", "parquet"), (".npz", "npz")):
+    for suffix, fmt in (
+        (".vcf.gz", "vcf.gz"),
+        (".vcf.bgz", "vcf.gz"),
+        (".vcf", "vcf"),
+        (".tsv.gz", "tsv.gz"),
+        (".parquet", "parquet"),
+        (".pq", "parquet"),
+        (".npz", "npz"),
+    ):
         if name.endswith(suffix):
             return fmt
     if name.endswith(".bcf"):
@@ -66,8 +73,10 @@ class PartialStore:
         if self.dir.exists() and resume:
             old = _read_meta(meta_path)
             if old != meta:
-                raise UserError(f"{self.dir} was made with other inputs or settings ({describe_change(old, meta)}); "
-                                "rerun without --resume to start over")
+                raise UserError(
+                    f"{self.dir} was made with other inputs or settings ({describe_change(old, meta)}); "
+                    "rerun without --resume to start over"
+                )
             self._load()
         elif self.dir.exists():
             shutil.rmtree(self.dir)
@@ -109,7 +118,7 @@ class PartialStore:
 
     def check_block(self, block: int, start: int, indexes: list[int]) -> None:
         """On resume: the stored rows of a block (from row `start`) must be those the input gives again."""
-        stored = [r["index"] for r in self.rows[start:start + len(indexes)]]
+        stored = [r["index"] for r in self.rows[start : start + len(indexes)]]
         if stored != indexes:
             raise self._damaged(f"block {block} holds other rows than the input gives")
 
@@ -140,9 +149,16 @@ def describe_change(old: Any, new: dict[str, Any]) -> str:
     """What differs between a resume folder's record of a run and this run, in words."""
     if not isinstance(old, dict):
         return "its meta.json is missing or damaged"
-    words = {"variants": "the variants file", "fasta": "the FASTA", "model": "the model", "window": "the window",
-             "version": "the vepcli version", "format": "the output format", "probe": "the probe",
-             "finetune": "the fine-tuned head"}
+    words = {
+        "variants": "the variants file",
+        "fasta": "the FASTA",
+        "model": "the model",
+        "window": "the window",
+        "version": "the vepcli version",
+        "format": "the output format",
+        "probe": "the probe",
+        "finetune": "the fine-tuned head",
+    }
     changed = []
     for key in sorted(set(old) | set(new)):
         a, b = old.get(key), new.get(key)
@@ -176,17 +192,24 @@ def _info_escape(text: str) -> str:
     return text
 
 
-def vcf_header(meta_lines: Sequence[str], contigs: Sequence[tuple[str, int | None]],
-               score_columns: Sequence[tuple[str, str]]) -> str:
+def vcf_header(
+    meta_lines: Sequence[str], contigs: Sequence[tuple[str, int | None]], score_columns: Sequence[tuple[str, str]]
+) -> str:
     lines = ["##fileformat=VCFv4.2"]
     for name, length in contigs:
         lines.append(f"##contig=<ID={name}" + (f",length={length}>" if length else ">"))
-    lines.append(f'##INFO=<ID={INFO_PREFIX}STATUS,Number=1,Type=String,Description="vepcli status: ok, or why '
-                 'the allele was not scored (see docs/input-rules.md)">')
-    lines.append(f'##INFO=<ID={INFO_PREFIX}INDEX,Number=1,Type=Integer,Description="0-based number of this ALT '
-                 'allele in the input, in input order (a stable row id across shards)">')
-    lines.append(f'##INFO=<ID={INFO_PREFIX}REASON,Number=1,Type=String,Description="Why the allele was not '
-                 'scored, or a note on a score left empty (percent-encoded)">')
+    lines.append(
+        f'##INFO=<ID={INFO_PREFIX}STATUS,Number=1,Type=String,Description="vepcli status: ok, or why '
+        'the allele was not scored (see docs/input-rules.md)">'
+    )
+    lines.append(
+        f'##INFO=<ID={INFO_PREFIX}INDEX,Number=1,Type=Integer,Description="0-based number of this ALT '
+        'allele in the input, in input order (a stable row id across shards)">'
+    )
+    lines.append(
+        f'##INFO=<ID={INFO_PREFIX}REASON,Number=1,Type=String,Description="Why the allele was not '
+        'scored, or a note on a score left empty (percent-encoded)">'
+    )
     for column, description in score_columns:
         lines.append(f'##INFO=<ID={INFO_PREFIX}{column.upper()},Number=1,Type=Float,Description="{description}">')
     lines.extend(meta_lines)
@@ -201,8 +224,12 @@ def _vcf_record(row: dict[str, Any], scores: Sequence[str]) -> str:
     for column in scores:
         if row.get(column) is not None:
             info.append(f"{INFO_PREFIX}{column.upper()}={_fmt(row[column])}")
-    return "\t".join([row["chrom"], str(row["pos"]), row["id"] or ".", row["ref"], row["alt"] or ".", ".", ".",
-                      ";".join(info)]) + "\n"
+    return (
+        "\t".join(
+            [row["chrom"], str(row["pos"]), row["id"] or ".", row["ref"], row["alt"] or ".", ".", ".", ";".join(info)]
+        )
+        + "\n"
+    )
 
 
 def sort_for_vcf(rows: Iterable[dict[str, Any]], contig_order: Sequence[str]) -> list[dict[str, Any]]:
@@ -256,10 +283,17 @@ def bgzip_and_index(text_path: Path, tmp: Path, max_end: int) -> None:
         raise UserError(f"cannot index the output ({err}); write .vcf or .tsv instead") from None
 
 
-def write_output(path: Path, fmt: str, rows: list[dict[str, Any]], scores: Sequence[str],
-                 score_descriptions: dict[str, str], meta_lines: Sequence[str],
-                 contigs: Sequence[tuple[str, int | None]], extra_columns: Sequence[str],
-                 vectors: Sequence[str] = ()) -> None:
+def write_output(
+    path: Path,
+    fmt: str,
+    rows: list[dict[str, Any]],
+    scores: Sequence[str],
+    score_descriptions: dict[str, str],
+    meta_lines: Sequence[str],
+    contigs: Sequence[tuple[str, int | None]],
+    extra_columns: Sequence[str],
+    vectors: Sequence[str] = (),
+) -> None:
     """Render all rows to a temporary file beside `path`, then rename it (and its index) into place."""
     with atomic_output(path) as tmp:
         if fmt in ("vcf", "vcf.gz"):
@@ -351,5 +385,11 @@ def read_scores(path: str | Path) -> pd.DataFrame:
                 break
             skip += 1
     numeric = ("llr", "emb_l2", "emb_cos", "probe", "finetune")
-    return pd.read_csv(path, sep="\t", skiprows=skip, dtype={"chrom": str, "id": str, "ref": str, "alt": str},
-                       keep_default_na=False, na_values={c: [""] for c in numeric})
+    return pd.read_csv(
+        path,
+        sep="\t",
+        skiprows=skip,
+        dtype={"chrom": str, "id": str, "ref": str, "alt": str},
+        keep_default_na=False,
+        na_values={c: [""] for c in numeric},
+    )

@@ -33,7 +33,7 @@ BLOCK = 64  # variants per unit of work and of resume
 MAX_WINDOW = 131_072
 SCORE_DESCRIPTIONS = {
     "llr": "Masked log-likelihood ratio log p(alt) - log p(ref) at the changed positions, strand-averaged "
-           "(SNVs and MNVs; negative = alt less likely than ref)",
+    "(SNVs and MNVs; negative = alt less likely than ref)",
     "emb_l2": "Euclidean distance between pooled ref and alt embeddings (>= 0; larger = bigger effect)",
     "emb_cos": "Cosine distance 1 - cos(ref, alt) between pooled embeddings (larger = bigger effect)",
     "probe": "Probability of the positive class from the probe given with --probe",
@@ -47,8 +47,10 @@ def default_model() -> str:
         return os.environ["VEPCLI_MODEL"]
     bundled = bundled_model_dir(DEFAULT_MODEL_NAME)
     if bundled is None:
-        raise UserError(f"no default model {DEFAULT_MODEL_NAME} in this installation; pass --model DIR_OR_HUB_ID "
-                        "or set VEPCLI_MODEL")
+        raise UserError(
+            f"no default model {DEFAULT_MODEL_NAME} in this installation; pass --model DIR_OR_HUB_ID "
+            "or set VEPCLI_MODEL"
+        )
     return str(bundled)
 
 
@@ -95,8 +97,12 @@ def _file_identity(path: str, digest: bool = False) -> dict[str, Any]:
 
 def check_settings(s: ScoreSettings) -> None:
     """The rules the CLI's option types enforce, for callers of the Python API too."""
-    limits = [("window", s.window, 1, MAX_WINDOW), ("pool", s.pool, 0, None), ("batch_size", s.batch_size, 1, None),
-              ("max_indel_len", s.max_indel_len, 1, None)]
+    limits = [
+        ("window", s.window, 1, MAX_WINDOW),
+        ("pool", s.pool, 0, None),
+        ("batch_size", s.batch_size, 1, None),
+        ("max_indel_len", s.max_indel_len, 1, None),
+    ]
     for name, value, low, high in limits:
         if value is None and name in ("window", "max_indel_len", "batch_size"):
             continue
@@ -134,12 +140,17 @@ def _blocks(variants: Iterator[Variant], size: int) -> Iterator[list[Variant]]:
 class Scorer:
     """Turns blocks of checked variants into output rows with the engine."""
 
-    def __init__(self, engine: Engine, genome: Genome, settings: ScoreSettings, window: int, probe=None,
-                 head=None) -> None:
+    def __init__(
+        self, engine: Engine, genome: Genome, settings: ScoreSettings, window: int, probe=None, head=None
+    ) -> None:
         self.engine, self.genome, self.settings, self.window = engine, genome, settings, window
         self.probe, self.head = probe, head
-        self.want_emb = (settings.embeddings or probe is not None or head is not None
-                         or any(s in settings.scores for s in ("emb_l2", "emb_cos")))
+        self.want_emb = (
+            settings.embeddings
+            or probe is not None
+            or head is not None
+            or any(s in settings.scores for s in ("emb_l2", "emb_cos"))
+        )
         self.want_llr = "llr" in settings.scores
 
     def score_block(self, block: list[Variant], progress=None) -> list[dict[str, Any]]:
@@ -214,8 +225,16 @@ class Scorer:
                 scored[v.index][name] = float(p)
 
     def _row(self, v: Variant, values: dict[str, Any]) -> dict[str, Any]:
-        row = {"index": v.index, "chrom": v.chrom, "pos": v.pos, "id": v.id, "ref": v.ref, "alt": v.alt,
-               "status": v.status, "reason": v.reason or values.pop("reason", "")}
+        row = {
+            "index": v.index,
+            "chrom": v.chrom,
+            "pos": v.pos,
+            "id": v.id,
+            "ref": v.ref,
+            "alt": v.alt,
+            "status": v.status,
+            "reason": v.reason or values.pop("reason", ""),
+        }
         row.update({name: values.get(name) for name in output_scores(self.settings)})
         if self.settings.embeddings:
             row["ref_emb"], row["alt_emb"] = values.get("ref_emb"), values.get("alt_emb")
@@ -251,8 +270,15 @@ def resolve_window(requested: int | None, max_length: int | None) -> int:
     return window
 
 
-def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSettings, output_type: str | None = None,
-               resume: bool = False, quiet: bool = False) -> Path:
+def score_file(
+    variants_path: str,
+    fasta: str,
+    output: str,
+    settings: ScoreSettings,
+    output_type: str | None = None,
+    resume: bool = False,
+    quiet: bool = False,
+) -> Path:
     """Score every ALT of `variants_path` and write `output`; returns the output path."""
     check_settings(settings)
     out = check_output_path(output, [variants_path, fasta, settings.probe, settings.model])
@@ -264,17 +290,23 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
     window = resolve_window(settings.window, model.config.max_length)
     genome = Genome(fasta)
     model_hash = config_hash(model.config.to_dict())
-    meta = {"version": __version__, "variants": _file_identity(variants_path, digest=True),
-            "fasta": _file_identity(fasta),
-            "model": {"path": str(model_dir), "config_hash": model_hash, "weights_sha256": weights_digest},
-            "window": window, "settings": settings.identity(), "format": fmt}
+    meta = {
+        "version": __version__,
+        "variants": _file_identity(variants_path, digest=True),
+        "fasta": _file_identity(fasta),
+        "model": {"path": str(model_dir), "config_hash": model_hash, "weights_sha256": weights_digest},
+        "window": window,
+        "settings": settings.identity(),
+        "format": fmt,
+    }
     probe = None
     if settings.probe:
         from vepcli.probe import load_probe
 
         probe = load_probe(settings.probe)
-        probe.check_compatible(model_hash, window, settings.pool, weights_sha256=weights_digest,
-                               strand_average=settings.strand_average)
+        probe.check_compatible(
+            model_hash, window, settings.pool, weights_sha256=weights_digest, strand_average=settings.strand_average
+        )
         meta["probe"] = {"path": os.path.abspath(settings.probe), "sha256": file_sha256(Path(settings.probe))}
     from vepcli.finetune import ScoreHead
 
@@ -289,8 +321,7 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
     if not quiet:
         from tqdm import tqdm
 
-        bar = tqdm(desc="scoring", unit=" variants", file=sys.stderr, dynamic_ncols=True,
-                   initial=len(store.rows))
+        bar = tqdm(desc="scoring", unit=" variants", file=sys.stderr, dynamic_ncols=True, initial=len(store.rows))
     try:
         _run_blocks(store, scorer, _checked(settings, variants_path, genome), bar)
     except UserError:
@@ -302,37 +333,52 @@ def score_file(variants_path: str, fasta: str, output: str, settings: ScoreSetti
         store.close()
     extra_columns = list(dict.fromkeys(k for r in store.rows for k in r if k not in _standard_keys(settings)))
     command = " ".join(["vepcli", *sys.argv[1:]]) if sys.argv else "vepcli score"
-    meta_lines = [f"##vepcli_version={__version__}",
-                  f"##vepcli_command={command}",
-                  f"##vepcli_model=<path={model_dir},arch={model.config.arch},d_model={model.config.d_model},"
-                  f"n_layer={model.config.n_layer},config_hash={model_hash},weights_sha256={weights_digest[:16]}>",
-                  f"##vepcli_window={window}",
-                  f"##vepcli_scan={engine.scan}",
-                  f"##vepcli_pool={settings.pool}",
-                  f"##vepcli_strand_average={str(settings.strand_average).lower()}",
-                  f"##vepcli_scores={','.join(output_scores(settings))}",
-                  f"##vepcli_settings_hash={_settings_hash(meta)}",
-                  f"##vepcli_input_sha256={meta['variants']['sha256'][:16]}",
-                  f"##vepcli_fasta_sha256={genome.contigs_sha256()[:16]}"]
+    meta_lines = [
+        f"##vepcli_version={__version__}",
+        f"##vepcli_command={command}",
+        f"##vepcli_model=<path={model_dir},arch={model.config.arch},d_model={model.config.d_model},"
+        f"n_layer={model.config.n_layer},config_hash={model_hash},weights_sha256={weights_digest[:16]}>",
+        f"##vepcli_window={window}",
+        f"##vepcli_scan={engine.scan}",
+        f"##vepcli_pool={settings.pool}",
+        f"##vepcli_strand_average={str(settings.strand_average).lower()}",
+        f"##vepcli_scores={','.join(output_scores(settings))}",
+        f"##vepcli_settings_hash={_settings_hash(meta)}",
+        f"##vepcli_input_sha256={meta['variants']['sha256'][:16]}",
+        f"##vepcli_fasta_sha256={genome.contigs_sha256()[:16]}",
+    ]
     if settings.shard:
         meta_lines.append(f"##vepcli_shard={settings.shard[0]}/{settings.shard[1]}")
     contigs = [(c, genome.length(c)) for c in genome.contigs]
     used = {r["chrom"] for r in store.rows}
     contigs = _contig_lines(contigs, used, genome)
     if settings.embeddings:
-        meta_lines.append(f"##vepcli_embedding=<d_model={model.config.d_model},pool={settings.pool},"
-                          f"config_hash={model_hash},window={window}>")
+        meta_lines.append(
+            f"##vepcli_embedding=<d_model={model.config.d_model},pool={settings.pool},"
+            f"config_hash={model_hash},window={window}>"
+        )
     if settings.probe:
         meta_lines.append(f"##vepcli_probe=<path={settings.probe},sha256={meta['probe']['sha256'][:16]}>")
     if head is not None:
         meta_lines.append(head.header_line())
     descriptions = {**SCORE_DESCRIPTIONS, **({"finetune": head.description} if head is not None else {})}
     try:
-        write_output(out, fmt, store.rows, output_scores(settings), descriptions, meta_lines, contigs, extra_columns,
-                     vectors=("ref_emb", "alt_emb") if settings.embeddings else ())
+        write_output(
+            out,
+            fmt,
+            store.rows,
+            output_scores(settings),
+            descriptions,
+            meta_lines,
+            contigs,
+            extra_columns,
+            vectors=("ref_emb", "alt_emb") if settings.embeddings else (),
+        )
     except OSError as err:  # the rows are all in the store: --resume writes the file without scoring again
-        raise UserError(f"cannot write {out} ({err.strerror or err}); every row is kept in {store.dir}: fix that "
-                        "and rerun with --resume to write it") from None
+        raise UserError(
+            f"cannot write {out} ({err.strerror or err}); every row is kept in {store.dir}: fix that "
+            "and rerun with --resume to write it"
+        ) from None
     store.finish()
     return out
 
@@ -350,13 +396,26 @@ def _run_blocks(store: PartialStore, scorer: Scorer, variants: Iterator[Variant]
             bar.update(len(block))
         _test_abort_hook(b)
     if b + 1 < store.blocks_done:
-        raise UserError(f"the resume folder {store.dir} holds more blocks than the input gives; rerun without "
-                        "--resume to start over")
+        raise UserError(
+            f"the resume folder {store.dir} holds more blocks than the input gives; rerun without "
+            "--resume to start over"
+        )
 
 
 def _standard_keys(settings: ScoreSettings) -> set[str]:
-    return {"index", "chrom", "pos", "id", "ref", "alt", "status", "reason", "ref_emb", "alt_emb",
-            *output_scores(settings)}
+    return {
+        "index",
+        "chrom",
+        "pos",
+        "id",
+        "ref",
+        "alt",
+        "status",
+        "reason",
+        "ref_emb",
+        "alt_emb",
+        *output_scores(settings),
+    }
 
 
 def _contig_lines(fasta_contigs, used, genome: Genome):
@@ -373,10 +432,14 @@ def _settings_hash(meta: dict[str, Any]) -> str:
     """Model, window and settings that change numbers; `vepcli merge` refuses shards that differ."""
     import json
 
-    keep = {"model": meta["model"]["config_hash"], "weights": meta["model"]["weights_sha256"],
-            "window": meta["window"], "settings": {k: v for k, v in meta["settings"].items()
-                                                   if k not in ("regions", "shard")},
-            "probe": meta.get("probe", {}).get("sha256"), "finetune": meta.get("finetune")}
+    keep = {
+        "model": meta["model"]["config_hash"],
+        "weights": meta["model"]["weights_sha256"],
+        "window": meta["window"],
+        "settings": {k: v for k, v in meta["settings"].items() if k not in ("regions", "shard")},
+        "probe": meta.get("probe", {}).get("sha256"),
+        "finetune": meta.get("finetune"),
+    }
     return hashlib.sha256(json.dumps(keep, sort_keys=True).encode()).hexdigest()[:16]
 
 
@@ -385,4 +448,3 @@ def _test_abort_hook(block: int) -> None:
     stop = os.environ.get("VEPCLI_ABORT_AFTER_BLOCK")
     if stop is not None and block >= int(stop):
         os._exit(137)
-

@@ -85,14 +85,20 @@ def parse_identity(lines: list[str], source: str = "embeddings") -> EmbeddingIde
     emb = _header_fields(heads["vepcli_embedding"])
     model = _header_fields(heads.get("vepcli_model", ""))
     try:
-        return EmbeddingIdentity(config_hash=emb["config_hash"], window=int(emb["window"]), pool=int(emb["pool"]),
-                                 d_model=int(emb["d_model"]),
-                                 strand_average=heads.get("vepcli_strand_average", "true") == "true",
-                                 weights_sha256=model.get("weights_sha256", "unknown"),
-                                 arch=model.get("arch", "unknown"), model_path=model.get("path", ""))
+        return EmbeddingIdentity(
+            config_hash=emb["config_hash"],
+            window=int(emb["window"]),
+            pool=int(emb["pool"]),
+            d_model=int(emb["d_model"]),
+            strand_average=heads.get("vepcli_strand_average", "true") == "true",
+            weights_sha256=model.get("weights_sha256", "unknown"),
+            arch=model.get("arch", "unknown"),
+            model_path=model.get("path", ""),
+        )
     except (KeyError, ValueError) as err:
-        raise UserError(f"{source}: malformed ##vepcli_embedding header ({err}); make it again with `vepcli embed`") \
-            from None
+        raise UserError(
+            f"{source}: malformed ##vepcli_embedding header ({err}); make it again with `vepcli embed`"
+        ) from None
 
 
 def _read_parquet(path: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, list[str]]:
@@ -198,8 +204,9 @@ def one_hot(table: pd.DataFrame | None, levels: dict[str, list[str]], n: int) ->
 def _require_columns(table: pd.DataFrame, names: list[str], what: str) -> None:
     missing = [n for n in names if n not in table.columns]
     if missing:
-        raise UserError(f"{what} column(s) {', '.join(missing)} not found; columns are "
-                        f"{', '.join(map(str, table.columns))}")
+        raise UserError(
+            f"{what} column(s) {', '.join(missing)} not found; columns are {', '.join(map(str, table.columns))}"
+        )
 
 
 def label_classes(values: pd.Series, positive: str | None = None) -> tuple[str, str]:
@@ -221,8 +228,9 @@ def label_vector(values: pd.Series, classes: tuple[str, str]) -> tuple[np.ndarra
     has = text != ""
     unknown = sorted(set(text[has]) - set(classes))
     if unknown:
-        raise UserError(f"label value(s) {', '.join(unknown[:5])} are not among the probe's classes "
-                        f"{classes[0]}, {classes[1]}")
+        raise UserError(
+            f"label value(s) {', '.join(unknown[:5])} are not among the probe's classes {classes[0]}, {classes[1]}"
+        )
     return (text == classes[1]).astype(int), has
 
 
@@ -270,8 +278,9 @@ def _buffered(train: np.ndarray, test: np.ndarray, chrom: np.ndarray, pos: np.nd
     return train[keep]
 
 
-def make_splits(table: pd.DataFrame, n_folds: int = DEFAULT_FOLDS, groups_column: str | None = None,
-                buffer_bp: int = 0) -> Splits:
+def make_splits(
+    table: pd.DataFrame, n_folds: int = DEFAULT_FOLDS, groups_column: str | None = None, buffer_bp: int = 0
+) -> Splits:
     """Folds by `groups_column`, else by chromosome (>= 3 of them), else by contiguous genomic blocks.
 
     Block folds drop training variants within `buffer_bp` of the held-out block (pass the window)."""
@@ -327,8 +336,9 @@ def _metrics(y: np.ndarray, score: np.ndarray) -> tuple[float, float]:
     return float(roc_auc_score(y, score)), float(average_precision_score(y, score))
 
 
-def cross_validate(X: np.ndarray, y: np.ndarray, splits: Splits, kind: str, C: float, class_weight: str | None,
-                   seed: int = 0) -> dict[str, Any]:
+def cross_validate(
+    X: np.ndarray, y: np.ndarray, splits: Splits, kind: str, C: float, class_weight: str | None, seed: int = 0
+) -> dict[str, Any]:
     """Held-out AUROC/AUPRC per fold and the out-of-fold decision scores for one setting."""
     oof = np.full(len(y), np.nan)
     aurocs, auprcs = [], []
@@ -342,8 +352,16 @@ def cross_validate(X: np.ndarray, y: np.ndarray, splits: Splits, kind: str, C: f
         a, p = _metrics(y[test], oof[test])
         aurocs.append(a)
         auprcs.append(p)
-    return {"C": C, "class_weight": class_weight or "none", "fold_auroc": aurocs, "fold_auprc": auprcs,
-            "mean_auroc": _nanmean(aurocs), "sd_auroc": _nanstd(aurocs), "mean_auprc": _nanmean(auprcs), "oof": oof}
+    return {
+        "C": C,
+        "class_weight": class_weight or "none",
+        "fold_auroc": aurocs,
+        "fold_auprc": auprcs,
+        "mean_auroc": _nanmean(aurocs),
+        "sd_auroc": _nanstd(aurocs),
+        "mean_auprc": _nanmean(auprcs),
+        "oof": oof,
+    }
 
 
 def _nanmean(values: list[float]) -> float:
@@ -391,8 +409,15 @@ class Probe:
     def identity(self) -> EmbeddingIdentity:
         return EmbeddingIdentity(**self.meta["embedding"])
 
-    def check_compatible(self, config_hash: str, window: int, pool: int, *, weights_sha256: str | None = None,
-                         strand_average: bool | None = None) -> None:
+    def check_compatible(
+        self,
+        config_hash: str,
+        window: int,
+        pool: int,
+        *,
+        weights_sha256: str | None = None,
+        strand_average: bool | None = None,
+    ) -> None:
         """Refuse, in one line, embeddings from another model (config or weights), window, pooling or strands."""
         mine = self.identity
         wrong = []
@@ -407,20 +432,23 @@ class Probe:
         if int(pool) != mine.pool:
             wrong.append(f"pool {pool} (probe: {mine.pool})")
         if strand_average is not None and bool(strand_average) != mine.strand_average:
-            wrong.append(f"strand averaging {'on' if strand_average else 'off'} (probe: "
-                         f"{'on' if mine.strand_average else 'off'})")
+            wrong.append(
+                f"strand averaging {'on' if strand_average else 'off'} (probe: "
+                f"{'on' if mine.strand_average else 'off'})"
+            )
         if wrong:
-            raise UserError(f"probe {self.path or '(unsaved)'} was trained on other embeddings: this run has "
-                            f"{'; '.join(wrong)}; use the probe's model ({mine.model_path or mine.arch}) with "
-                            f"--window {mine.window} --pool {mine.pool}, or train a new probe on `vepcli embed` "
-                            "output of this model")
+            raise UserError(
+                f"probe {self.path or '(unsaved)'} was trained on other embeddings: this run has "
+                f"{'; '.join(wrong)}; use the probe's model ({mine.model_path or mine.arch}) with "
+                f"--window {mine.window} --pool {mine.pool}, or train a new probe on `vepcli embed` "
+                "output of this model"
+            )
 
     def _matrix(self, ref: np.ndarray, alt: np.ndarray, covariates: pd.DataFrame | None) -> np.ndarray:
         ref, alt = np.asarray(ref, dtype=np.float64), np.asarray(alt, dtype=np.float64)
         d = self.meta["embedding"]["d_model"]
         if ref.ndim != 2 or ref.shape != alt.shape or ref.shape[1] != d:
-            raise UserError(f"probe expects ref and alt embeddings of shape (n, {d}); got {ref.shape} and "
-                            f"{alt.shape}")
+            raise UserError(f"probe expects ref and alt embeddings of shape (n, {d}); got {ref.shape} and {alt.shape}")
         if covariates is not None and len(covariates) != len(ref):
             raise UserError(f"covariates have {len(covariates)} rows but there are {len(ref)} embeddings")
         X = features(ref, alt, self.meta["features"]["layout"])
@@ -435,8 +463,7 @@ class Probe:
             out[ok] = self.pipeline.decision_function(X[ok])
         return out
 
-    def predict_proba(self, ref: np.ndarray, alt: np.ndarray,
-                      covariates: pd.DataFrame | None = None) -> np.ndarray:
+    def predict_proba(self, ref: np.ndarray, alt: np.ndarray, covariates: pd.DataFrame | None = None) -> np.ndarray:
         """P(positive class) per row, shape (n,); NaN for rows without embeddings.
 
         SVM: Platt scaling fitted on the cross-validation's held-out decision scores; logistic: its own."""
@@ -453,16 +480,26 @@ class Probe:
     def header_line(self) -> str:
         """A `##vepcli_probe=<...>` line for outputs scored with this probe."""
         m = self.meta
-        return (f"##vepcli_probe=<path={self.path},kind={m['kind']},features={m['features']['layout']},"
-                f"covariates={'+'.join(self.covariates) or 'none'},label={m['label']['column']},"
-                f"positive={m['label']['classes'][1]},cv_auroc={m['cv']['mean_auroc']:.4f}>")
+        return (
+            f"##vepcli_probe=<path={self.path},kind={m['kind']},features={m['features']['layout']},"
+            f"covariates={'+'.join(self.covariates) or 'none'},label={m['label']['column']},"
+            f"positive={m['label']['classes'][1]},cv_auroc={m['cv']['mean_auroc']:.4f}>"
+        )
 
 
-def train_probe(emb: Embeddings, label: str, kind: str = "svm", layout: str = "ref-alt",
-                covariates: list[str] | None = None, groups: str | None = None, folds: int = DEFAULT_FOLDS,
-                c_grid: tuple[float, ...] | None = None,
-                class_weights: tuple[str | None, ...] = CLASS_WEIGHTS, positive: str | None = None,
-                seed: int = 0) -> Probe:
+def train_probe(
+    emb: Embeddings,
+    label: str,
+    kind: str = "svm",
+    layout: str = "ref-alt",
+    covariates: list[str] | None = None,
+    groups: str | None = None,
+    folds: int = DEFAULT_FOLDS,
+    c_grid: tuple[float, ...] | None = None,
+    class_weights: tuple[str | None, ...] = CLASS_WEIGHTS,
+    positive: str | None = None,
+    seed: int = 0,
+) -> Probe:
     """Choose C and class weights by held-out-group CV on mean AUROC, then fit on every labelled row."""
     if kind not in KINDS:
         raise UserError(f"unknown probe kind {kind!r}; choose from {', '.join(KINDS)}")
@@ -478,23 +515,57 @@ def train_probe(emb: Embeddings, label: str, kind: str = "svm", layout: str = "r
     X = features(emb.ref[has], emb.alt[has], layout)
     X = np.hstack([X, one_hot(table, levels, len(X))])
     splits = make_splits(table, folds, groups, buffer_bp=emb.identity.window)
-    results = [cross_validate(X, y, splits, kind, C, cw, seed)
-               for C in (c_grid or C_GRID[kind]) for cw in class_weights]
+    results = [
+        cross_validate(X, y, splits, kind, C, cw, seed) for C in (c_grid or C_GRID[kind]) for cw in class_weights
+    ]
     scored = [r for r in results if np.isfinite(r["mean_auroc"])]
     if not scored:
         raise UserError("no cross-validation fold had both label classes; use --groups or fewer --folds")
     best = max(scored, key=lambda r: r["mean_auroc"])  # first of equals: grids go from simple to complex
-    pipeline = make_estimator(kind, best["C"], None if best["class_weight"] == "none" else best["class_weight"],
-                              seed).fit(X, y)
+    pipeline = make_estimator(
+        kind, best["C"], None if best["class_weight"] == "none" else best["class_weight"], seed
+    ).fit(X, y)
     oof_auroc, oof_auprc = _metrics(y[np.isfinite(best["oof"])], best["oof"][np.isfinite(best["oof"])])
     a, b = _platt(best["oof"], y) if kind == "svm" else (float("nan"), float("nan"))
-    meta = _train_meta(emb, label, classes, y, kind, layout, levels, X.shape[1], splits, results, best,
-                       oof_auroc, oof_auprc, (a, b), seed, len(has) - int(has.sum()))
+    meta = _train_meta(
+        emb,
+        label,
+        classes,
+        y,
+        kind,
+        layout,
+        levels,
+        X.shape[1],
+        splits,
+        results,
+        best,
+        oof_auroc,
+        oof_auprc,
+        (a, b),
+        seed,
+        len(has) - int(has.sum()),
+    )
     return Probe(pipeline, meta)
 
 
-def _train_meta(emb, label, classes, y, kind, layout, levels, n_features, splits, results, best, oof_auroc,
-                oof_auprc, platt, seed, unlabelled) -> dict[str, Any]:
+def _train_meta(
+    emb,
+    label,
+    classes,
+    y,
+    kind,
+    layout,
+    levels,
+    n_features,
+    splits,
+    results,
+    best,
+    oof_auroc,
+    oof_auprc,
+    platt,
+    seed,
+    unlabelled,
+) -> dict[str, Any]:
     import sklearn
 
     d = emb.identity.d_model
@@ -505,23 +576,42 @@ def _train_meta(emb, label, classes, y, kind, layout, levels, n_features, splits
         start += len(cats)
     grid = [{k: v for k, v in r.items() if k != "oof"} for r in results]
     return {
-        "format": FORMAT, "format_version": FORMAT_VERSION, "vepcli_version": __version__,
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "vepcli_version": __version__,
         "sklearn_version": sklearn.__version__,
         "embedding": {f: getattr(emb.identity, f) for f in EmbeddingIdentity.__dataclass_fields__},
-        "training_data": {"path": os.path.abspath(emb.path) if emb.path else "", "rows": int(len(y)),
-                          "skipped_without_embedding": emb.skipped, "skipped_without_label": unlabelled},
+        "training_data": {
+            "path": os.path.abspath(emb.path) if emb.path else "",
+            "rows": int(len(y)),
+            "skipped_without_embedding": emb.skipped,
+            "skipped_without_label": unlabelled,
+        },
         "label": {"column": label, "classes": list(classes), "counts": np.bincount(y, minlength=2).tolist()},
         "kind": kind,
         "features": {"layout": layout, "n_features": int(n_features), "blocks": blocks},
         "covariates": levels,
-        "cv": {"method": splits.method, "groups": splits.description, "n_folds": len(splits.folds),
-               "buffer_bp": splits.buffer_bp, "selection": "mean held-out AUROC over folds",
-               "grid": grid, "best": {"C": best["C"], "class_weight": best["class_weight"]},
-               "fold_auroc": best["fold_auroc"], "fold_auprc": best["fold_auprc"],
-               "mean_auroc": best["mean_auroc"], "sd_auroc": best["sd_auroc"], "mean_auprc": best["mean_auprc"],
-               "oof_auroc": oof_auroc, "oof_auprc": oof_auprc},
-        "calibration": ({"method": "platt on out-of-fold decision scores", "a": platt[0], "b": platt[1]}
-                        if kind == "svm" else {"method": "logistic regression's own"}),
+        "cv": {
+            "method": splits.method,
+            "groups": splits.description,
+            "n_folds": len(splits.folds),
+            "buffer_bp": splits.buffer_bp,
+            "selection": "mean held-out AUROC over folds",
+            "grid": grid,
+            "best": {"C": best["C"], "class_weight": best["class_weight"]},
+            "fold_auroc": best["fold_auroc"],
+            "fold_auprc": best["fold_auprc"],
+            "mean_auroc": best["mean_auroc"],
+            "sd_auroc": best["sd_auroc"],
+            "mean_auprc": best["mean_auprc"],
+            "oof_auroc": oof_auroc,
+            "oof_auprc": oof_auprc,
+        },
+        "calibration": (
+            {"method": "platt on out-of-fold decision scores", "a": platt[0], "b": platt[1]}
+            if kind == "svm"
+            else {"method": "logistic regression's own"}
+        ),
         "seed": seed,
     }
 
@@ -549,8 +639,9 @@ def save_probe(probe: Probe, path: str | Path) -> Path:
     if not path.parent.exists():
         raise UserError(f"the output folder {path.parent} does not exist")
     with atomic_output(path) as tmp:
-        sio.dump({"format": FORMAT, "meta_json": json.dumps(probe.meta, sort_keys=True),
-                  "pipeline": probe.pipeline}, tmp)
+        sio.dump(
+            {"format": FORMAT, "meta_json": json.dumps(probe.meta, sort_keys=True), "pipeline": probe.pipeline}, tmp
+        )
     probe.path = str(path)
     return path
 
@@ -573,8 +664,10 @@ def load_probe(path: str | Path) -> Probe:
         raise
     except Exception as err:  # noqa: BLE001 - any failure to read a probe file means the file is not one
         why = " ".join(f"{type(err).__name__}: {err}".split())[:160]
-        raise UserError(f"{path} is not a skops probe file, or it is damaged or truncated ({why}); copy it again "
-                        "or make one with `vepcli probe train`") from None
+        raise UserError(
+            f"{path} is not a skops probe file, or it is damaged or truncated ({why}); copy it again "
+            "or make one with `vepcli probe train`"
+        ) from None
 
 
 def _load_probe(path: Path) -> Probe:
@@ -585,21 +678,25 @@ def _load_probe(path: Path) -> Probe:
     with zipfile.ZipFile(path) as zf:
         infos = zf.infolist()
         if sum(i.file_size for i in infos) > MAX_PROBE_BYTES:
-            raise UserError(f"{path} is not a vepcli probe (its members unpack to more than "
-                            f"{MAX_PROBE_BYTES >> 30} GiB)")
+            raise UserError(
+                f"{path} is not a vepcli probe (its members unpack to more than {MAX_PROBE_BYTES >> 30} GiB)"
+            )
         bad = zf.testzip()  # every member's CRC: flipped bytes are found here, not halfway through loading
         if bad is not None:
             raise UserError(f"{path} is damaged (member {bad} fails its CRC check); copy it again")
         schema = json.loads(zf.read("schema.json"))
         foreign = sorted({i.filename for i in infos} - {"schema.json"} - _schema_files(schema))
         if foreign:
-            raise UserError(f"{path} is not a vepcli probe (it holds members skops did not write: "
-                            f"{', '.join(foreign[:3])})")
+            raise UserError(
+                f"{path} is not a vepcli probe (it holds members skops did not write: {', '.join(foreign[:3])})"
+            )
     untrusted = sio.get_untrusted_types(file=path)
     refused = sorted(set(untrusted) - _allowed_types())
     if refused:
-        raise UserError(f"{path} holds types a vepcli probe never contains ({', '.join(refused[:5])}); not loading "
-                        "it: train the probe again with `vepcli probe train`")
+        raise UserError(
+            f"{path} holds types a vepcli probe never contains ({', '.join(refused[:5])}); not loading "
+            "it: train the probe again with `vepcli probe train`"
+        )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # sklearn's version warning: we check versions below
         obj = sio.load(path, trusted=list(untrusted))
@@ -623,8 +720,9 @@ def _checked_pipeline(obj: Any, path: Path):
 
     pipeline = obj.get("pipeline") if isinstance(obj, dict) else None
     allowed = _allowed_types()
-    if not isinstance(pipeline, Pipeline) or any(f"{type(s).__module__}.{type(s).__qualname__}" not in allowed
-                                                 for _, s in pipeline.steps):
+    if not isinstance(pipeline, Pipeline) or any(
+        f"{type(s).__module__}.{type(s).__qualname__}" not in allowed for _, s in pipeline.steps
+    ):
         raise UserError(f"{path} is not a vepcli probe (no scaler + classifier pipeline inside)")
     return pipeline
 
@@ -637,24 +735,32 @@ def _checked_meta(obj: dict, path: Path) -> dict[str, Any]:
     meta = json.loads(obj["meta_json"])
     version = meta.get("format_version", 0) if isinstance(meta, dict) else None
     if isinstance(version, int) and version > FORMAT_VERSION:
-        raise UserError(f"{path} is a probe format {meta['format_version']} file; this vepcli reads up to "
-                        f"{FORMAT_VERSION}: upgrade vepcli")
+        raise UserError(
+            f"{path} is a probe format {meta['format_version']} file; this vepcli reads up to "
+            f"{FORMAT_VERSION}: upgrade vepcli"
+        )
     _check_meta_fields(meta, path)
     n_in = getattr(obj["pipeline"], "n_features_in_", None)
     d = meta["embedding"]["d_model"]
     expected = features(np.zeros((1, d)), np.zeros((1, d)), meta["features"]["layout"]).shape[1]
     expected += sum(len(levels) for levels in meta["covariates"].values())
     if not n_in == meta["features"]["n_features"] == expected:
-        raise UserError(f"{path} is damaged: its classifier takes {n_in} features, its metadata says "
-                        f"{meta['features']['n_features']}")
+        raise UserError(
+            f"{path} is damaged: its classifier takes {n_in} features, its metadata says "
+            f"{meta['features']['n_features']}"
+        )
     if meta.get("sklearn_version") != sklearn.__version__:
-        warnings.warn(f"probe {path} was made with scikit-learn {meta.get('sklearn_version')}, this is "
-                      f"{sklearn.__version__}; predictions may differ slightly", stacklevel=2)
+        warnings.warn(
+            f"probe {path} was made with scikit-learn {meta.get('sklearn_version')}, this is "
+            f"{sklearn.__version__}; predictions may differ slightly",
+            stacklevel=2,
+        )
     return meta
 
 
 def _check_meta_fields(meta: Any, path: Path) -> None:
     """The metadata fields prediction and the commands read, with their types: else one line naming the field."""
+
     def bad(field_name: str) -> UserError:
         return UserError(f"{path} is not a vepcli probe (its metadata field {field_name} is missing or wrong)")
 
@@ -667,16 +773,25 @@ def _check_meta_fields(meta: Any, path: Path) -> None:
         ("features.n_features", lambda m: type(m["features"]["n_features"]) is int and m["features"]["n_features"] > 0),
         ("label.column", lambda m: isinstance(m["label"]["column"], str)),
         ("label.classes", lambda m: isinstance(m["label"]["classes"], list) and len(m["label"]["classes"]) == 2),
-        ("covariates", lambda m: isinstance(m["covariates"], dict) and all(
-            isinstance(v, list) for v in m["covariates"].values())),
-        ("embedding", lambda m: isinstance(m["embedding"], dict)
-         and set(m["embedding"]) <= set(EmbeddingIdentity.__dataclass_fields__)
-         and all(type(m["embedding"][k]) is int for k in ("window", "pool", "d_model"))
-         and 0 < m["embedding"]["d_model"] <= MAX_D_MODEL
-         and isinstance(m["embedding"]["config_hash"], str)),
+        (
+            "covariates",
+            lambda m: isinstance(m["covariates"], dict) and all(isinstance(v, list) for v in m["covariates"].values()),
+        ),
+        (
+            "embedding",
+            lambda m: (
+                isinstance(m["embedding"], dict)
+                and set(m["embedding"]) <= set(EmbeddingIdentity.__dataclass_fields__)
+                and all(type(m["embedding"][k]) is int for k in ("window", "pool", "d_model"))
+                and 0 < m["embedding"]["d_model"] <= MAX_D_MODEL
+                and isinstance(m["embedding"]["config_hash"], str)
+            ),
+        ),
         ("cv.mean_auroc", lambda m: isinstance(m["cv"]["mean_auroc"], number)),
-        ("calibration", lambda m: m["kind"] != "svm" or all(
-            isinstance(m["calibration"][k], number) for k in ("a", "b"))),
+        (
+            "calibration",
+            lambda m: m["kind"] != "svm" or all(isinstance(m["calibration"][k], number) for k in ("a", "b")),
+        ),
     ]
     for name, ok in checks:
         try:
@@ -746,17 +861,36 @@ def _bootstrap_ci(y: np.ndarray, s: np.ndarray, n: int, seed: int) -> tuple[floa
 def _row(name: str, y: np.ndarray, s: np.ndarray, bootstrap: int, seed: int) -> dict[str, Any]:
     auroc, auprc = _metrics(y, s)
     lo, hi = _bootstrap_ci(y, s, bootstrap, seed)
-    return {"bucket": name, "n": int(len(y)), "n_pos": int(y.sum()),
-            "pos_rate": float(y.mean()) if len(y) else float("nan"),
-            "auroc": auroc, "auroc_lo": lo, "auroc_hi": hi, "auprc": auprc}
+    return {
+        "bucket": name,
+        "n": int(len(y)),
+        "n_pos": int(y.sum()),
+        "pos_rate": float(y.mean()) if len(y) else float("nan"),
+        "auroc": auroc,
+        "auroc_lo": lo,
+        "auroc_hi": hi,
+        "auprc": auprc,
+    }
 
 
-def evaluate(probe: Probe, emb: Embeddings, label: str, bucket_by: str | None = None,
-             edges: list[float] | None = None, bootstrap: int = 200, seed: int = 0) -> Evaluation:
+def evaluate(
+    probe: Probe,
+    emb: Embeddings,
+    label: str,
+    bucket_by: str | None = None,
+    edges: list[float] | None = None,
+    bootstrap: int = 200,
+    seed: int = 0,
+) -> Evaluation:
     """AUROC and AUPRC of the probe's decision scores, overall and per bucket of a numeric column."""
     ident = emb.identity
-    probe.check_compatible(ident.config_hash, ident.window, ident.pool, weights_sha256=ident.weights_sha256,
-                           strand_average=ident.strand_average)
+    probe.check_compatible(
+        ident.config_hash,
+        ident.window,
+        ident.pool,
+        weights_sha256=ident.weights_sha256,
+        strand_average=ident.strand_average,
+    )
     _require_columns(emb.table, [label], "label")
     y, has = label_vector(emb.table[label], probe.classes)
     table = emb.table[has].reset_index(drop=True)
@@ -780,8 +914,9 @@ def evaluate(probe: Probe, emb: Embeddings, label: str, bucket_by: str | None = 
             rows.append(_row(name, y[pick], scores[pick], bootstrap, seed))
             curves[name] = (y[pick], scores[pick])
         if (names == "").any():
-            notes.append(f"{int((names == '').sum())} rows with {bucket_by} missing or below {_num(edges[0])} "
-                         "are in no bucket")
+            notes.append(
+                f"{int((names == '').sum())} rows with {bucket_by} missing or below {_num(edges[0])} are in no bucket"
+            )
     return Evaluation(pd.DataFrame(rows), curves, notes)
 
 
@@ -790,13 +925,15 @@ def _unseen_notes(probe: Probe, table: pd.DataFrame) -> list[str]:
     for name, cats in probe.meta["covariates"].items():
         unseen = sorted({_as_text(v) for v in table[name]} - set(cats) - {""}) if name in table else []
         if unseen:
-            notes.append(f"covariate {name}: values not seen in training ({', '.join(unseen[:5])}) get all-zero "
-                         "one-hot columns")
+            notes.append(
+                f"covariate {name}: values not seen in training ({', '.join(unseen[:5])}) get all-zero one-hot columns"
+            )
     return notes
 
 
 def format_table(table: pd.DataFrame) -> str:
     """The evaluation table as aligned text, with the 95% interval in one column."""
+
     def f(x: float) -> str:
         return "NA" if not np.isfinite(x) else f"{x:.3f}"
 
@@ -805,8 +942,13 @@ def format_table(table: pd.DataFrame) -> str:
         ci = "NA" if not np.isfinite(r.auroc_lo) else f"{r.auroc_lo:.3f}-{r.auroc_hi:.3f}"
         rows.append([r.bucket, str(r.n), str(r.n_pos), f(r.pos_rate), f(r.auroc), ci, f(r.auprc)])
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    return "\n".join("  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths,
-                     strict=True))) for row in rows) + "\n"
+    return (
+        "\n".join(
+            "  ".join(c.ljust(w) if i == 0 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True)))
+            for row in rows
+        )
+        + "\n"
+    )
 
 
 def plot_curves(ev: Evaluation, prefix: str | Path, title: str = "") -> tuple[Path, Path]:
@@ -829,11 +971,16 @@ def plot_curves(ev: Evaluation, prefix: str | Path, title: str = "") -> tuple[Pa
             continue
         colour, width = colours[i % len(colours)], 2.2 if row.bucket == "all" else 1.4
         fpr, tpr, _ = roc_curve(y, s)
-        figs["roc"][1].plot(fpr, tpr, color=colour, lw=width,
-                            label=f"{row.bucket}: AUROC {row.auroc:.3f} (n={row.n})")
+        figs["roc"][1].plot(fpr, tpr, color=colour, lw=width, label=f"{row.bucket}: AUROC {row.auroc:.3f} (n={row.n})")
         prec, rec, _ = precision_recall_curve(y, s)
-        figs["pr"][1].plot(rec, prec, color=colour, lw=width, drawstyle="steps-post",
-                           label=f"{row.bucket}: AUPRC {row.auprc:.3f} (n={row.n})")
+        figs["pr"][1].plot(
+            rec,
+            prec,
+            color=colour,
+            lw=width,
+            drawstyle="steps-post",
+            label=f"{row.bucket}: AUPRC {row.auprc:.3f} (n={row.n})",
+        )
         figs["pr"][1].axhline(row.pos_rate, color=colour, lw=0.8, ls=":")
     _finish(figs["roc"], "False positive rate", "True positive rate", f"ROC {title}", diagonal=True)
     _finish(figs["pr"], "Recall", "Precision", f"Precision-recall {title} (dotted: chance = positive rate)")
@@ -858,10 +1005,21 @@ def _finish(fig_ax, xlabel: str, ylabel: str, title: str, diagonal: bool = False
 # ---------------------------------------------------------------- what the commands call
 
 
-def train_file(embeddings: str, label: str, output: str, *, kind: str = "svm", layout: str = "ref-alt",
-               covariates: list[str] | None = None, groups: str | None = None, folds: int = DEFAULT_FOLDS,
-               c_grid: tuple[float, ...] | None = None, class_weights: tuple[str | None, ...] = CLASS_WEIGHTS,
-               positive: str | None = None, seed: int = 0) -> Probe:
+def train_file(
+    embeddings: str,
+    label: str,
+    output: str,
+    *,
+    kind: str = "svm",
+    layout: str = "ref-alt",
+    covariates: list[str] | None = None,
+    groups: str | None = None,
+    folds: int = DEFAULT_FOLDS,
+    c_grid: tuple[float, ...] | None = None,
+    class_weights: tuple[str | None, ...] = CLASS_WEIGHTS,
+    positive: str | None = None,
+    seed: int = 0,
+) -> Probe:
     """`vepcli probe train`: read embeddings, cross-validate, fit, save."""
     from vepcli.outpath import check_output_path
 
@@ -875,26 +1033,40 @@ def train_file(embeddings: str, label: str, output: str, *, kind: str = "svm", l
 def train_summary(probe: Probe) -> str:
     """A few lines for stderr: the CV design, the grid and the chosen setting."""
     m, cv = probe.meta, probe.meta["cv"]
-    lines = [f"probe: {m['kind']} on {m['features']['layout']} ({m['features']['n_features']} features), label "
-             f"{m['label']['column']} (positive {m['label']['classes'][1]}: {m['label']['counts'][1]} of "
-             f"{sum(m['label']['counts'])})",
-             f"cross-validation: {cv['n_folds']} folds holding out {cv['method']}"
-             + (f", training rows within {cv['buffer_bp']} bp of held-out rows dropped" if cv["buffer_bp"] else "")]
+    lines = [
+        f"probe: {m['kind']} on {m['features']['layout']} ({m['features']['n_features']} features), label "
+        f"{m['label']['column']} (positive {m['label']['classes'][1]}: {m['label']['counts'][1]} of "
+        f"{sum(m['label']['counts'])})",
+        f"cross-validation: {cv['n_folds']} folds holding out {cv['method']}"
+        + (f", training rows within {cv['buffer_bp']} bp of held-out rows dropped" if cv["buffer_bp"] else ""),
+    ]
     lines += [f"  {g}" for g in cv["groups"]]
     for r in cv["grid"]:
         mark = "*" if (r["C"], r["class_weight"]) == (cv["best"]["C"], cv["best"]["class_weight"]) else " "
-        lines.append(f" {mark} C={r['C']:g} class_weight={r['class_weight']}: held-out AUROC "
-                     f"{r['mean_auroc']:.3f} +- {r['sd_auroc']:.3f} (folds: "
-                     f"{', '.join(f'{a:.3f}' for a in r['fold_auroc'])})")
-    lines.append(f"chosen setting, out-of-fold: AUROC {cv['oof_auroc']:.3f}, AUPRC {cv['oof_auprc']:.3f} (chance "
-                 f"{m['label']['counts'][1] / sum(m['label']['counts']):.3f}); the best of {len(cv['grid'])} "
-                 "settings, so slightly optimistic: evaluate on held-out data with `vepcli probe eval`")
+        lines.append(
+            f" {mark} C={r['C']:g} class_weight={r['class_weight']}: held-out AUROC "
+            f"{r['mean_auroc']:.3f} +- {r['sd_auroc']:.3f} (folds: "
+            f"{', '.join(f'{a:.3f}' for a in r['fold_auroc'])})"
+        )
+    lines.append(
+        f"chosen setting, out-of-fold: AUROC {cv['oof_auroc']:.3f}, AUPRC {cv['oof_auprc']:.3f} (chance "
+        f"{m['label']['counts'][1] / sum(m['label']['counts']):.3f}); the best of {len(cv['grid'])} "
+        "settings, so slightly optimistic: evaluate on held-out data with `vepcli probe eval`"
+    )
     return "\n".join(lines)
 
 
-def eval_file(probe_path: str, embeddings: str, label: str | None = None, bucket_by: str | None = None,
-              buckets: str = "0,30000,100000", plots: str | None = None, bootstrap: int = 200,
-              seed: int = 0, table_out: str | None = None) -> tuple[Evaluation, tuple[Path, Path]]:
+def eval_file(
+    probe_path: str,
+    embeddings: str,
+    label: str | None = None,
+    bucket_by: str | None = None,
+    buckets: str = "0,30000,100000",
+    plots: str | None = None,
+    bootstrap: int = 200,
+    seed: int = 0,
+    table_out: str | None = None,
+) -> tuple[Evaluation, tuple[Path, Path]]:
     """`vepcli probe eval`: metrics table and ROC/PR PNGs (PREFIX.roc.png, PREFIX.pr.png), and with
     `table_out` the table as TSV; every output is checked (outpath.py) before any work and written atomically."""
     from vepcli.outpath import check_output_path
@@ -907,8 +1079,15 @@ def eval_file(probe_path: str, embeddings: str, label: str | None = None, bucket
         check_output_path(table_out, inputs, sidecars=())
     probe = load_probe(probe_path)
     emb = read_embeddings(embeddings)
-    ev = evaluate(probe, emb, label or probe.meta["label"]["column"], bucket_by,
-                  parse_edges(buckets) if bucket_by else None, bootstrap, seed)
+    ev = evaluate(
+        probe,
+        emb,
+        label or probe.meta["label"]["column"],
+        bucket_by,
+        parse_edges(buckets) if bucket_by else None,
+        bootstrap,
+        seed,
+    )
     covs = "".join(f" + {c}" for c in probe.covariates)
     title = f"{probe.meta['kind']} {probe.meta['features']['layout']}{covs}, {Path(embeddings).name}"
     pngs = plot_curves(ev, prefix, title)

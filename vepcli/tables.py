@@ -31,8 +31,23 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "id": ("id",),
 }
 # every column name an output of score or embed may have: carried input columns never take these names
-RESERVED_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "status", "reason", "index", "llr", "emb_l2", "emb_cos",
-                    "probe", "finetune", "ref_emb", "alt_emb")
+RESERVED_COLUMNS = (
+    "chrom",
+    "pos",
+    "id",
+    "ref",
+    "alt",
+    "status",
+    "reason",
+    "index",
+    "llr",
+    "emb_l2",
+    "emb_cos",
+    "probe",
+    "finetune",
+    "ref_emb",
+    "alt_emb",
+)
 CARRIED_PREFIX = "input_"
 _BAD_TEXT = ("\t", "\n", "\r", "\x00")
 
@@ -112,8 +127,7 @@ def _load_table(path: Path) -> tuple[Any, dict[str, str], int]:
             try:
                 df = pd.read_parquet(path)
             except (pa.ArrowException, OSError, ValueError, TypeError) as err:
-                raise UserError(f"{path} is not a readable parquet file ({' '.join(str(err).split())[:200]})"
-                                ) from None
+                raise UserError(f"{path} is not a readable parquet file ({' '.join(str(err).split())[:200]})") from None
             df.columns = [str(c) for c in df.columns]
             _check_names(list(df.columns), path)
             return df, _map_columns(list(df.columns), path), 1

@@ -85,7 +85,7 @@ class Variant:
         """Give the record a non-ok status, unless an earlier step already did (first reason wins)."""
         if self.status == OK:
             self.status = status
-            self.reason = reason if len(reason) <= MAX_REASON else reason[:MAX_REASON - 3] + "..."
+            self.reason = reason if len(reason) <= MAX_REASON else reason[: MAX_REASON - 3] + "..."
 
 
 MAX_REASON = 300  # characters: a reason names alleles and sequences shortened by `short`, never 100 kb of them
@@ -341,8 +341,11 @@ def check_against_reference(variant: Variant, genome: Genome, max_indel_len: int
     start0, end0 = variant.pos - 1, variant.pos - 1 + len(variant.ref)
     length = genome.length(name)
     if start0 < 0:
-        variant.fail(OUTSIDE_CONTIG, f"POS {variant.pos} is before the contig start (position 0 is a telomere "
-                                     "in VCF; bases are numbered from 1)")
+        variant.fail(
+            OUTSIDE_CONTIG,
+            f"POS {variant.pos} is before the contig start (position 0 is a telomere "
+            "in VCF; bases are numbered from 1)",
+        )
         return variant
     if end0 > length:
         variant.fail(OUTSIDE_CONTIG, f"REF at {variant.chrom}:{variant.pos} passes the contig end ({length} bp)")

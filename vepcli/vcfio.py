@@ -112,8 +112,11 @@ def _read_bcf(path: Path, regions: list[Region] | None) -> Iterator[Variant]:
     vcf = _open_bcf(path)
     counter = itertools.count()
     if regions is None:
-        return (v for k, rec in enumerate(_guarded(path, vcf, "record"), 1)
-                for v in record_variants(_bcf_record(rec), k, counter))
+        return (
+            v
+            for k, rec in enumerate(_guarded(path, vcf, "record"), 1)
+            for v in record_variants(_bcf_record(rec), k, counter)
+        )
     vcf.set_index(str(index_path(path, "bcf")))
     queries = index_queries(path, vcf.seqnames, regions)
     return _bcf_queries(path, vcf, queries, counter)

@@ -69,8 +69,9 @@ def parse_line(raw: bytes) -> Record:
     cols = line.split(b"\t", 8)
     if len(cols) < 8:
         hint = "; columns must be separated by tabs" if b" " in line else ""
-        raise ValueError(f"{len(cols)} column(s), a VCF record needs at least 8 (CHROM POS ID REF ALT QUAL FILTER "
-                         f"INFO){hint}")
+        raise ValueError(
+            f"{len(cols)} column(s), a VCF record needs at least 8 (CHROM POS ID REF ALT QUAL FILTER INFO){hint}"
+        )
     chrom, pos, vid, ref, alt = (_decode(c, n) for c, n in zip(cols[:5], FIXED_COLUMNS, strict=False))
     if not chrom or not chrom.isprintable() or any(c.isspace() for c in chrom):
         raise ValueError(f"bad CHROM {chrom[:50]!r}")
@@ -96,16 +97,19 @@ def record_variants(rec: Record, line: int, counter: Iterator[int]) -> Iterator[
 
 def _header_problem(lineno: int, raw: bytes, seen_format: bool) -> str | None:
     if lineno == 1 and raw.startswith(UTF8_BOM):
-        return ("the file starts with a UTF-8 byte-order mark (BOM), which VCF does not allow; save it as UTF-8 "
-                "without BOM")
+        return (
+            "the file starts with a UTF-8 byte-order mark (BOM), which VCF does not allow; save it as UTF-8 without BOM"
+        )
     if raw.startswith(b"#CHROM") or raw.startswith(b"#chrom"):
         if not seen_format:
-            return ("no ##fileformat line before the #CHROM line; a VCF starts with one, e.g. "
-                    "##fileformat=VCFv4.2 (add it as the first line)")
+            return (
+                "no ##fileformat line before the #CHROM line; a VCF starts with one, e.g. "
+                "##fileformat=VCFv4.2 (add it as the first line)"
+            )
         names = raw.rstrip(b"\r\n")[1:].split(b"\t")
         if [n.upper() for n in names[:8]] != [n.encode() for n in FIXED_COLUMNS]:
             hint = " (tab-separated)" if b" " in raw else ""
-            return ("the #CHROM line must name the columns CHROM POS ID REF ALT QUAL FILTER INFO" + hint)
+            return "the #CHROM line must name the columns CHROM POS ID REF ALT QUAL FILTER INFO" + hint
     return None
 
 
@@ -127,8 +131,10 @@ class TextVCF:
                 if in_body:
                     raise UserError(f"{self.path}, line {lineno}: header line after the first record")
                 if has_columns:
-                    raise UserError(f"{self.path}, line {lineno}: a line starting with '#' after the #CHROM line; "
-                                    "only records may follow it (and a CHROM cannot start with '#')")
+                    raise UserError(
+                        f"{self.path}, line {lineno}: a line starting with '#' after the #CHROM line; "
+                        "only records may follow it (and a CHROM cannot start with '#')"
+                    )
                 problem = _header_problem(lineno, raw, seen_format)
                 if problem:
                     raise UserError(f"{self.path}, line {lineno}: {problem}")

@@ -85,15 +85,17 @@ def build(fasta: Path, n: int, seed: int, guard: int, margin: int) -> pd.DataFra
     pos0 = np.sort(np.concatenate(picked))
     ref = [chr(seq[p]).upper() for p in pos0]
     alt = [rng.choice([b for b in "ACGT" if b != r]) for r in ref]
-    return pd.DataFrame({
-        "chromosome": name,
-        "position": pos0 + 1,
-        "ref": ref,
-        "alt": alt,
-        "label": lower[pos0].astype(int),
-        "tissue": rng.choice(TISSUES, size=len(pos0)),
-        "distance_to_boundary": distance_to_boundary(state, pos0),
-    })
+    return pd.DataFrame(
+        {
+            "chromosome": name,
+            "position": pos0 + 1,
+            "ref": ref,
+            "alt": alt,
+            "label": lower[pos0].astype(int),
+            "tissue": rng.choice(TISSUES, size=len(pos0)),
+            "distance_to_boundary": distance_to_boundary(state, pos0),
+        }
+    )
 
 
 def main() -> None:
@@ -102,8 +104,9 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=400, help="number of SNVs (half of each class)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--guard", type=int, default=512, help="bp without N on each side")
-    parser.add_argument("--margin", type=int, default=64,
-                        help="keep SNVs at least this many bp from a masking boundary (a clean label)")
+    parser.add_argument(
+        "--margin", type=int, default=64, help="keep SNVs at least this many bp from a masking boundary (a clean label)"
+    )
     parser.add_argument("-o", "--output", type=Path, required=True)
     args = parser.parse_args()
     frame = build(args.fasta, args.n, args.seed, args.guard, args.margin)

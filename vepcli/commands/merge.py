@@ -22,6 +22,9 @@ def merge(parts: tuple[str, ...], output: str, output_type: str | None, quiet: b
     command = " ".join(["vepcli", *sys.argv[1:]]) if sys.argv and sys.argv[1:2] == ["merge"] else None
     out, rows, kind = merge_files(parts, output, output_type, command=command)
     if not quiet:
-        what = f"{len(parts)} shard{'s' if len(parts) != 1 else ''}" if kind == "shards" else \
-            f"{len(parts)} part{'s' if len(parts) != 1 else ''}"
+        what = (
+            f"{len(parts)} shard{'s' if len(parts) != 1 else ''}"
+            if kind == "shards"
+            else f"{len(parts)} part{'s' if len(parts) != 1 else ''}"
+        )
         click.echo(f"vepcli: merged {what} ({rows} rows) into {out}", err=True)

@@ -50,14 +50,12 @@ TRAIN_PRECISION = click.Choice(["auto", "fp32", "bf16", "fp16"])
 
 def seed_option(default: int = 0):
     """--seed, the same in every command that draws random numbers."""
-    return click.option("--seed", type=SEED, default=default, show_default=True,
-                        help="Random seed (0..2^32-1).")
+    return click.option("--seed", type=SEED, default=default, show_default=True, help="Random seed (0..2^32-1).")
 
 
 def train_threads_option(default: int = 1):
     """--threads of pretrain and finetune: CPU threads per process."""
-    return click.option("--threads", type=THREADS, default=default, show_default=True,
-                        help="CPU threads per process.")
+    return click.option("--threads", type=THREADS, default=default, show_default=True, help="CPU threads per process.")
 
 
 class Device(click.ParamType):

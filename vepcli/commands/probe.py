@@ -51,13 +51,28 @@ def probe() -> None:
 @click.argument("embeddings", type=click.Path(exists=True, dir_okay=False))
 @click.option("--label", required=True, help="Binary label column.")
 @click.option("-o", "--output", required=True, help="Probe file to write (.skops).")
-@click.option("--kind", type=click.Choice(PROBE_KINDS), default="svm", show_default=True,
-              help="StandardScaler + RBF SVC, or + logistic regression.")
-@click.option("--features", "layout", type=click.Choice(PROBE_LAYOUTS), default="ref-alt", show_default=True,
-              help="[ref | alt] or [ref | alt | alt-ref].")
+@click.option(
+    "--kind",
+    type=click.Choice(PROBE_KINDS),
+    default="svm",
+    show_default=True,
+    help="StandardScaler + RBF SVC, or + logistic regression.",
+)
+@click.option(
+    "--features",
+    "layout",
+    type=click.Choice(PROBE_LAYOUTS),
+    default="ref-alt",
+    show_default=True,
+    help="[ref | alt] or [ref | alt | alt-ref].",
+)
 @click.option("--covariate", "covariates", multiple=True, help="Categorical column added one-hot (repeatable).")
-@click.option("--groups", default=None, help="Column whose values are held out together in CV "
-              "[default: chromosome if >= 3, else contiguous genomic blocks].")
+@click.option(
+    "--groups",
+    default=None,
+    help="Column whose values are held out together in CV "
+    "[default: chromosome if >= 3, else contiguous genomic blocks].",
+)
 @click.option("--folds", type=opt.FOLDS, default=PROBE_FOLDS, show_default=True)
 @click.option("--C", "c_values", default=None, help="C values to try [default: svm 1,5,10; logistic 0.01,0.1,1,10].")
 @click.option("--class-weights", default="none,balanced", show_default=True, help="Class weights to try.")
@@ -65,15 +80,40 @@ def probe() -> None:
 @click.option("--seed", type=opt.SEED, default=0, show_default=True)
 @click.option("--threads", type=opt.THREADS, default=None, help="CPU threads for numpy/scikit-learn.")
 @click.option("-q", "--quiet", is_flag=True)
-def train(embeddings, label, output, kind, layout, covariates, groups, folds, c_values, class_weights, positive,
-          seed, threads, quiet) -> None:
+def train(
+    embeddings,
+    label,
+    output,
+    kind,
+    layout,
+    covariates,
+    groups,
+    folds,
+    c_values,
+    class_weights,
+    positive,
+    seed,
+    threads,
+    quiet,
+) -> None:
     """Train a probe on EMBEDDINGS (`vepcli embed` output); C and class weights by held-out-group CV."""
     from vepcli import probe as lib
 
     with _limit_threads(threads):
-        fitted = lib.train_file(embeddings, label, output, kind=kind, layout=layout, covariates=list(covariates),
-                                groups=groups, folds=folds, c_grid=_numbers(c_values, "--C"),
-                                class_weights=_class_weights(class_weights), positive=positive, seed=seed)
+        fitted = lib.train_file(
+            embeddings,
+            label,
+            output,
+            kind=kind,
+            layout=layout,
+            covariates=list(covariates),
+            groups=groups,
+            folds=folds,
+            c_grid=_numbers(c_values, "--C"),
+            class_weights=_class_weights(class_weights),
+            positive=positive,
+            seed=seed,
+        )
     if not quiet:
         click.echo(lib.train_summary(fitted), err=True)
         click.echo(f"vepcli: wrote {output}", err=True)
@@ -84,25 +124,37 @@ def train(embeddings, label, output, kind, layout, covariates, groups, folds, c_
 @click.argument("embeddings", type=click.Path(exists=True, dir_okay=False))
 @click.option("--label", default=None, help="Label column [default: the one the probe was trained on].")
 @click.option("--bucket-by", default=None, help="Numeric column to bucket by, e.g. distance_to_nearest_tss.")
-@click.option("--buckets", default="0,30000,100000", show_default=True,
-              help="Bucket edges: [a,b) ... and >= the last.")
-@click.option("--plots", default=None, help="Prefix of PREFIX.roc.png and PREFIX.pr.png "
-              "[default: EMBEDDINGS without its suffix, plus .probe].")
-@click.option("-o", "--output", "table_out", default=None,
-              help="Also write the table as TSV to this file (-: TSV on stdout instead of aligned text).")
-@click.option("--bootstrap", type=opt.COUNT, default=200, show_default=True,
-              help="Resamples for the AUROC 95% interval (0: none).")
+@click.option("--buckets", default="0,30000,100000", show_default=True, help="Bucket edges: [a,b) ... and >= the last.")
+@click.option(
+    "--plots",
+    default=None,
+    help="Prefix of PREFIX.roc.png and PREFIX.pr.png [default: EMBEDDINGS without its suffix, plus .probe].",
+)
+@click.option(
+    "-o",
+    "--output",
+    "table_out",
+    default=None,
+    help="Also write the table as TSV to this file (-: TSV on stdout instead of aligned text).",
+)
+@click.option(
+    "--bootstrap",
+    type=opt.COUNT,
+    default=200,
+    show_default=True,
+    help="Resamples for the AUROC 95% interval (0: none).",
+)
 @click.option("--seed", type=opt.SEED, default=0, show_default=True)
 @click.option("--threads", type=opt.THREADS, default=None, help="CPU threads for numpy/scikit-learn.")
 @click.option("-q", "--quiet", is_flag=True)
-def eval_(probe_file, embeddings, label, bucket_by, buckets, plots, table_out, bootstrap, seed, threads,
-          quiet) -> None:
+def eval_(probe_file, embeddings, label, bucket_by, buckets, plots, table_out, bootstrap, seed, threads, quiet) -> None:
     """AUROC and AUPRC of PROBE's decision scores on EMBEDDINGS, overall and per bucket; ROC/PR PNGs."""
     from vepcli import probe as lib
 
     with _limit_threads(threads):
-        ev, pngs = lib.eval_file(probe_file, embeddings, label, bucket_by, buckets, plots, bootstrap, seed,
-                                 table_out=table_out)
+        ev, pngs = lib.eval_file(
+            probe_file, embeddings, label, bucket_by, buckets, plots, bootstrap, seed, table_out=table_out
+        )
     if table_out == "-":
         click.echo(ev.table.to_csv(sep="\t", index=False, float_format="%.6g"), nl=False)
     else:

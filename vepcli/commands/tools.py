@@ -21,8 +21,13 @@ def tools() -> None:
 @click.option("--fasta", required=True, type=click.Path(exists=True, dir_okay=False), help="Genome FASTA.")
 @click.option("--intervals", type=click.Path(dir_okay=False), help="Training BED, as given to `vepcli pretrain`.")
 @click.option("--val-intervals", type=click.Path(dir_okay=False), help="Validation BED, as for `vepcli pretrain`.")
-@click.option("--val-region", "val_regions", multiple=True, metavar="CHR:START-END",
-              help="Held-out validation region; repeatable.")
+@click.option(
+    "--val-region",
+    "val_regions",
+    multiple=True,
+    metavar="CHR:START-END",
+    help="Held-out validation region; repeatable.",
+)
 @click.option("--val-fraction", default=0.05, show_default=True, type=opt.FRACTION)
 @click.option("--seq-len", default=1024, show_default=True, type=opt.WINDOW)
 @click.option("--val-windows", default=128, show_default=True, type=opt.POSITIVE)
@@ -57,8 +62,13 @@ def model_card(run_dir: str, baseline_json: str, out: str) -> None:
 
 
 @tools.command("compare-finetune")
-@click.option("--set", "set_", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Labelled SNV table (tests/data/make_probe_set.py).")
+@click.option(
+    "--set",
+    "set_",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Labelled SNV table (tests/data/make_probe_set.py).",
+)
 @click.option("--fasta", required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("--model", required=True, help="Base model directory or Hugging Face id.")
 @click.option("-o", "--output", required=True)
@@ -75,8 +85,13 @@ def model_card(run_dir: str, baseline_json: str, out: str) -> None:
 @click.option("--features", default="ref-alt-diff", show_default=True, help="Input of the fine-tuned head.")
 @click.option("--probe-features", default="ref-alt", show_default=True)
 @click.option("--no-finetune", is_flag=True, help="Probe and frozen head only.")
-@click.option("--bootstrap", default=2000, show_default=True, type=opt.COUNT,
-              help="Paired resamples for the pooled AUROC differences.")
+@click.option(
+    "--bootstrap",
+    default=2000,
+    show_default=True,
+    type=opt.COUNT,
+    help="Paired resamples for the pooled AUROC differences.",
+)
 @opt.seed_option()
 @click.option("--threads", default=1, show_default=True, type=opt.THREADS)
 def compare_finetune(set_: str, only_fold: tuple[int, ...], **options) -> None:

@@ -16,5 +16,12 @@ from vepcli.finetune.model import (
     load_finetuned,
 )
 
-__all__ = ["Finetuned", "ScoreHead", "check_compatible", "finetuned_dir", "head_probabilities", "head_probability",
-           "load_finetuned"]
+__all__ = [
+    "Finetuned",
+    "ScoreHead",
+    "check_compatible",
+    "finetuned_dir",
+    "head_probabilities",
+    "head_probability",
+    "load_finetuned",
+]

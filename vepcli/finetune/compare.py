@@ -42,7 +42,7 @@ def fold_table(frame: pd.DataFrame, fold: int, n_folds: int, window: int, val_fr
     test = np.flatnonzero(block == fold)
     rest = order[block[order] != fold]  # genome order
     n_val = max(1, round(val_fraction * len(rest)))
-    val = np.sort(rest[len(rest) - n_val:])
+    val = np.sort(rest[len(rest) - n_val :])
     train = np.sort(rest[: len(rest) - n_val])
     train = _buffered(_buffered(train, test, chrom, pos, window), val, chrom, pos, window)
     split = np.full(len(frame), "", dtype=object)
@@ -59,8 +59,12 @@ def probe_auroc(table: pd.DataFrame, emb_path: Path, work: Path, layout: str) ->
 
     emb = pq.read_table(emb_path)
     key = {(str(c), int(p)): s for c, p, s in zip(table["chromosome"], table["position"], table["split"], strict=True)}
-    split = np.array([key.get((str(c), int(p)), "") for c, p in zip(emb.column("chrom").to_pylist(),
-                                                                   emb.column("pos").to_pylist(), strict=True)])
+    split = np.array(
+        [
+            key.get((str(c), int(p)), "")
+            for c, p in zip(emb.column("chrom").to_pylist(), emb.column("pos").to_pylist(), strict=True)
+        ]
+    )
     meta = pq.read_schema(emb_path).metadata
     paths = {}
     for name, keep in (("fit", np.isin(split, ["train", "valid"])), ("test", split == "test")):
@@ -70,9 +74,12 @@ def probe_auroc(table: pd.DataFrame, emb_path: Path, work: Path, layout: str) ->
     test = read_embeddings(paths["test"])
     ev = evaluate(probe, test, "label", bootstrap=0)
     keys = [f"{c}:{p}" for c, p in zip(test.table["chrom"], test.table["pos"], strict=True)]
-    return {"auroc": float(ev.table["auroc"].iloc[0]), "cv_auroc": float(probe.meta["cv"]["mean_auroc"]),
-            "C": probe.meta["cv"]["best"]["C"], "scores": dict(zip(keys, probe.decision(test.ref, test.alt).tolist(),
-                                                                    strict=True))}
+    return {
+        "auroc": float(ev.table["auroc"].iloc[0]),
+        "cv_auroc": float(probe.meta["cv"]["mean_auroc"]),
+        "C": probe.meta["cv"]["best"]["C"],
+        "scores": dict(zip(keys, probe.decision(test.ref, test.alt).tolist(), strict=True)),
+    }
 
 
 def embed_all(set_path: Path, fasta: str, model: str, window: int, pool: int, out: Path) -> Path:
@@ -84,21 +91,38 @@ def embed_all(set_path: Path, fasta: str, model: str, window: int, pool: int, ou
     return score_file(str(set_path), fasta, str(out), settings, quiet=True)
 
 
-def finetune_auroc(table_path: Path, fasta: str, model: str, out: Path, options: dict[str, Any],
-                   frozen: bool) -> dict[str, float]:
+def finetune_auroc(
+    table_path: Path, fasta: str, model: str, out: Path, options: dict[str, Any], frozen: bool
+) -> dict[str, float]:
     from vepcli.finetune.loop import FinetuneConfig, finetune
     from vepcli.finetune.model import read_meta
 
     t0 = time.perf_counter()
     if not (out / "model" / "finetune.json").is_file():  # a finished fold is evaluated again, not retrained
-        finetune(FinetuneConfig(train=str(table_path), fasta=fasta, model=model, output=str(out), label="label",
-                                split_column="split", freeze_backbone=frozen, quiet=True, **options))
+        finetune(
+            FinetuneConfig(
+                train=str(table_path),
+                fasta=fasta,
+                model=model,
+                output=str(out),
+                label="label",
+                split_column="split",
+                freeze_backbone=frozen,
+                quiet=True,
+                **options,
+            )
+        )
     meta = read_meta(out / "model")
     table = pd.read_csv(table_path, sep="\t", dtype={"chromosome": str})
     scores = score_path_probabilities(table[table["split"] == "test"], fasta, out / "model")
-    return {"auroc": meta["test"]["auroc"], "val_auroc": meta["validation"]["auroc"],
-            "best_step": meta["training"]["best_step"], "steps_done": meta["training"]["steps_done"],
-            "seconds": round(time.perf_counter() - t0, 1), "scores": scores}
+    return {
+        "auroc": meta["test"]["auroc"],
+        "val_auroc": meta["validation"]["auroc"],
+        "best_step": meta["training"]["best_step"],
+        "steps_done": meta["training"]["steps_done"],
+        "seconds": round(time.perf_counter() - t0, 1),
+        "scores": scores,
+    }
 
 
 def score_path_probabilities(rows: pd.DataFrame, fasta: str, model_dir: Path) -> dict[str, float]:
@@ -115,20 +139,24 @@ def score_path_probabilities(rows: pd.DataFrame, fasta: str, model_dir: Path) ->
     window, pool = meta["window"], meta["pool"]
     head = ScoreHead.load(model_dir, window, pool)
     genome = Genome(fasta)
-    variants = [check_against_reference(normalise(Variant(str(r.chromosome), int(r.position), ".", r.ref, r.alt, i,
-                                                           0)), genome) for i, r in enumerate(rows.itertuples())]
+    variants = [
+        check_against_reference(normalise(Variant(str(r.chromosome), int(r.position), ".", r.ref, r.alt, i, 0)), genome)
+        for i, r in enumerate(rows.itertuples())
+    ]
     windows = build_windows(variants, genome, window)
     span = pool_span(window, window // 2, pool)
     res = Engine(load_model(model_dir), device="cpu", batch_size=16).run(
-        [Request(s, pool=span) for s in windows.ref_seqs + windows.alt_seqs])
+        [Request(s, pool=span) for s in windows.ref_seqs + windows.alt_seqs]
+    )
     ref = np.stack([res[i].pooled.numpy() for i in windows.ref_index])
-    alt = np.stack([r.pooled.numpy() for r in res[len(windows.ref_seqs):]])
+    alt = np.stack([r.pooled.numpy() for r in res[len(windows.ref_seqs) :]])
     p = head(ref, alt, [{} for _ in windows.variants])
     return {f"{v.chrom}:{v.pos}": float(x) for v, x in zip(windows.variants, p, strict=True)}
 
 
-def pooled_comparison(folds: list[dict[str, Any]], labels: dict[str, int], a: str, b: str, n_boot: int = 2000,
-                      seed: int = 0) -> dict[str, float]:
+def pooled_comparison(
+    folds: list[dict[str, Any]], labels: dict[str, int], a: str, b: str, n_boot: int = 2000, seed: int = 0
+) -> dict[str, float]:
     """AUROC of methods a and b over all held-out rows of all folds (each fold's scores ranked within the
     fold, so that folds with different score scales pool fairly), and a paired bootstrap of the difference."""
     from sklearn.metrics import roc_auc_score
@@ -149,10 +177,14 @@ def pooled_comparison(folds: list[dict[str, Any]], labels: dict[str, int], a: st
         if len(np.unique(y[i])) == 2:
             diffs.append(roc_auc_score(y[i], rb[i]) - roc_auc_score(y[i], ra[i]))
     lo, hi = np.percentile(diffs, [2.5, 97.5])
-    return {f"auroc_{a}": float(roc_auc_score(y, ra)), f"auroc_{b}": float(roc_auc_score(y, rb)),
-            "difference": float(roc_auc_score(y, rb) - roc_auc_score(y, ra)), "ci95": [float(lo), float(hi)],
-            "p_b_better": float(np.mean(np.array(diffs) > 0)), "n": len(y)}
-
+    return {
+        f"auroc_{a}": float(roc_auc_score(y, ra)),
+        f"auroc_{b}": float(roc_auc_score(y, rb)),
+        "difference": float(roc_auc_score(y, rb) - roc_auc_score(y, ra)),
+        "ci95": [float(lo), float(hi)],
+        "p_b_better": float(np.mean(np.array(diffs) > 0)),
+        "n": len(y),
+    }
 
 
 @dataclass
@@ -188,31 +220,52 @@ def run(args: CompareOptions) -> dict[str, Any]:
     out.mkdir(parents=True, exist_ok=True)
     frame = pd.read_csv(args.set, sep="\t", dtype={"chromosome": str})
     emb = embed_all(Path(args.set), args.fasta, args.model, args.window, args.pool, out / "all.emb.parquet")
-    options = {"window": args.window, "pool": args.pool, "epochs": args.epochs, "batch_size": args.batch_size,
-               "lr": args.lr, "backbone_lr": args.backbone_lr, "head_hidden": args.head_hidden,
-               "patience": args.patience, "seed": args.seed, "layout": args.features}
+    options = {
+        "window": args.window,
+        "pool": args.pool,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "backbone_lr": args.backbone_lr,
+        "head_hidden": args.head_hidden,
+        "patience": args.patience,
+        "seed": args.seed,
+        "layout": args.features,
+    }
     folds = []
-    for k in (args.only_fold if args.only_fold is not None else range(args.folds)):
+    for k in args.only_fold if args.only_fold is not None else range(args.folds):
         work = out / f"fold{k}"
         work.mkdir(exist_ok=True)
         table = fold_table(frame, k, args.folds, args.window, 0.2)
         table.to_csv(work / "set.tsv", sep="\t", index=False)
-        row = {"fold": k, "n": {s: int((table["split"] == s).sum()) for s in ("train", "valid", "test")},
-               "probe": probe_auroc(table, emb, work, args.probe_features)}
+        row = {
+            "fold": k,
+            "n": {s: int((table["split"] == s).sum()) for s in ("train", "valid", "test")},
+            "probe": probe_auroc(table, emb, work, args.probe_features),
+        }
         row["frozen_head"] = finetune_auroc(work / "set.tsv", args.fasta, args.model, work / "frozen", options, True)
         if not args.no_finetune:
             row["finetuned"] = finetune_auroc(work / "set.tsv", args.fasta, args.model, work / "ft", options, False)
-        print(json.dumps({k: ({m: x for m, x in v.items() if m != "scores"} if isinstance(v, dict) else v)
-                          for k, v in row.items()}), flush=True)
+        print(
+            json.dumps(
+                {
+                    k: ({m: x for m, x in v.items() if m != "scores"} if isinstance(v, dict) else v)
+                    for k, v in row.items()
+                }
+            ),
+            flush=True,
+        )
         folds.append(row)
     kinds = [k for k in ("probe", "frozen_head", "finetuned") if k in folds[0]]
     summary = {kind: float(np.mean([f[kind]["auroc"] for f in folds])) for kind in kinds}
-    labels = {f"{c}:{p}": int(y) for c, p, y in zip(frame["chromosome"], frame["position"], frame["label"],
-                                                    strict=True)}
-    pooled = {f"{b}_vs_{a}": pooled_comparison(folds, labels, a, b, args.bootstrap) for a, b in (("probe", "finetuned"),
-                                                                                ("probe", "frozen_head"),
-                                                                                ("frozen_head", "finetuned"))
-              if a in kinds and b in kinds}
+    labels = {
+        f"{c}:{p}": int(y) for c, p, y in zip(frame["chromosome"], frame["position"], frame["label"], strict=True)
+    }
+    pooled = {
+        f"{b}_vs_{a}": pooled_comparison(folds, labels, a, b, args.bootstrap)
+        for a, b in (("probe", "finetuned"), ("probe", "frozen_head"), ("frozen_head", "finetuned"))
+        if a in kinds and b in kinds
+    }
     result = {"settings": asdict(args), "folds": folds, "mean_auroc": summary, "pooled": pooled}
     (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"mean_auroc": summary, "pooled": pooled}, indent=1))

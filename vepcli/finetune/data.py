@@ -24,11 +24,21 @@ from vepcli.variants import OK, check_against_reference, read_variants
 from vepcli.vcfio import read_info
 from vepcli.windows import DEFAULT_MAX_N_FRACTION, build_windows, n_fraction
 
-SPLIT_NAMES = {"train": "train", "training": "train", "valid": "val", "validation": "val", "val": "val",
-               "dev": "val", "test": "test"}
+SPLIT_NAMES = {
+    "train": "train",
+    "training": "train",
+    "valid": "val",
+    "validation": "val",
+    "val": "val",
+    "dev": "val",
+    "test": "test",
+}
 BED_SUFFIXES = (".bed", ".bed.gz")
-INTERVAL_COLUMNS = {"chrom": ("chrom", "chromosome", "#chrom", "chr", "region"), "start": ("start",),
-                    "end": ("end", "stop")}
+INTERVAL_COLUMNS = {
+    "chrom": ("chrom", "chromosome", "#chrom", "chr", "region"),
+    "start": ("start",),
+    "end": ("end", "stop"),
+}
 
 
 @dataclass
@@ -47,8 +57,14 @@ class Examples:
 
     def subset(self, keep: np.ndarray) -> Examples:
         """The examples where `keep` (a boolean mask) is true, renumbered from 0."""
-        return Examples(self.mode, self.table[keep].reset_index(drop=True), self.ids[keep],
-                        None if self.alt_ids is None else self.alt_ids[keep], self.window, dict(self.skipped))
+        return Examples(
+            self.mode,
+            self.table[keep].reset_index(drop=True),
+            self.ids[keep],
+            None if self.alt_ids is None else self.alt_ids[keep],
+            self.window,
+            dict(self.skipped),
+        )
 
 
 @dataclass
@@ -78,16 +94,23 @@ class Split:
     dropped: int = 0  # training rows dropped because their window overlaps a validation row
 
     def summary(self) -> dict[str, Any]:
-        return {"method": self.method, "description": self.description, "n_train": len(self.train),
-                "n_val": len(self.val), "n_test": len(self.test), "buffer_bp": self.buffer_bp,
-                "dropped_near_validation": self.dropped}
+        return {
+            "method": self.method,
+            "description": self.description,
+            "n_train": len(self.train),
+            "n_val": len(self.val),
+            "n_test": len(self.test),
+            "buffer_bp": self.buffer_bp,
+            "dropped_near_validation": self.dropped,
+        }
 
 
 # ---------------------------------------------------------------- variants
 
 
-def read_labelled_variants(path: str, genome: Genome, window: int, columns: Sequence[str],
-                           max_n_fraction: float = DEFAULT_MAX_N_FRACTION) -> Examples:
+def read_labelled_variants(
+    path: str, genome: Genome, window: int, columns: Sequence[str], max_n_fraction: float = DEFAULT_MAX_N_FRACTION
+) -> Examples:
     """Ref and alt windows (variant at W // 2) of every ok ALT of a VCF or table, with the named columns.
 
     Rows that cannot be windowed (ref_mismatch, contig_missing, too_many_N, ...) are left out and
@@ -106,8 +129,10 @@ def read_labelled_variants(path: str, genome: Genome, window: int, columns: Sequ
         if v.status != OK:
             skipped[v.status] = skipped.get(v.status, 0) + 1
     if not batch.variants:
-        raise UserError(f"none of the {len(variants)} variants of {path} could be windowed "
-                        f"(statuses: {skipped}); check the FASTA and the contig names")
+        raise UserError(
+            f"none of the {len(variants)} variants of {path} could be windowed "
+            f"(statuses: {skipped}); check the FASTA and the contig names"
+        )
     rows = []
     for v in batch.variants:
         extra = info[v.record] if info is not None else v.extra
@@ -116,8 +141,7 @@ def read_labelled_variants(path: str, genome: Genome, window: int, columns: Sequ
             where = "INFO fields" if info is not None else "columns"
             have = ", ".join(map(str, extra)) or "none"
             raise UserError(f"{path}: no {where} {', '.join(missing)} (it has: {have})")
-        rows.append({"chrom": v.chrom, "pos": v.pos, "ref": v.ref, "alt": v.alt,
-                     **{c: extra[c] for c in columns}})
+        rows.append({"chrom": v.chrom, "pos": v.pos, "ref": v.ref, "alt": v.alt, **{c: extra[c] for c in columns}})
     ids = np.stack([encode(s).astype(np.uint8) for s in batch.ref_seqs])
     alt_ids = np.stack([encode(s).astype(np.uint8) for s in batch.alt_seqs])
     return Examples("variants", pd.DataFrame(rows), ids, alt_ids, window, skipped)
@@ -151,8 +175,14 @@ def _read_interval_table(path: str) -> pd.DataFrame:
     return frame.rename(columns=renames)
 
 
-def read_labelled_intervals(path: str, genome: Genome, window: int | None, columns: Sequence[str],
-                            label: str, max_n_fraction: float = DEFAULT_MAX_N_FRACTION) -> Examples:
+def read_labelled_intervals(
+    path: str,
+    genome: Genome,
+    window: int | None,
+    columns: Sequence[str],
+    label: str,
+    max_n_fraction: float = DEFAULT_MAX_N_FRACTION,
+) -> Examples:
     """One window per interval: W bases centred on the interval (W defaults to the longest interval).
 
     Strand columns are not needed: the model is strand-conjoined, so a window and its reverse
@@ -180,8 +210,14 @@ def read_labelled_intervals(path: str, genome: Genome, window: int | None, colum
             skipped["too_many_N"] = skipped.get("too_many_N", 0) + 1
             continue
         seqs.append(encode(seq).astype(np.uint8))
-        rows.append({"chrom": frame["chrom"].iat[i], "pos": int(start[i]) + 1, "end": int(end[i]),
-                     **{c: frame[c].iat[i] for c in keep_cols}})
+        rows.append(
+            {
+                "chrom": frame["chrom"].iat[i],
+                "pos": int(start[i]) + 1,
+                "end": int(end[i]),
+                **{c: frame[c].iat[i] for c in keep_cols},
+            }
+        )
     if not rows:
         raise UserError(f"none of the {len(frame)} intervals of {path} could be windowed ({skipped})")
     return Examples("intervals", pd.DataFrame(rows), np.stack(seqs), None, width, skipped)
@@ -238,8 +274,14 @@ def _same_contig(a: str, b: str) -> bool:
     return a == b or alias_key(a) == alias_key(b)
 
 
-def split_examples(table: pd.DataFrame, *, split_column: str | None = None, val_chroms: Sequence[str] = (),
-                   val_fraction: float = 0.2, buffer_bp: int = 0) -> Split:
+def split_examples(
+    table: pd.DataFrame,
+    *,
+    split_column: str | None = None,
+    val_chroms: Sequence[str] = (),
+    val_fraction: float = 0.2,
+    buffer_bp: int = 0,
+) -> Split:
     """Train / validation / test indexes, the first rule that applies:
 
     1. `split_column`: train / valid (val, validation, dev) / test per row;
@@ -256,29 +298,45 @@ def split_examples(table: pd.DataFrame, *, split_column: str | None = None, val_
         raw = [_as_text(v).lower() for v in table[split_column]]
         bad = sorted({r for r in raw if r not in SPLIT_NAMES})
         if bad:
-            raise UserError(f"--split-column {split_column}: values must be train, valid or test; found "
-                            f"{', '.join(bad[:5])}")
+            raise UserError(
+                f"--split-column {split_column}: values must be train, valid or test; found {', '.join(bad[:5])}"
+            )
         role = np.array([SPLIT_NAMES[r] for r in raw])
-        split = Split(f"column:{split_column}", *(np.flatnonzero(role == r) for r in ("train", "val", "test")),
-                      description=f"rows by the value of {split_column}")
+        split = Split(
+            f"column:{split_column}",
+            *(np.flatnonzero(role == r) for r in ("train", "val", "test")),
+            description=f"rows by the value of {split_column}",
+        )
     elif val_chroms:
         is_val = np.array([any(_same_contig(c, v) for v in val_chroms) for c in chrom])
-        split = Split("chromosomes", np.flatnonzero(~is_val), np.flatnonzero(is_val), np.zeros(0, np.int64),
-                      description=f"validation chromosomes: {', '.join(val_chroms)}")
+        split = Split(
+            "chromosomes",
+            np.flatnonzero(~is_val),
+            np.flatnonzero(is_val),
+            np.zeros(0, np.int64),
+            description=f"validation chromosomes: {', '.join(val_chroms)}",
+        )
     else:
         if not 0 < val_fraction < 1:
             raise UserError("--val-fraction must be between 0 and 1")
         rank = {c: i for i, c in enumerate(dict.fromkeys(chrom))}
         order = np.lexsort((pos, np.array([rank[c] for c in chrom])))
         n_val = max(1, round(val_fraction * n))
-        val, train = np.sort(order[n - n_val:]), np.sort(order[: n - n_val])
+        val, train = np.sort(order[n - n_val :]), np.sort(order[: n - n_val])
         kept = _buffered(train, val, chrom, pos, buffer_bp)
         first = order[n - n_val]
-        split = Split("genomic_block", kept, val, np.zeros(0, np.int64),
-                      description=f"the last {val_fraction:.0%} of rows in genome order, from "
-                                  f"{chrom[first]}:{pos[first]}", buffer_bp=buffer_bp,
-                      dropped=len(train) - len(kept))
+        split = Split(
+            "genomic_block",
+            kept,
+            val,
+            np.zeros(0, np.int64),
+            description=f"the last {val_fraction:.0%} of rows in genome order, from {chrom[first]}:{pos[first]}",
+            buffer_bp=buffer_bp,
+            dropped=len(train) - len(kept),
+        )
     if len(split.train) == 0 or len(split.val) == 0:
-        raise UserError(f"the split ({split.method}) leaves {len(split.train)} training and {len(split.val)} "
-                        "validation rows; both must be non-empty")
+        raise UserError(
+            f"the split ({split.method}) leaves {len(split.train)} training and {len(split.val)} "
+            "validation rows; both must be non-empty"
+        )
     return split

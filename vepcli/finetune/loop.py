@@ -63,12 +63,52 @@ METRICS = {"auroc": "max", "accuracy": "max", "loss": "min"}
 DEFAULT_WINDOW = 1024
 STANDARDISE_ROWS = 2048  # training rows whose initial features set the head's standardisation
 # settings a resumed run must share with the run it continues (the others change only speed or logging)
-_RUN_DEFINING = ("train", "fasta", "model", "label", "intervals", "covariates", "positive", "split_column",
-                 "val_chroms", "val_fraction", "window", "pool", "layout", "head_hidden", "dropout", "epochs",
-                 "batch_size", "lr", "backbone_lr", "weight_decay", "warmup_frac", "min_lr_ratio", "grad_clip",
-                 "freeze_backbone", "class_weight", "metric", "val_every", "patience", "max_n_fraction", "seed")
-LOG_COLUMNS = ("step", "epoch", "lr", "backbone_lr", "train_loss", "grad_norm", "elapsed_s", "examples_per_s",
-               "val_loss", "val_accuracy", "val_auroc", "val_auprc")
+_RUN_DEFINING = (
+    "train",
+    "fasta",
+    "model",
+    "label",
+    "intervals",
+    "covariates",
+    "positive",
+    "split_column",
+    "val_chroms",
+    "val_fraction",
+    "window",
+    "pool",
+    "layout",
+    "head_hidden",
+    "dropout",
+    "epochs",
+    "batch_size",
+    "lr",
+    "backbone_lr",
+    "weight_decay",
+    "warmup_frac",
+    "min_lr_ratio",
+    "grad_clip",
+    "freeze_backbone",
+    "class_weight",
+    "metric",
+    "val_every",
+    "patience",
+    "max_n_fraction",
+    "seed",
+)
+LOG_COLUMNS = (
+    "step",
+    "epoch",
+    "lr",
+    "backbone_lr",
+    "train_loss",
+    "grad_norm",
+    "elapsed_s",
+    "examples_per_s",
+    "val_loss",
+    "val_accuracy",
+    "val_auroc",
+    "val_auprc",
+)
 
 
 @dataclass
@@ -173,8 +213,7 @@ def load_data(cfg: FinetuneConfig, genome: Genome, model_max_length: int | None)
     """Read, window, label and split the training file; covariate levels come from the training rows."""
     window = cfg.window
     if cfg.intervals:
-        examples = read_labelled_intervals(cfg.train, genome, window, cfg.covariates, cfg.label,
-                                           cfg.max_n_fraction)
+        examples = read_labelled_intervals(cfg.train, genome, window, cfg.covariates, cfg.label, cfg.max_n_fraction)
     else:
         window = window or min(DEFAULT_WINDOW, model_max_length or DEFAULT_WINDOW)
         extra = [c for c in dict.fromkeys([cfg.label, *cfg.covariates, cfg.split_column]) if c]
@@ -185,8 +224,13 @@ def load_data(cfg: FinetuneConfig, genome: Genome, model_max_length: int | None)
     if not has.all():
         examples = examples.subset(has)
         labels.y = labels.y[has]
-    split = split_examples(examples.table, split_column=cfg.split_column, val_chroms=cfg.val_chroms,
-                           val_fraction=cfg.val_fraction, buffer_bp=examples.window)
+    split = split_examples(
+        examples.table,
+        split_column=cfg.split_column,
+        val_chroms=cfg.val_chroms,
+        val_fraction=cfg.val_fraction,
+        buffer_bp=examples.window,
+    )
     levels = covariate_levels(examples.table.iloc[split.train], cfg.covariates)
     cov = torch.from_numpy(one_hot(examples.table, levels, len(examples)))
     W = examples.window
@@ -202,8 +246,9 @@ def _class_weights(labels: Labels, split: Split, how: str, metric: str) -> torch
         missing = [c for c, k in zip(labels.classes, counts, strict=True) if k == 0]
         raise UserError(f"class(es) {', '.join(missing)} have no training rows in this split")
     if metric == "auroc" and len(np.unique(labels.y[split.val])) < labels.n_classes:
-        raise UserError("the validation rows lack some classes, so AUROC is undefined; use --metric loss or "
-                        "another split")
+        raise UserError(
+            "the validation rows lack some classes, so AUROC is undefined; use --metric loss or another split"
+        )
     weights = len(split.train) / (labels.n_classes * counts) if how == "balanced" else np.ones(labels.n_classes)
     return torch.tensor(weights, dtype=torch.float32)
 
@@ -243,8 +288,9 @@ def _batch_tensors(data: Data, idx: np.ndarray, device: torch.device, feats: tor
 
 
 @torch.no_grad()
-def compute_features(net: FinetuneNet, data: Data, idx: np.ndarray, micro: int, device: torch.device,
-                     amp: torch.dtype | None) -> torch.Tensor:
+def compute_features(
+    net: FinetuneNet, data: Data, idx: np.ndarray, micro: int, device: torch.device, amp: torch.dtype | None
+) -> torch.Tensor:
     """Pooled features of rows `idx` (CPU float32), in eval mode."""
     was = net.training
     net.eval()
@@ -258,8 +304,16 @@ def compute_features(net: FinetuneNet, data: Data, idx: np.ndarray, micro: int, 
 
 
 @torch.no_grad()
-def predict(net: torch.nn.Module, data: Data, idx: np.ndarray, micro: int, device: torch.device,
-            amp: torch.dtype | None, d: distributed.Dist, feats: torch.Tensor | None = None) -> np.ndarray:
+def predict(
+    net: torch.nn.Module,
+    data: Data,
+    idx: np.ndarray,
+    micro: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+    d: distributed.Dist,
+    feats: torch.Tensor | None = None,
+) -> np.ndarray:
     """(len(idx), n_classes) probabilities; the rows are shared out over the ranks and summed back."""
     was = net.training
     net.eval()
@@ -283,8 +337,13 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]
     from sklearn.metrics import average_precision_score, roc_auc_score
 
     p = np.clip(proba, 1e-12, 1.0)
-    out = {"loss": float(-np.log(p[np.arange(len(y)), y]).mean()), "accuracy": float((proba.argmax(1) == y).mean()),
-           "auroc": float("nan"), "auprc": float("nan"), "n": len(y)}
+    out = {
+        "loss": float(-np.log(p[np.arange(len(y)), y]).mean()),
+        "accuracy": float((proba.argmax(1) == y).mean()),
+        "auroc": float("nan"),
+        "auprc": float("nan"),
+        "n": len(y),
+    }
     if len(np.unique(y)) == proba.shape[1]:
         if proba.shape[1] == 2:
             out["auroc"] = float(roc_auc_score(y, proba[:, 1]))
@@ -335,8 +394,9 @@ def read_log(path: Path) -> list[dict[str, float | None]]:
 # ---------------------------------------------------------------- checkpoints
 
 
-def save_checkpoint(run_dir: Path, step: int, net: FinetuneNet, optimizer, scheduler, scaler,
-                    state: dict[str, Any]) -> Path:
+def save_checkpoint(
+    run_dir: Path, step: int, net: FinetuneNet, optimizer, scheduler, scaler, state: dict[str, Any]
+) -> Path:
     """pretraining's checkpoint (backbone in the published layout, optimizer, scheduler, scaler, RNG states)
     plus head.safetensors, made in a staging folder and renamed in one step: a kill leaves the old one."""
     staging = run_dir / ".staging"
@@ -370,8 +430,10 @@ def finetune(cfg: FinetuneConfig) -> dict[str, Any]:
     per_rank, rem = divmod(cfg.batch_size, d.world)
     micro = cfg.micro_batch or per_rank
     if rem or per_rank == 0 or per_rank % micro:
-        raise UserError(f"--batch-size {cfg.batch_size} must split evenly into {d.world} process(es) "
-                        f"and then into micro-batches of {micro}")
+        raise UserError(
+            f"--batch-size {cfg.batch_size} must split evenly into {d.world} process(es) "
+            f"and then into micro-batches of {micro}"
+        )
     if device.type == "cuda":
         torch.cuda.set_device(device)
     distributed.init(d, device)
@@ -395,23 +457,38 @@ def _resume_point(cfg: FinetuneConfig, run_dir: Path, d: distributed.Dist) -> Pa
     saved = checkpoints.read_state(found[-1][1])["settings"]
     differ = [k for k, v in cfg.run_defining().items() if saved.get(k) != v]
     if differ:
-        raise UserError(f"--resume: these settings differ from the run in {run_dir}: {', '.join(differ)}; "
-                        "give the same ones, or a new -o")
+        raise UserError(
+            f"--resume: these settings differ from the run in {run_dir}: {', '.join(differ)}; "
+            "give the same ones, or a new -o"
+        )
     return found[-1][1]
 
 
 def _base_identity(base_dir: Path, lm) -> dict[str, Any]:
     from vepcli.modelcheck import weights_digest  # safetensors or pytorch_model.bin: every format has a digest
 
-    return {"path": str(base_dir), "config_hash": config_hash(lm.config.to_dict()), "arch": lm.config.arch,
-            "d_model": lm.config.d_model, "n_layer": lm.config.n_layer, "weights_sha256": weights_digest(base_dir)}
+    return {
+        "path": str(base_dir),
+        "config_hash": config_hash(lm.config.to_dict()),
+        "arch": lm.config.arch,
+        "d_model": lm.config.d_model,
+        "n_layer": lm.config.n_layer,
+        "weights_sha256": weights_digest(base_dir),
+    }
 
 
 class Trainer:
     """One fine-tuning run: set-up, optimizer steps, validation with early stopping, checkpoints."""
 
-    def __init__(self, cfg: FinetuneConfig, d: distributed.Dist, device: torch.device, amp: torch.dtype | None,
-                 micro: int, accum: int) -> None:
+    def __init__(
+        self,
+        cfg: FinetuneConfig,
+        d: distributed.Dist,
+        device: torch.device,
+        amp: torch.dtype | None,
+        micro: int,
+        accum: int,
+    ) -> None:
         self.cfg, self.d, self.device, self.amp, self.micro, self.accum = cfg, d, device, amp, micro, accum
         self.run_dir = Path(cfg.output)
         self.resume_from = _resume_point(cfg, self.run_dir, d)
@@ -422,19 +499,26 @@ class Trainer:
         lm.config.max_length = self.data.window  # `vepcli score --model` then defaults to the fine-tuning window
         self.steps_per_epoch = len(self.data.split.train) // cfg.batch_size
         if self.steps_per_epoch == 0:
-            raise UserError(f"--batch-size {cfg.batch_size} is larger than the {len(self.data.split.train)} "
-                            "training rows")
+            raise UserError(
+                f"--batch-size {cfg.batch_size} is larger than the {len(self.data.split.train)} training rows"
+            )
         self.total = cfg.epochs * self.steps_per_epoch
         self.val_every = cfg.val_every or self.steps_per_epoch
         self.ckpt_every = cfg.checkpoint_every or self.val_every
         self._build(lm)
-        self.state: dict[str, Any] = {"best": None, "best_step": None, "bad": 0, "stopped_early": False,
-                                      "elapsed_s": 0.0}
+        self.state: dict[str, Any] = {
+            "best": None,
+            "best_step": None,
+            "bad": 0,
+            "stopped_early": False,
+            "elapsed_s": 0.0,
+        }
         self.start = self._restore_or_standardise()
         self.ddp = self.net
         if d.world > 1:
             self.ddp = torch.nn.parallel.DistributedDataParallel(
-                self.net, device_ids=[device.index] if device.type == "cuda" else None)
+                self.net, device_ids=[device.index] if device.type == "cuda" else None
+            )
 
     def _build(self, lm) -> None:
         """Head, model, optimizer, schedule, gradient scaler; cached features for a frozen backbone."""
@@ -448,13 +532,15 @@ class Trainer:
             lm.requires_grad_(False)
         self.optimizer = build_optimizer(self.net, cfg)
         warmup = max(1, round(cfg.warmup_frac * self.total)) if cfg.warmup_frac > 0 else 0
-        self.scheduler = torch.optim.lr_scheduler.LambdaLR(self.optimizer,
-                                                           WarmupCosine(self.total, warmup, cfg.min_lr_ratio))
+        self.scheduler = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, WarmupCosine(self.total, warmup, cfg.min_lr_ratio)
+        )
         self.scaler = torch.amp.GradScaler("cuda") if self.amp is torch.float16 else None
         self.feats = None
         if cfg.freeze_backbone:  # the backbone never changes: pool every row once
-            self.feats = compute_features(self.net, data, np.arange(len(data.examples)), self.micro, self.device,
-                                          self.amp)
+            self.feats = compute_features(
+                self.net, data, np.arange(len(data.examples)), self.micro, self.device, self.amp
+            )
         self.params = [p for p in self.net.parameters() if p.requires_grad]
         self.weights = data.class_weights.to(self.device)
 
@@ -469,8 +555,11 @@ class Trainer:
             return saved["step"]
         train = self.data.split.train
         rows = np.sort(train[np.random.default_rng([self.cfg.seed, 2]).permutation(len(train))][:STANDARDISE_ROWS])
-        f = self.feats[rows] if self.feats is not None else compute_features(
-            self.net, self.data, rows, self.micro, self.device, self.amp)
+        f = (
+            self.feats[rows]
+            if self.feats is not None
+            else compute_features(self.net, self.data, rows, self.micro, self.device, self.amp)
+        )
         self.net.head.set_standardisation(f)
         return 0
 
@@ -486,8 +575,9 @@ class Trainer:
         mine = idx[d.rank * self.micro * self.accum : (d.rank + 1) * self.micro * self.accum]
         ce_sum = 0.0
         for m in range(self.accum):
-            ids, alt, cov, y, f = _batch_tensors(data, mine[m * self.micro : (m + 1) * self.micro], self.device,
-                                                 self.feats)
+            ids, alt, cov, y, f = _batch_tensors(
+                data, mine[m * self.micro : (m + 1) * self.micro], self.device, self.feats
+            )
             sync = contextlib.nullcontext() if d.world == 1 or m == self.accum - 1 else self.ddp.no_sync()
             with sync:
                 with _autocast(self.device, self.amp):
@@ -507,9 +597,14 @@ class Trainer:
             self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
         self.scheduler.step()
-        return {"step": step + 1, "epoch": round((step + 1) / self.steps_per_epoch, 4), "lr": lrs[0],
-                "backbone_lr": None if cfg.freeze_backbone else lrs[-1],
-                "train_loss": d.sum([ce_sum], self.device)[0] / norm, "grad_norm": grad_norm}
+        return {
+            "step": step + 1,
+            "epoch": round((step + 1) / self.steps_per_epoch, 4),
+            "lr": lrs[0],
+            "backbone_lr": None if cfg.freeze_backbone else lrs[-1],
+            "train_loss": d.sum([ce_sum], self.device)[0] / norm,
+            "grad_norm": grad_norm,
+        }
 
     def validate(self, done: int) -> tuple[dict[str, float], bool]:
         """Validation figures; the best model so far is kept in run_dir/best. Returns (figures, stop)."""
@@ -525,15 +620,27 @@ class Trainer:
         return figures, cfg.patience > 0 and self.state["bad"] >= cfg.patience
 
     def meta(self, figures: dict[str, float], step: int) -> dict[str, Any]:
-        return _meta({"cfg": self.cfg, "data": self.data, "base": self.base, "total": self.total,
-                      "steps_per_epoch": self.steps_per_epoch,
-                      "config_hash": config_hash(self.net.lm.config.to_dict())}, figures, step)
+        return _meta(
+            {
+                "cfg": self.cfg,
+                "data": self.data,
+                "base": self.base,
+                "total": self.total,
+                "steps_per_epoch": self.steps_per_epoch,
+                "config_hash": config_hash(self.net.lm.config.to_dict()),
+            },
+            figures,
+            step,
+        )
 
     # ------------------------------------------------------------ the run
     def run(self) -> dict[str, Any]:
         cfg, d = self.cfg, self.d
-        self.say(_describe(cfg, self.data, self.net.lm, self.total, self.steps_per_epoch, d, self.micro, self.accum,
-                           self.device))
+        self.say(
+            _describe(
+                cfg, self.data, self.net.lm, self.total, self.steps_per_epoch, d, self.micro, self.accum, self.device
+            )
+        )
         if d.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             log = FinetuneLog(self.run_dir, self.start if self.resume_from is not None else None)
@@ -556,13 +663,22 @@ class Trainer:
                 self.say(f"step {done}/{self.total} loss {row['train_loss']:.4f} lr {row['lr']:.2e}{val}")
             self.state["stopped_early"] = stop
             if d.main and (done % self.ckpt_every == 0 or done == self.total or stop):
-                save_checkpoint(self.run_dir, done, self.net, self.optimizer, self.scheduler, self.scaler,
-                                {"settings": cfg.run_defining(), **self.state, "elapsed_s": row["elapsed_s"]})
+                save_checkpoint(
+                    self.run_dir,
+                    done,
+                    self.net,
+                    self.optimizer,
+                    self.scheduler,
+                    self.scaler,
+                    {"settings": cfg.run_defining(), **self.state, "elapsed_s": row["elapsed_s"]},
+                )
                 checkpoints.prune(self.run_dir, cfg.keep_checkpoints)
             d.barrier()
             if stop:
-                self.say(f"early stop at step {done}: no better validation {cfg.metric} in {cfg.patience} "
-                         f"evaluations (best {self.state['best']:.4f} at step {self.state['best_step']})")
+                self.say(
+                    f"early stop at step {done}: no better validation {cfg.metric} in {cfg.patience} "
+                    f"evaluations (best {self.state['best']:.4f} at step {self.state['best_step']})"
+                )
                 break
         result = self.finish() if d.main else {}
         d.barrier()
@@ -575,8 +691,11 @@ class Trainer:
         cfg, data = self.cfg, self.data
         best = load_finetuned(self.run_dir / "best", device=self.device)
         meta = dict(best.meta)
-        meta["training"] = {**meta["training"], "steps_done": _last_step(self.run_dir),
-                            "stopped_early": self.state["stopped_early"]}
+        meta["training"] = {
+            **meta["training"],
+            "steps_done": _last_step(self.run_dir),
+            "stopped_early": self.state["stopped_early"],
+        }
         if len(data.split.test):
             net = FinetuneNet(best.model, best.head, data.examples.mode, cfg.layout, data.span).to(self.device)
             proba = predict(net, data, data.split.test, self.micro, self.device, self.amp, distributed.Dist())
@@ -594,11 +713,13 @@ def _describe(cfg, data: Data, lm, total: int, spe: int, d, micro: int, accum: i
     s = data.split
     counts = np.bincount(data.labels.y[s.train], minlength=data.labels.n_classes)
     classes = ", ".join(f"{c}: {k}" for c, k in zip(data.labels.classes, counts, strict=True))
-    return (f"{data.examples.mode}: {len(s.train)} training rows ({classes}), {len(s.val)} validation, "
-            f"{len(s.test)} test ({s.method}: {s.description}); window {data.window}, pool span {list(data.span)}; "
-            f"{lm.config.arch} d_model {lm.config.d_model} ({'frozen' if cfg.freeze_backbone else 'fine-tuned'}); "
-            f"{total} steps ({spe} per epoch) on {d.world} process(es) x {accum} micro-batch(es) of {micro} "
-            f"on {device}")
+    return (
+        f"{data.examples.mode}: {len(s.train)} training rows ({classes}), {len(s.val)} validation, "
+        f"{len(s.test)} test ({s.method}: {s.description}); window {data.window}, pool span {list(data.span)}; "
+        f"{lm.config.arch} d_model {lm.config.d_model} ({'frozen' if cfg.freeze_backbone else 'fine-tuned'}); "
+        f"{total} steps ({spe} per epoch) on {d.world} process(es) x {accum} micro-batch(es) of {micro} "
+        f"on {device}"
+    )
 
 
 def _meta(context: dict[str, Any], val: dict[str, float], step: int) -> dict[str, Any]:
@@ -610,21 +731,40 @@ def _meta(context: dict[str, Any], val: dict[str, float], step: int) -> dict[str
     n_cls = data.labels.n_classes
     train_counts = np.bincount(data.labels.y[data.split.train], minlength=n_cls).tolist()
     return {
-        "format": "vepcli-finetune", "format_version": 1, "vepcli_version": __version__,
-        "mode": data.examples.mode, "command": cfg.command,
+        "format": "vepcli-finetune",
+        "format_version": 1,
+        "vepcli_version": __version__,
+        "mode": data.examples.mode,
+        "command": cfg.command,
         "base_model": context["base"],
         "model": {"config_hash": context["config_hash"]},
-        "window": data.window, "pool": cfg.pool, "pool_span": list(data.span), "strand_average": True,
+        "window": data.window,
+        "pool": cfg.pool,
+        "pool_span": list(data.span),
+        "strand_average": True,
         "features": {"layout": cfg.layout, "blocks": blocks, "n_features": len(blocks) * d},
         "covariates": data.levels,
-        "head": {"n_features": len(blocks) * d, "n_covariates": int(data.covariates.shape[1]), "n_classes": n_cls,
-                 "hidden": cfg.head_hidden, "dropout": cfg.dropout},
-        "label": {"column": data.labels.column, "classes": data.labels.classes, "positive": data.labels.positive,
-                  "train_counts": train_counts},
+        "head": {
+            "n_features": len(blocks) * d,
+            "n_covariates": int(data.covariates.shape[1]),
+            "n_classes": n_cls,
+            "hidden": cfg.head_hidden,
+            "dropout": cfg.dropout,
+        },
+        "label": {
+            "column": data.labels.column,
+            "classes": data.labels.classes,
+            "positive": data.labels.positive,
+            "train_counts": train_counts,
+        },
         "split": data.split.summary(),
-        "training": {"settings": cfg.run_defining(), "steps_planned": context["total"],
-                     "steps_per_epoch": context["steps_per_epoch"], "best_step": step,
-                     "skipped_rows": data.examples.skipped},
+        "training": {
+            "settings": cfg.run_defining(),
+            "steps_planned": context["total"],
+            "steps_per_epoch": context["steps_per_epoch"],
+            "best_step": step,
+            "skipped_rows": data.examples.skipped,
+        },
         "validation": {"metric": cfg.metric, **val},
     }
 
@@ -638,4 +778,3 @@ def _default_model() -> str:
     from vepcli.pipeline import default_model
 
     return default_model()
-

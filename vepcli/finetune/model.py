@@ -35,8 +35,7 @@ from vepcli.nn.tokenizer import reverse_complement_ids
 FORMAT = "vepcli-finetune"
 FORMAT_VERSION = 1
 META_NAME, HEAD_NAME = "finetune.json", "head.safetensors"
-LAYOUTS = {"ref-alt-diff": ("ref", "alt", "alt-ref"), "ref-alt": ("ref", "alt"), "diff": ("alt-ref",),
-           "seq": ("seq",)}
+LAYOUTS = {"ref-alt-diff": ("ref", "alt", "alt-ref"), "ref-alt": ("ref", "alt"), "diff": ("alt-ref",), "seq": ("seq",)}
 
 
 # ---------------------------------------------------------------- pooling
@@ -81,8 +80,9 @@ class Head(nn.Module):
     `alt - ref` is tiny and would be ignored by a head that sees raw features (as in `vepcli probe`).
     """
 
-    def __init__(self, n_features: int, n_covariates: int, n_classes: int, hidden: int = 64,
-                 dropout: float = 0.1) -> None:
+    def __init__(
+        self, n_features: int, n_covariates: int, n_classes: int, hidden: int = 64, dropout: float = 0.1
+    ) -> None:
         super().__init__()
         self.n_features, self.n_covariates, self.n_classes = n_features, n_covariates, n_classes
         self.hidden, self.dropout_p = hidden, dropout
@@ -90,15 +90,25 @@ class Head(nn.Module):
         self.register_buffer("std", torch.ones(n_features))
         n_in = n_features + n_covariates
         if hidden > 0:
-            self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_in, hidden), nn.GELU(), nn.Dropout(dropout),
-                                     nn.Linear(hidden, n_classes))
+            self.net = nn.Sequential(
+                nn.Dropout(dropout),
+                nn.Linear(n_in, hidden),
+                nn.GELU(),
+                nn.Dropout(dropout),
+                nn.Linear(hidden, n_classes),
+            )
         else:
             self.net = nn.Sequential(nn.Dropout(dropout), nn.Linear(n_in, n_classes))
 
     def spec(self) -> dict[str, Any]:
         """What `finetune.json` records to rebuild the head."""
-        return {"n_features": self.n_features, "n_covariates": self.n_covariates, "n_classes": self.n_classes,
-                "hidden": self.hidden, "dropout": self.dropout_p}
+        return {
+            "n_features": self.n_features,
+            "n_covariates": self.n_covariates,
+            "n_classes": self.n_classes,
+            "hidden": self.hidden,
+            "dropout": self.dropout_p,
+        }
 
     @torch.no_grad()
     def set_standardisation(self, features: torch.Tensor) -> None:
@@ -118,8 +128,9 @@ class Head(nn.Module):
 class FinetuneNet(nn.Module):
     """Backbone + head as one module (what DDP wraps). `frozen`: the backbone runs without gradients."""
 
-    def __init__(self, lm: CaduceusForMaskedLM, head: Head, mode: str, layout: str, span: tuple[int, int],
-                 frozen: bool = False) -> None:
+    def __init__(
+        self, lm: CaduceusForMaskedLM, head: Head, mode: str, layout: str, span: tuple[int, int], frozen: bool = False
+    ) -> None:
         super().__init__()
         self.lm, self.head = lm, head
         self.mode, self.layout, self.span, self.frozen = mode, layout, tuple(span), frozen
@@ -133,8 +144,13 @@ class FinetuneNet(nn.Module):
             n = ids.shape[0]
             return layout_features({"ref": both[:n], "alt": both[n:]}, self.layout)
 
-    def forward(self, ids: torch.Tensor | None = None, alt_ids: torch.Tensor | None = None,
-                covariates: torch.Tensor | None = None, features: torch.Tensor | None = None) -> torch.Tensor:
+    def forward(
+        self,
+        ids: torch.Tensor | None = None,
+        alt_ids: torch.Tensor | None = None,
+        covariates: torch.Tensor | None = None,
+        features: torch.Tensor | None = None,
+    ) -> torch.Tensor:
         """Logits (B, n_classes); give `features` to skip the backbone (cached features of a frozen one)."""
         if features is None:
             features = self.features(ids, alt_ids)
@@ -142,16 +158,22 @@ class FinetuneNet(nn.Module):
 
 
 def build_head(meta_head: dict[str, Any]) -> Head:
-    return Head(meta_head["n_features"], meta_head["n_covariates"], meta_head["n_classes"], meta_head["hidden"],
-                meta_head["dropout"])
+    return Head(
+        meta_head["n_features"],
+        meta_head["n_covariates"],
+        meta_head["n_classes"],
+        meta_head["hidden"],
+        meta_head["dropout"],
+    )
 
 
 # ---------------------------------------------------------------- the model directory
 
 
 def save_head(head: Head, path: Path) -> None:
-    save_file({k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(path),
-              metadata={"format": FORMAT})
+    save_file(
+        {k: v.detach().cpu().contiguous() for k, v in head.state_dict().items()}, str(path), metadata={"format": FORMAT}
+    )
 
 
 def load_head_state(head: Head, path: Path) -> None:
@@ -172,8 +194,14 @@ def save_finetuned(lm: CaduceusForMaskedLM, head: Head, meta: dict[str, Any], di
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(lm, tmp)
     save_head(head, tmp / HEAD_NAME)
-    meta = {**meta, "model": {**meta.get("model", {}), "weights_sha256": file_sha256(tmp / "model.safetensors"),
-                              "head_sha256": file_sha256(tmp / HEAD_NAME)}}
+    meta = {
+        **meta,
+        "model": {
+            **meta.get("model", {}),
+            "weights_sha256": file_sha256(tmp / "model.safetensors"),
+            "head_sha256": file_sha256(tmp / HEAD_NAME),
+        },
+    }
     (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     old = directory.parent / f".old-{directory.name}"
     if directory.exists():
@@ -210,8 +238,10 @@ def load_finetuned(path: str | Path, device: str | torch.device = "cpu") -> Fine
     if directory is None:
         return None
     meta = read_meta(directory)
-    for name, key, what in (("model.safetensors", "weights_sha256", "the backbone the head was trained with"),
-                            (HEAD_NAME, "head_sha256", "the head finetune.json describes")):
+    for name, key, what in (
+        ("model.safetensors", "weights_sha256", "the backbone the head was trained with"),
+        (HEAD_NAME, "head_sha256", "the head finetune.json describes"),
+    ):
         path, recorded = directory / name, meta["model"].get(key)
         if path.exists() and recorded and file_sha256(path) != recorded:
             raise UserError(f"{path} is not {what} (its sha256 differs from {directory / META_NAME})")
@@ -235,8 +265,9 @@ def read_meta(directory: Path) -> dict[str, Any]:
 # ---------------------------------------------------------------- prediction from pooled vectors
 
 
-def check_compatible(meta: dict[str, Any], window: int, pool_span: tuple[int, int],
-                     strand_average: bool = True) -> None:
+def check_compatible(
+    meta: dict[str, Any], window: int, pool_span: tuple[int, int], strand_average: bool = True
+) -> None:
     """Refuse, in one line, pooled vectors made with another window, pooling span or strand setting."""
     wrong = []
     if int(window) != meta["window"]:
@@ -246,13 +277,19 @@ def check_compatible(meta: dict[str, Any], window: int, pool_span: tuple[int, in
     if not strand_average:
         wrong.append("no strand averaging (the head needs it)")
     if wrong:
-        raise UserError(f"the fine-tuned head was trained on other embeddings: this run has {'; '.join(wrong)}; "
-                        f"use --window {meta['window']} --pool {meta['pool']}")
+        raise UserError(
+            f"the fine-tuned head was trained on other embeddings: this run has {'; '.join(wrong)}; "
+            f"use --window {meta['window']} --pool {meta['pool']}"
+        )
 
 
-def head_probabilities(head: Head, meta: dict[str, Any], ref: np.ndarray | torch.Tensor,
-                       alt: np.ndarray | torch.Tensor | None = None,
-                       covariates: pd.DataFrame | None = None) -> np.ndarray:
+def head_probabilities(
+    head: Head,
+    meta: dict[str, Any],
+    ref: np.ndarray | torch.Tensor,
+    alt: np.ndarray | torch.Tensor | None = None,
+    covariates: pd.DataFrame | None = None,
+) -> np.ndarray:
     """(n, n_classes) class probabilities, columns in `meta["label"]["classes"]` order; NaN rows stay NaN.
 
     `ref`, `alt`: (n, d_model) pooled strand-averaged vectors (variants); for an intervals model pass the
@@ -284,9 +321,13 @@ def head_probabilities(head: Head, meta: dict[str, Any], ref: np.ndarray | torch
     return out
 
 
-def head_probability(head: Head, meta: dict[str, Any], ref: np.ndarray | torch.Tensor,
-                     alt: np.ndarray | torch.Tensor | None = None,
-                     covariates: pd.DataFrame | None = None) -> np.ndarray:
+def head_probability(
+    head: Head,
+    meta: dict[str, Any],
+    ref: np.ndarray | torch.Tensor,
+    alt: np.ndarray | torch.Tensor | None = None,
+    covariates: pd.DataFrame | None = None,
+) -> np.ndarray:
     """(n,) probability of the positive class (binary labels, or `--positive` of a multi-class one)."""
     positive = meta["label"].get("positive")
     if positive is None:
@@ -298,8 +339,8 @@ def head_probability(head: Head, meta: dict[str, Any], ref: np.ndarray | torch.T
 class ScoreHead:
     """The `finetune` score of `vepcli score --model <fine-tuned dir>`: load once, call once per block.
 
-        head = ScoreHead.load(model_dir, window, pool, strand_average)   # None for a plain model
-        p = head(ref, alt, [v.extra for v in variants])                  # (n,) P(positive)
+    head = ScoreHead.load(model_dir, window, pool, strand_average)   # None for a plain model
+    p = head(ref, alt, [v.extra for v in variants])                  # (n,) P(positive)
     """
 
     name = "finetune"
@@ -318,22 +359,28 @@ class ScoreHead:
         if ft.meta["mode"] != "variants":
             raise UserError(f"{model_dir} classifies intervals (sequence classification); it has no variant score")
         if ft.meta["label"].get("positive") is None:
-            raise UserError(f"{model_dir} has {len(ft.meta['label']['classes'])} classes and no --positive class; "
-                            "fine-tune it again with --positive CLASS to score variants with it")
+            raise UserError(
+                f"{model_dir} has {len(ft.meta['label']['classes'])} classes and no --positive class; "
+                "fine-tune it again with --positive CLASS to score variants with it"
+            )
         check_compatible(ft.meta, window, pool_span(window, window // 2, pool), strand_average)
         return cls(ft, finetuned_dir(model_dir))
 
     @property
     def description(self) -> str:
         label = self.meta["label"]
-        return (f"Probability that {label['column']} is {label['positive']}, from the head fine-tuned with the "
-                "backbone of --model")
+        return (
+            f"Probability that {label['column']} is {label['positive']}, from the head fine-tuned with the "
+            "backbone of --model"
+        )
 
     def header_line(self) -> str:
         m, v = self.meta, self.meta["validation"]
-        return (f"##vepcli_finetune=<path={self.directory},label={m['label']['column']},"
-                f"positive={m['label']['positive']},features={m['features']['layout']},"
-                f"head_sha256={m['model']['head_sha256'][:16]},val_{v['metric']}={v[v['metric']]:.4f}>")
+        return (
+            f"##vepcli_finetune=<path={self.directory},label={m['label']['column']},"
+            f"positive={m['label']['positive']},features={m['features']['layout']},"
+            f"head_sha256={m['model']['head_sha256'][:16]},val_{v['metric']}={v[v['metric']]:.4f}>"
+        )
 
     def __call__(self, ref: np.ndarray, alt: np.ndarray, extras: list[dict[str, Any]]) -> np.ndarray:
         covariates = pd.DataFrame(extras) if self.meta["covariates"] else None

@@ -95,8 +95,13 @@ class CaduceusBlock(nn.Module):
         self.rcps = config.rcps
         self.swap_halves = config.rcps and config.fused_add_norm  # the published fused path's order
         self.residual_in_fp32 = config.residual_in_fp32
-        mixer = BiMamba(config.d_model, config.bidirectional, config.bidirectional_strategy,
-                        config.bidirectional_weight_tie, **config.ssm_cfg)
+        mixer = BiMamba(
+            config.d_model,
+            config.bidirectional,
+            config.bidirectional_strategy,
+            config.bidirectional_weight_tie,
+            **config.ssm_cfg,
+        )
         self.mixer = RCPSWrapper(mixer) if config.rcps else mixer
         self.norm = make_norm(config)
 
@@ -109,8 +114,9 @@ class CaduceusBlock(nn.Module):
         d = residual.shape[-1] // 2
         if self.swap_halves:
             residual = torch.cat([residual[..., d:], residual[..., :d]], dim=-1)
-        normed = torch.cat([_norm(self.norm, residual[..., :d]),
-                            _norm(self.norm, residual[..., d:], flipped=True)], dim=-1)
+        normed = torch.cat(
+            [_norm(self.norm, residual[..., :d]), _norm(self.norm, residual[..., d:], flipped=True)], dim=-1
+        )
         return self.mixer(normed.to(hidden.dtype)), residual
 
 
@@ -150,8 +156,9 @@ class CaduceusMixerModel(nn.Module):
         if not self.rcps:
             return _norm(self.norm_f, residual).to(hidden.dtype)
         d = residual.shape[-1] // 2
-        return torch.cat([_norm(self.norm_f, residual[..., :d]),
-                          _norm(self.norm_f, residual[..., d:], flipped=True)], dim=-1).to(hidden.dtype)
+        return torch.cat(
+            [_norm(self.norm_f, residual[..., :d]), _norm(self.norm_f, residual[..., d:], flipped=True)], dim=-1
+        ).to(hidden.dtype)
 
 
 class CaduceusPreTrained(nn.Module):

@@ -50,8 +50,7 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     except (SafetensorError, OSError, RuntimeError, EOFError, ValueError) as err:
         bad = st if st.exists() else pt
         first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot read weights from {bad} ({first}); the file is damaged or not a checkpoint"
-                        ) from None
+        raise UserError(f"cannot read weights from {bad} ({first}); the file is damaged or not a checkpoint") from None
     raise UserError(f"{directory} has neither {WEIGHTS_NAME} nor {TORCH_WEIGHTS_NAME}")
 
 
@@ -65,11 +64,19 @@ def load_into(model: CaduceusForMaskedLM | Caduceus, state: dict[str, torch.Tens
     own = model.state_dict()
     missing = [k for k in own if k not in state and not _TIED.search(k)]
     unexpected = [k for k in state if k not in own]
-    wrong = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
-             for k in own if k in state and state[k].shape != own[k].shape]
+    wrong = [
+        f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
+        for k in own
+        if k in state and state[k].shape != own[k].shape
+    ]
     if missing or unexpected or wrong:
-        what = (f"missing {missing[:3]}" if missing else f"unexpected {unexpected[:3]}" if unexpected
-                else f"shape mismatch {wrong[:2]}")
+        what = (
+            f"missing {missing[:3]}"
+            if missing
+            else f"unexpected {unexpected[:3]}"
+            if unexpected
+            else f"shape mismatch {wrong[:2]}"
+        )
         raise UserError(f"weights in {source} do not match its config.json: {what}")
     with torch.no_grad():
         for k, v in own.items():
@@ -79,8 +86,12 @@ def load_into(model: CaduceusForMaskedLM | Caduceus, state: dict[str, torch.Tens
         model.tie_weights()
 
 
-def load_model(path_or_id: str | Path, masked_lm: bool = True, device: str | torch.device = "cpu",
-               dtype: torch.dtype = torch.float32) -> CaduceusForMaskedLM | Caduceus:
+def load_model(
+    path_or_id: str | Path,
+    masked_lm: bool = True,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+) -> CaduceusForMaskedLM | Caduceus:
     """Load a model from a local directory or a Hugging Face id found in the local hub cache."""
     from vepcli.nn.hub import resolve_model_dir
 

@@ -11,8 +11,17 @@ from vepcli.errors import UserError
 from vepcli.nn.tokenizer import COMPLEMENT
 
 SSM_DEFAULTS: dict[str, Any] = {
-    "d_state": 16, "d_conv": 4, "expand": 2, "dt_rank": "auto", "dt_min": 0.001, "dt_max": 0.1,
-    "dt_init": "random", "dt_scale": 1.0, "dt_init_floor": 1e-4, "conv_bias": True, "bias": False,
+    "d_state": 16,
+    "d_conv": 4,
+    "expand": 2,
+    "dt_rank": "auto",
+    "dt_min": 0.001,
+    "dt_max": 0.1,
+    "dt_init": "random",
+    "dt_scale": 1.0,
+    "dt_init_floor": 1e-4,
+    "conv_bias": True,
+    "bias": False,
     "use_fast_path": True,
 }
 AUTO_MAP = {
@@ -36,8 +45,13 @@ class CaduceusConfig:
     residual_in_fp32: bool = False
     fused_add_norm: bool = True
     norm_epsilon: float = 1e-5
-    initializer_cfg: dict[str, Any] = field(default_factory=lambda: {
-        "initializer_range": 0.02, "n_residuals_per_layer": 1, "rescale_prenorm_residual": True})
+    initializer_cfg: dict[str, Any] = field(
+        default_factory=lambda: {
+            "initializer_range": 0.02,
+            "n_residuals_per_layer": 1,
+            "rescale_prenorm_residual": True,
+        }
+    )
     bidirectional: bool = True
     bidirectional_strategy: str = "add"
     bidirectional_weight_tie: bool = True
@@ -51,8 +65,7 @@ class CaduceusConfig:
         if self.vocab_size % self.pad_vocab_size_multiple:
             self.vocab_size += self.pad_vocab_size_multiple - self.vocab_size % self.pad_vocab_size_multiple
         if self.complement_map is None:
-            self.complement_map = {i: int(COMPLEMENT[i]) if i < len(COMPLEMENT) else i
-                                   for i in range(self.vocab_size)}
+            self.complement_map = {i: int(COMPLEMENT[i]) if i < len(COMPLEMENT) else i for i in range(self.vocab_size)}
         self.complement_map = {int(k): int(v) for k, v in self.complement_map.items()}
         for i in range(len(self.complement_map), self.vocab_size):
             self.complement_map[i] = i
@@ -110,8 +123,13 @@ class CaduceusConfig:
         if d["max_length"] is None:
             d.pop("max_length")
         d["complement_map"] = {str(k): v for k, v in self.complement_map.items()}
-        out = {"architectures": ["CaduceusForMaskedLM"], "auto_map": dict(AUTO_MAP), **extra, **d,
-               "model_type": "caduceus"}
+        out = {
+            "architectures": ["CaduceusForMaskedLM"],
+            "auto_map": dict(AUTO_MAP),
+            **extra,
+            **d,
+            "model_type": "caduceus",
+        }
         out.setdefault("torch_dtype", "float32")
         out.setdefault("transformers_version", "4.38.1")
         return dict(sorted(out.items()))

@@ -57,8 +57,9 @@ def _download(repo_id: str, revision: str) -> Path | None:
     except ImportError:
         return None
     try:
-        return Path(snapshot_download(repo_id, revision=revision,
-                                      allow_patterns=["config.json", "*.safetensors", "*.bin"]))
+        return Path(
+            snapshot_download(repo_id, revision=revision, allow_patterns=["config.json", "*.safetensors", "*.bin"])
+        )
     except Exception:  # no network, unknown id: fall through to the one-line error
         return None
 
@@ -74,6 +75,8 @@ def resolve_model_dir(path_or_id: str | Path) -> Path:
         found = _from_cache(repo_id, revision or "main") or _download(repo_id, revision or "main")
         if found:
             return found
-        raise UserError(f"model {text!r} is not in the local Hugging Face cache ({hub_cache_dir()}); run "
-                        f"'huggingface-cli download {repo_id}' on a machine with network, or pass a directory")
+        raise UserError(
+            f"model {text!r} is not in the local Hugging Face cache ({hub_cache_dir()}); run "
+            f"'huggingface-cli download {repo_id}' on a machine with network, or pass a directory"
+        )
     raise UserError(f"model {text!r} is neither a directory nor a Hugging Face id (owner/name)")

@@ -24,17 +24,30 @@ from vepcli.nn.kernels import conv1d_silu, selective_scan
 class Mamba(nn.Module):
     """One selective-state-space mixer, (batch, L, d_model) -> (batch, L, d_model)."""
 
-    def __init__(self, d_model: int, d_state: int = 16, d_conv: int = 4, expand: int = 2,
-                 dt_rank: int | str = "auto", dt_min: float = 1e-3, dt_max: float = 0.1,
-                 dt_init: str = "random", dt_scale: float = 1.0, dt_init_floor: float = 1e-4,
-                 conv_bias: bool = True, bias: bool = False, **_ignored) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        d_state: int = 16,
+        d_conv: int = 4,
+        expand: int = 2,
+        dt_rank: int | str = "auto",
+        dt_min: float = 1e-3,
+        dt_max: float = 0.1,
+        dt_init: str = "random",
+        dt_scale: float = 1.0,
+        dt_init_floor: float = 1e-4,
+        conv_bias: bool = True,
+        bias: bool = False,
+        **_ignored,
+    ) -> None:
         super().__init__()
         self.d_model, self.d_state, self.d_conv = d_model, d_state, d_conv
         self.d_inner = int(expand * d_model)
         self.dt_rank = math.ceil(d_model / 16) if dt_rank == "auto" else int(dt_rank)
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias)
-        self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, d_conv, groups=self.d_inner, bias=conv_bias,
-                                padding=d_conv - 1)
+        self.conv1d = nn.Conv1d(
+            self.d_inner, self.d_inner, d_conv, groups=self.d_inner, bias=conv_bias, padding=d_conv - 1
+        )
         self.x_proj = nn.Linear(self.d_inner, self.dt_rank + 2 * d_state, bias=False)
         self.dt_proj = nn.Linear(self.dt_rank, self.d_inner, bias=True)
         self.A_log = nn.Parameter(torch.empty(self.d_inner, d_state))
@@ -45,7 +58,7 @@ class Mamba(nn.Module):
     @torch.no_grad()
     def _init_ssm(self, dt_min, dt_max, dt_init, dt_scale, dt_init_floor) -> None:
         """S4D-real A, D = 1, and dt drawn log-uniform in [dt_min, dt_max] (mamba_ssm's recipe)."""
-        std = self.dt_rank ** -0.5 * dt_scale
+        std = self.dt_rank**-0.5 * dt_scale
         if dt_init == "constant":
             nn.init.constant_(self.dt_proj.weight, std)
         else:
@@ -87,8 +100,9 @@ def ssm(x: torch.Tensor, z: torch.Tensor, mixers: Sequence[Mamba], reverse: Sequ
     w_dt = torch.stack([m.dt_proj.weight for m in mixers]).transpose(1, 2)  # (G, dt_rank, d_inner)
     delta = torch.bmm(dt, w_dt).view(G * batch, L, d_inner)  # dt_proj's bias goes inside the softplus
     A = torch.stack([m.A() for m in mixers]) if G > 1 else m0.A()
-    D, dt_bias = (torch.stack(ts) if G > 1 else ts[0] for ts in ([m.D for m in mixers],
-                                                               [m.dt_proj.bias for m in mixers]))
+    D, dt_bias = (
+        torch.stack(ts) if G > 1 else ts[0] for ts in ([m.D for m in mixers], [m.dt_proj.bias for m in mixers])
+    )
     rows = (G * batch, L, m0.d_state)
     return selective_scan(u, delta, A, B.reshape(rows), C.reshape(rows), D, z, dt_bias, True, reverse)
 
@@ -102,8 +116,14 @@ class BiMamba(nn.Module):
     out_proj(y_f) + out_proj(y_r) = out_proj(y_f + y_r).
     """
 
-    def __init__(self, d_model: int, bidirectional: bool = True, bidirectional_strategy: str = "add",
-                 bidirectional_weight_tie: bool = True, **mamba_kwargs) -> None:
+    def __init__(
+        self,
+        d_model: int,
+        bidirectional: bool = True,
+        bidirectional_strategy: str = "add",
+        bidirectional_weight_tie: bool = True,
+        **mamba_kwargs,
+    ) -> None:
         super().__init__()
         self.bidirectional = bidirectional
         self.strategy = bidirectional_strategy or "add"

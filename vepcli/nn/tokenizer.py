@@ -50,7 +50,7 @@ def batch_encode(seqs: Sequence[str], length: int | None = None) -> torch.Tensor
         if len(s) > length:
             raise ValueError(f"sequence {i} has {len(s)} bases, more than the length {length}")
         if s:
-            out[i, length - len(s):] = torch.from_numpy(encode(s))
+            out[i, length - len(s) :] = torch.from_numpy(encode(s))
     return out
 
 

@@ -45,7 +45,7 @@ def _context(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     n = len(codes)
     key = np.zeros(n, dtype=np.int64)
     valid = np.ones(n, dtype=bool)
-    valid[:k] = valid[n - k:] = False
+    valid[:k] = valid[n - k :] = False
     for j in range(1, k + 1):
         for shift, digit in ((-j, j - 1), (j, k + j - 1)):  # left neighbour j, right neighbour j
             nb = np.full(n, -1, dtype=np.int64)
@@ -86,8 +86,11 @@ class KmerTable:
         return np.where(known, self.best[i], 0), known
 
 
-def kmer_baseline(train_seqs: Sequence[np.ndarray], val: Sequence[tuple[np.ndarray, np.ndarray]],
-                  ks: Sequence[int] = (0, 1, 2, 3, 4, 5, 6, 7)) -> dict[int, dict[str, float]]:
+def kmer_baseline(
+    train_seqs: Sequence[np.ndarray],
+    val: Sequence[tuple[np.ndarray, np.ndarray]],
+    ks: Sequence[int] = (0, 1, 2, 3, 4, 5, 6, 7),
+) -> dict[int, dict[str, float]]:
     """Accuracy on the validation targets for each k (with back-off to smaller k), as a dict by k.
 
     `val` holds (inputs, labels) pairs as `validation_set` makes them; the true window is the
@@ -124,10 +127,20 @@ def train_sequences(genome: Genome, intervals: Sequence[Interval]) -> list[np.nd
     return [encode(genome.fetch(iv.contig, iv.start, iv.end)) for iv in intervals]
 
 
-def run_baseline(fasta: str, intervals: str | None = None, val_intervals: str | None = None,
-                 val_regions: Sequence[str] = (), val_fraction: float = 0.05, seq_len: int = 1024,
-                 val_windows: int = 128, mask_prob: float = 0.15, min_base_fraction: float = 0.5, seed: int = 0,
-                 max_k: int = 7, output: str | None = None) -> dict:
+def run_baseline(
+    fasta: str,
+    intervals: str | None = None,
+    val_intervals: str | None = None,
+    val_regions: Sequence[str] = (),
+    val_fraction: float = 0.05,
+    seq_len: int = 1024,
+    val_windows: int = 128,
+    mask_prob: float = 0.15,
+    min_base_fraction: float = 0.5,
+    seed: int = 0,
+    max_k: int = 7,
+    output: str | None = None,
+) -> dict:
     """`vepcli tools kmer-baseline`: the baseline on the validation set of `vepcli pretrain` with the same data
     options and seed; prints a table, returns (and writes to `output` as JSON) the figures."""
     genome = Genome(fasta)
@@ -138,13 +151,21 @@ def run_baseline(fasta: str, intervals: str | None = None, val_intervals: str | 
     print("accuracy on the validation targets; flanks as the model sees them | true flanks")
     print("k (each side)  [MASK] targets  all targets | [MASK] targets  all targets")
     for k, r in res.items():
-        print(f"{k:>13}  {r['acc_masked']:>14.4f}  {r['acc_all']:>11.4f} | "
-              f"{r['acc_masked_true_flanks']:>14.4f}  {r['acc_all_true_flanks']:>11.4f}")
+        print(
+            f"{k:>13}  {r['acc_masked']:>14.4f}  {r['acc_all']:>11.4f} | "
+            f"{r['acc_masked_true_flanks']:>14.4f}  {r['acc_all_true_flanks']:>11.4f}"
+        )
     summary = {key: {"k": k, "acc": res[k][key]} for key, k in best.items()}
     for key, b in summary.items():
         print(f"best {key}: {b['acc']:.4f} (k={b['k']})")
-    record = {"best": summary, "by_k": res, "val_windows": len(val), "seq_len": seq_len, "seed": seed,
-              "val_regions": list(val_regions)}
+    record = {
+        "best": summary,
+        "by_k": res,
+        "val_windows": len(val),
+        "seq_len": seq_len,
+        "seed": seed,
+        "val_regions": list(val_regions),
+    }
     if output:
         with open(output, "w") as fh:
             json.dump(record, fh, indent=2)

@@ -20,8 +20,10 @@ from vepcli.nn.checkpoint import load_model
 from vepcli.train.report import read_metrics
 
 CHR22 = "GRCh37_chr22_subset.fa.gz"
-CHR22_NOTE = (": GRCh37 chr22, the 21.6 Mb of it covered by the Ensembl EPO primate alignment example "
-              "(the rest N), shipped in the project's shared data")
+CHR22_NOTE = (
+    ": GRCh37 chr22, the 21.6 Mb of it covered by the Ensembl EPO primate alignment example "
+    "(the rest N), shipped in the project's shared data"
+)
 
 
 def write_card(run_dir: Path, baseline_json: Path, out: Path, make_target: str = "make pretrain-default") -> Path:
@@ -35,30 +37,50 @@ def write_card(run_dir: Path, baseline_json: Path, out: Path, make_target: str =
     cfg, s, val = model.config, record["settings"], record["final_validation"]
     size_mb = (out / "model.safetensors").stat().st_size / 1e6
     rows = [r for r in read_metrics(run_dir / "metrics.csv") if r.get("val_loss") is not None]
-    curve = "\n".join(f"| {int(r['step'])} | {r['val_loss']:.4f} | {r['val_acc']:.4f} | {r['val_acc_masked']:.4f} |"
-                      for r in rows)
+    curve = "\n".join(
+        f"| {int(r['step'])} | {r['val_loss']:.4f} | {r['val_acc']:.4f} | {r['val_acc_masked']:.4f} |" for r in rows
+    )
     b = base["best"]
-    by_k = "\n".join(f"| {k} | {v['acc_masked']:.4f} | {v['acc_all']:.4f} | {v['acc_masked_true_flanks']:.4f} | "
-                     f"{v['acc_all_true_flanks']:.4f} |" for k, v in base["by_k"].items())
-    recipe = (f"MLM 15% (80/10/10), N as [PAD], AdamW lr {s['lr']} betas {tuple(s['betas'])} wd "
-              f"{s['weight_decay']} (none on biases, A_log, D, embeddings, norms), {s['warmup_frac']:.0%} "
-              f"warmup + cosine to {s['min_lr']}, clip {s['grad_clip']}")
+    by_k = "\n".join(
+        f"| {k} | {v['acc_masked']:.4f} | {v['acc_all']:.4f} | {v['acc_masked_true_flanks']:.4f} | "
+        f"{v['acc_all_true_flanks']:.4f} |"
+        for k, v in base["by_k"].items()
+    )
+    recipe = (
+        f"MLM 15% (80/10/10), N as [PAD], AdamW lr {s['lr']} betas {tuple(s['betas'])} wd "
+        f"{s['weight_decay']} (none on biases, A_log, D, embeddings, norms), {s['warmup_frac']:.0%} "
+        f"warmup + cosine to {s['min_lr']}, clip {s['grad_clip']}"
+    )
     held_out = ", ".join(s["val_regions"]) or s["val_intervals"] or f"last {s['val_fraction']} of each contig"
     facts = [
-        ("architecture", f"{cfg.arch}, d_model {cfg.d_model}, n_layer {cfg.n_layer}, d_state {cfg.d_state}, "
-                         f"expand {cfg.ssm_cfg['expand']}"),
+        (
+            "architecture",
+            f"{cfg.arch}, d_model {cfg.d_model}, n_layer {cfg.n_layer}, d_state {cfg.d_state}, "
+            f"expand {cfg.ssm_cfg['expand']}",
+        ),
         ("parameters", f"{model.num_parameters():,} ({size_mb:.1f} MB in fp32 safetensors)"),
         ("trained length", f"{record['seq_len']} bp (`max_length` in config.json)"),
-        ("data", f"`{Path(s['fasta']).name}`" + (CHR22_NOTE if Path(s["fasta"]).name == CHR22 else "")
-                 + (f", intervals `{s['intervals']}`" if s["intervals"] else "")),
-        ("validation (held out)", f"{held_out}, cut out of training; {s['val_windows']} windows of "
-                                  f"{record['seq_len']} bp"),
+        (
+            "data",
+            f"`{Path(s['fasta']).name}`"
+            + (CHR22_NOTE if Path(s["fasta"]).name == CHR22 else "")
+            + (f", intervals `{s['intervals']}`" if s["intervals"] else ""),
+        ),
+        (
+            "validation (held out)",
+            f"{held_out}, cut out of training; {s['val_windows']} windows of {record['seq_len']} bp",
+        ),
         ("recipe", recipe),
-        ("steps", f"{record['steps']} x {record['batch_size']} windows = {record['tokens']:,} tokens, "
-                  f"seed {s['seed']}"),
-        ("time", f"{record['elapsed_s'] / 60:.1f} min wall clock, {record.get('cpu_s_rank0', 0) / 60:.1f} min of CPU, "
-                 f"{record['processes']} process(es) of {s['threads']} thread(s) on a shared 2-core machine "
-                 f"({platform.machine()}, torch {torch.__version__})"),
+        (
+            "steps",
+            f"{record['steps']} x {record['batch_size']} windows = {record['tokens']:,} tokens, seed {s['seed']}",
+        ),
+        (
+            "time",
+            f"{record['elapsed_s'] / 60:.1f} min wall clock, {record.get('cpu_s_rank0', 0) / 60:.1f} min of CPU, "
+            f"{record['processes']} process(es) of {s['threads']} thread(s) on a shared 2-core machine "
+            f"({platform.machine()}, torch {torch.__version__})",
+        ),
         ("vepcli", __version__),
     ]
     table = "\n".join(f"| {k} | {v} |" for k, v in facts)
@@ -66,11 +88,18 @@ def write_card(run_dir: Path, baseline_json: Path, out: Path, make_target: str =
     def best(key: str) -> str:
         return f"{b[key]['acc']:.4f} (k={b[key]['k']})"
 
-    margins = [(name, 100 * (val["val_acc_masked"] - b[key]["acc"]))
-               for name, key in (("like for like", "acc_masked"), ("with true flanks", "acc_masked_true_flanks"))]
-    verdict = "On [MASK] targets the model " + "; ".join(
-        f"{'beats' if m > 0 else 'does NOT beat'} the best k-mer baseline {name} ({m:+.2f} points)"
-        for name, m in margins) + "."
+    margins = [
+        (name, 100 * (val["val_acc_masked"] - b[key]["acc"]))
+        for name, key in (("like for like", "acc_masked"), ("with true flanks", "acc_masked_true_flanks"))
+    ]
+    verdict = (
+        "On [MASK] targets the model "
+        + "; ".join(
+            f"{'beats' if m > 0 else 'does NOT beat'} the best k-mer baseline {name} ({m:+.2f} points)"
+            for name, m in margins
+        )
+        + "."
+    )
 
     text = f"""# {out.name}
 
@@ -84,25 +113,25 @@ enough to ship and to run on a laptop CPU, not a substitute for the published 13
 
 Reproduce with `{make_target}`, which ran:
 
-    {record['command']}
+    {record["command"]}
 
 ## Validation: masked-token accuracy vs the best k-mer baseline
 
-Both are scored on the same {base['val_windows']} held-out windows with the same masks. The k-mer
+Both are scored on the same {base["val_windows"]} held-out windows with the same masks. The k-mer
 baseline predicts a masked base as the most frequent centre base of its k left + k right bases in
-the training region (backing off to smaller k), for k = 0..{max(map(int, base['by_k']))}; the best k is
+the training region (backing off to smaller k), for k = 0..{max(map(int, base["by_k"]))}; the best k is
 reported. "Like for like" reads the flanks from the model's own input (15% of it masked or
 replaced); "true flanks" reads the true bases, which the model never sees.
 
 | | [MASK] targets | all targets |
 | --- | ---: | ---: |
-| **this model** | **{val['val_acc_masked']:.4f}** | **{val['val_acc']:.4f}** |
-| best k-mer, like for like | {best('acc_masked')} | {best('acc_all')} |
-| best k-mer, true flanks | {best('acc_masked_true_flanks')} | {best('acc_all_true_flanks')} |
+| **this model** | **{val["val_acc_masked"]:.4f}** | **{val["val_acc"]:.4f}** |
+| best k-mer, like for like | {best("acc_masked")} | {best("acc_all")} |
+| best k-mer, true flanks | {best("acc_masked_true_flanks")} | {best("acc_all_true_flanks")} |
 
 {verdict}
 
-Validation loss {val['val_loss']:.4f} nats per target. "All targets" counts the 20% of targets whose
+Validation loss {val["val_loss"]:.4f} nats per target. "All targets" counts the 20% of targets whose
 input still shows a base; the best guess there is that base, and the baseline takes it.
 
 Validation during training:
@@ -120,8 +149,8 @@ k-mer baseline by k:
 ## Use and limits
 
 Load with `vepcli.nn.checkpoint.load_model("{out}")` or give the folder as `--model`. Trained for
-{record.get('cpu_s_rank0', record['elapsed_s']) / 60:.0f} minutes of one CPU core: it knows local
-sequence statistics and little else. Windows longer than {record['seq_len']} bp run but were never
+{record.get("cpu_s_rank0", record["elapsed_s"]) / 60:.0f} minutes of one CPU core: it knows local
+sequence statistics and little else. Windows longer than {record["seq_len"]} bp run but were never
 seen in training.
 """
     (out / "MODEL_CARD.md").write_text(text)

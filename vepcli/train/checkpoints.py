@@ -29,8 +29,10 @@ _STEP_DIR = re.compile(r"^step-(\d+)$")
 def _rng_state() -> dict[str, Any]:
     py = random.getstate()
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    return {"python": [py[0], list(py[1]), py[2]],
-            "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]}
+    return {
+        "python": [py[0], list(py[1]), py[2]],
+        "numpy": [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)],
+    }
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -40,8 +42,15 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))
 
 
-def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer: torch.optim.Optimizer,
-                    scheduler: Any, scaler: Any, state: dict[str, Any]) -> Path:
+def save_checkpoint(
+    run_dir: Path,
+    step: int,
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scheduler: Any,
+    scaler: Any,
+    state: dict[str, Any],
+) -> Path:
     """Write checkpoints/step-{step}/ atomically and return its path."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
@@ -49,9 +58,12 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(model, tmp / "model")
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    trainer = {"scheduler": scheduler.state_dict(), "scaler": scaler.state_dict() if scaler else {},
-               "torch_rng": torch.get_rng_state(),
-               "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else []}
+    trainer = {
+        "scheduler": scheduler.state_dict(),
+        "scaler": scaler.state_dict() if scaler else {},
+        "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+    }
     torch.save(trainer, tmp / "trainer.pt")
     (tmp / "state.json").write_text(json.dumps({**state, "step": step, "rng": _rng_state()}, indent=1) + "\n")
     if final.exists():
@@ -62,8 +74,9 @@ def save_checkpoint(run_dir: Path, step: int, model: torch.nn.Module, optimizer:
 
 def list_checkpoints(run_dir: Path) -> list[tuple[int, Path]]:
     root = Path(run_dir) / "checkpoints"
-    found = [(int(m[1]), p) for p in root.glob("step-*") if (m := _STEP_DIR.match(p.name))
-             and (p / "state.json").is_file()]
+    found = [
+        (int(m[1]), p) for p in root.glob("step-*") if (m := _STEP_DIR.match(p.name)) and (p / "state.json").is_file()
+    ]
     return sorted(found)
 
 
@@ -78,8 +91,9 @@ def read_state(path: Path) -> dict[str, Any]:
     return json.loads((Path(path) / "state.json").read_text())
 
 
-def load_checkpoint(path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any,
-                    scaler: Any) -> dict[str, Any]:
+def load_checkpoint(
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any
+) -> dict[str, Any]:
     """Restore model, optimizer, scheduler, scaler and RNG states in place; return state.json."""
     path = Path(path)
     try:

@@ -16,10 +16,31 @@ def jsonable(v: Any) -> Any:
 
 ARCHS = {"caduceus-ps": True, "caduceus-ph": False}
 # settings a resumed run must share with the run it continues (the others only change speed or logging)
-_RUN_DEFINING = ("fasta", "intervals", "val_intervals", "val_regions", "val_fraction", "arch", "d_model",
-                 "n_layer", "d_state", "seq_len", "batch_size", "steps", "lr", "min_lr", "warmup_frac",
-                 "weight_decay", "betas", "grad_clip", "mask_prob", "min_base_fraction", "rc_aug", "seed",
-                 "val_windows")
+_RUN_DEFINING = (
+    "fasta",
+    "intervals",
+    "val_intervals",
+    "val_regions",
+    "val_fraction",
+    "arch",
+    "d_model",
+    "n_layer",
+    "d_state",
+    "seq_len",
+    "batch_size",
+    "steps",
+    "lr",
+    "min_lr",
+    "warmup_frac",
+    "weight_decay",
+    "betas",
+    "grad_clip",
+    "mask_prob",
+    "min_base_fraction",
+    "rc_aug",
+    "seed",
+    "val_windows",
+)
 
 
 @dataclass
@@ -69,8 +90,19 @@ class PretrainConfig:
             raise UserError(f"--arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
         if self.rc_aug is None:
             self.rc_aug = not ARCHS[self.arch]
-        for name in ("d_model", "n_layer", "d_state", "seq_len", "batch_size", "steps", "val_every",
-                     "val_windows", "checkpoint_every", "log_every", "threads"):
+        for name in (
+            "d_model",
+            "n_layer",
+            "d_state",
+            "seq_len",
+            "batch_size",
+            "steps",
+            "val_every",
+            "val_windows",
+            "checkpoint_every",
+            "log_every",
+            "threads",
+        ):
             if getattr(self, name) < 1:
                 raise UserError(f"--{name.replace('_', '-')} must be at least 1")
         if not 0 < self.mask_prob < 1:

@@ -129,9 +129,13 @@ def _clip(genome: Genome, intervals: Iterable[Interval], where: str) -> list[Int
     return merge(out)
 
 
-def split_intervals(genome: Genome, intervals: str | None = None, val_intervals: str | None = None,
-                    val_regions: Sequence[str] = (), val_fraction: float = 0.05
-                    ) -> tuple[list[Interval], list[Interval]]:
+def split_intervals(
+    genome: Genome,
+    intervals: str | None = None,
+    val_intervals: str | None = None,
+    val_regions: Sequence[str] = (),
+    val_fraction: float = 0.05,
+) -> tuple[list[Interval], list[Interval]]:
     """(train, validation) intervals, disjoint.
 
     Training: the BED `intervals` (rows whose 4th column is `train`, when it has one) or every contig.
@@ -194,8 +198,9 @@ class WindowSampler:
     an interval shorter than the window, which is then N-padded).
     """
 
-    def __init__(self, genome: Genome, intervals: Sequence[Interval], seq_len: int,
-                 min_base_fraction: float = 0.5) -> None:
+    def __init__(
+        self, genome: Genome, intervals: Sequence[Interval], seq_len: int, min_base_fraction: float = 0.5
+    ) -> None:
         self.genome, self.intervals, self.seq_len = genome, list(intervals), seq_len
         self.min_base_fraction = min_base_fraction
         starts = np.array([max(1, len(iv) - seq_len + 1) for iv in self.intervals], dtype=np.int64)
@@ -212,12 +217,15 @@ class WindowSampler:
             ids = encode(self.genome.fetch(window.contig, window.start, window.end))
             if base_fraction(ids) >= self.min_base_fraction and base_fraction(ids) > 0:
                 return window, ids
-        raise UserError(f"{MAX_TRIES} windows drawn from the training intervals were all mostly N; "
-                        "give intervals that hold sequence (--intervals) or lower --min-base-fraction")
+        raise UserError(
+            f"{MAX_TRIES} windows drawn from the training intervals were all mostly N; "
+            "give intervals that hold sequence (--intervals) or lower --min-base-fraction"
+        )
 
 
-def tile_windows(genome: Genome, intervals: Sequence[Interval], seq_len: int, max_windows: int,
-                 min_base_fraction: float = 0.5) -> list[tuple[Interval, np.ndarray]]:
+def tile_windows(
+    genome: Genome, intervals: Sequence[Interval], seq_len: int, max_windows: int, min_base_fraction: float = 0.5
+) -> list[tuple[Interval, np.ndarray]]:
     """Non-overlapping windows tiling the intervals, mostly-N ones skipped, `max_windows` evenly spaced.
 
     A fixed validation set, so that every evaluation (and the k-mer baseline) sees the same bases.
@@ -237,9 +245,15 @@ def tile_windows(genome: Genome, intervals: Sequence[Interval], seq_len: int, ma
     return found
 
 
-def validation_set(genome: Genome, intervals: Sequence[Interval], seq_len: int, n_windows: int, seed: int,
-                   mask_prob: float = 0.15, min_base_fraction: float = 0.5
-                   ) -> list[tuple[np.ndarray, np.ndarray]]:
+def validation_set(
+    genome: Genome,
+    intervals: Sequence[Interval],
+    seq_len: int,
+    n_windows: int,
+    seed: int,
+    mask_prob: float = 0.15,
+    min_base_fraction: float = 0.5,
+) -> list[tuple[np.ndarray, np.ndarray]]:
     """Fixed windows with fixed masks: every evaluation, and the k-mer baseline, see the same targets."""
     windows = tile_windows(genome, intervals, seq_len, n_windows, min_base_fraction)
     return [mask_window(ids, val_rng(seed, i), mask_prob) for i, (_, ids) in enumerate(windows)]

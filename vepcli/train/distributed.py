@@ -34,8 +34,9 @@ class Dist:
 
 def from_env() -> Dist:
     """Rank and world size as torchrun sets them (RANK, WORLD_SIZE, LOCAL_RANK)."""
-    return Dist(int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)),
-                int(os.environ.get("LOCAL_RANK", 0)))
+    return Dist(
+        int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1)), int(os.environ.get("LOCAL_RANK", 0))
+    )
 
 
 def init(d: Dist, device: torch.device) -> None:

@@ -64,13 +64,17 @@ def pick_precision(name: str, device: torch.device) -> torch.dtype | None:
 
 
 def build_model(cfg: PretrainConfig) -> CaduceusForMaskedLM:
-    config = CaduceusConfig(d_model=cfg.d_model, n_layer=cfg.n_layer, rcps=ARCHS[cfg.arch],
-                            ssm_cfg={"d_state": cfg.d_state}, max_length=cfg.seq_len)
+    config = CaduceusConfig(
+        d_model=cfg.d_model,
+        n_layer=cfg.n_layer,
+        rcps=ARCHS[cfg.arch],
+        ssm_cfg={"d_state": cfg.d_state},
+        max_length=cfg.seq_len,
+    )
     return CaduceusForMaskedLM(config)
 
 
-def make_sample(sampler: WindowSampler, cfg: PretrainConfig, step: int, index: int
-                ) -> tuple[np.ndarray, np.ndarray]:
+def make_sample(sampler: WindowSampler, cfg: PretrainConfig, step: int, index: int) -> tuple[np.ndarray, np.ndarray]:
     """Sample `index` of step `step`: a window, reverse-complemented half the time for Ph, masked."""
     rng = sample_rng(cfg.seed, step, index)
     _, ids = sampler.draw(rng)
@@ -86,15 +90,21 @@ def stack(pairs: list[tuple[np.ndarray, np.ndarray]], device: torch.device) -> t
 
 
 @torch.no_grad()
-def evaluate(model: torch.nn.Module, data: list[tuple[np.ndarray, np.ndarray]], micro: int,
-             device: torch.device, amp: torch.dtype | None, d: distributed.Dist) -> dict[str, float]:
+def evaluate(
+    model: torch.nn.Module,
+    data: list[tuple[np.ndarray, np.ndarray]],
+    micro: int,
+    device: torch.device,
+    amp: torch.dtype | None,
+    d: distributed.Dist,
+) -> dict[str, float]:
     """Validation loss and masked-token accuracy over all targets and over the [MASK]ed ones alone."""
     was_training = model.training
     model.eval()
-    mine = data[d.rank::d.world]
+    mine = data[d.rank :: d.world]
     sums = [0.0] * 5
     for i in range(0, len(mine), micro):
-        x, y = stack(mine[i:i + micro], device)
+        x, y = stack(mine[i : i + micro], device)
         with _autocast(device, amp):
             logits = model(x)
         ce, correct, n = masked_lm_sums(logits, y)
@@ -128,8 +138,10 @@ def pretrain(cfg: PretrainConfig) -> dict[str, Any]:
     per_rank, rem = divmod(cfg.batch_size, d.world)
     micro = cfg.micro_batch or per_rank
     if rem or per_rank == 0 or per_rank % micro:
-        raise UserError(f"--batch-size {cfg.batch_size} must split evenly into {d.world} process(es) "
-                        f"and then into micro-batches of {micro}")
+        raise UserError(
+            f"--batch-size {cfg.batch_size} must split evenly into {d.world} process(es) "
+            f"and then into micro-batches of {micro}"
+        )
     accum = per_rank // micro
     run_dir = Path(cfg.output)
     if device.type == "cuda":
@@ -151,16 +163,19 @@ def _train(cfg, d, device, amp, micro, accum, run_dir: Path) -> dict[str, Any]:
         saved = checkpoints.read_state(resume_from)["settings"]
         differ = [k for k, v in cfg.run_defining().items() if saved.get(k) != v]
         if differ:
-            raise UserError(f"--resume: these settings differ from the run in {run_dir}: {', '.join(differ)}; "
-                            "give the same ones, or a new -o")
+            raise UserError(
+                f"--resume: these settings differ from the run in {run_dir}: {', '.join(differ)}; "
+                "give the same ones, or a new -o"
+            )
     elif d.main and (run_dir / "checkpoints").is_dir() and checkpoints.list_checkpoints(run_dir):
         raise UserError(f"{run_dir} already holds a run; add --resume to continue it or choose a new -o")
 
     genome = Genome(cfg.fasta)
     train_iv, val_iv = split_intervals(genome, cfg.intervals, cfg.val_intervals, cfg.val_regions, cfg.val_fraction)
     sampler = WindowSampler(genome, train_iv, cfg.seq_len, cfg.min_base_fraction)
-    val_data = validation_set(genome, val_iv, cfg.seq_len, cfg.val_windows, cfg.seed, cfg.mask_prob,
-                              cfg.min_base_fraction)
+    val_data = validation_set(
+        genome, val_iv, cfg.seq_len, cfg.val_windows, cfg.seed, cfg.mask_prob, cfg.min_base_fraction
+    )
 
     torch.manual_seed(cfg.seed)  # the same initial weights on every rank (DDP checks nothing, it broadcasts)
     model = build_model(cfg).to(device)
@@ -176,13 +191,18 @@ def _train(cfg, d, device, amp, micro, accum, run_dir: Path) -> dict[str, Any]:
         raise UserError(f"the run in {run_dir} has already done its {cfg.steps} steps")
 
     train_tokens = sum(len(iv) for iv in train_iv)
-    _say(cfg, d, f"{cfg.arch} d_model {cfg.d_model} n_layer {cfg.n_layer}: {model.num_parameters():,} parameters; "
-                 f"{len(train_iv)} training intervals ({train_tokens:,} bp), {len(val_data)} validation windows; "
-                 f"{d.world} process(es) x {accum} micro-batch(es) of {micro} on {device}")
+    _say(
+        cfg,
+        d,
+        f"{cfg.arch} d_model {cfg.d_model} n_layer {cfg.n_layer}: {model.num_parameters():,} parameters; "
+        f"{len(train_iv)} training intervals ({train_tokens:,} bp), {len(val_data)} validation windows; "
+        f"{d.world} process(es) x {accum} micro-batch(es) of {micro} on {device}",
+    )
     net = model
     if d.world > 1:
-        net = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda"
-                                                        else None)
+        net = torch.nn.parallel.DistributedDataParallel(
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if d.main:
         run_dir.mkdir(parents=True, exist_ok=True)
         log = MetricsLog(run_dir, resume_step=start if resume_from is not None else None)
@@ -192,8 +212,10 @@ def _train(cfg, d, device, amp, micro, accum, run_dir: Path) -> dict[str, Any]:
     last_val: dict[str, float] = {}
     for step in range(start, cfg.steps):
         first = d.rank * micro * accum
-        batches = [stack([make_sample(sampler, cfg, step, first + m * micro + i) for i in range(micro)], device)
-                   for m in range(accum)]
+        batches = [
+            stack([make_sample(sampler, cfg, step, first + m * micro + i) for i in range(micro)], device)
+            for m in range(accum)
+        ]
         n_step = d.sum([float(sum(int((y != IGNORE).sum()) for _, y in batches))], device)[0]
         ce_sum = correct = 0.0
         for m, (x, y) in enumerate(batches):
@@ -227,21 +249,44 @@ def _train(cfg, d, device, amp, micro, accum, run_dir: Path) -> dict[str, Any]:
             row.update(last_val)
         if done % cfg.log_every == 0 or is_last or row:
             now = time.perf_counter()
-            row.update(step=done, lr=lr, train_loss=ce_all / max(n_step, 1), train_acc=correct_all / max(n_step, 1),
-                       grad_norm=grad_norm, tokens=done * cfg.batch_size * cfg.seq_len,
-                       elapsed_s=round(elapsed_before + now - t0, 3),
-                       tokens_per_s=round(tokens_since / max(now - t_since, 1e-9), 1))
+            row.update(
+                step=done,
+                lr=lr,
+                train_loss=ce_all / max(n_step, 1),
+                train_acc=correct_all / max(n_step, 1),
+                grad_norm=grad_norm,
+                tokens=done * cfg.batch_size * cfg.seq_len,
+                elapsed_s=round(elapsed_before + now - t0, 3),
+                tokens_per_s=round(tokens_since / max(now - t_since, 1e-9), 1),
+            )
             tokens_since, t_since = 0, now
             if d.main:
                 log.log(row)
-            val = (f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} "
-                   f"[MASK] acc {row['val_acc_masked']:.4f}") if "val_loss" in row else ""
-            _say(cfg, d, f"step {done}/{cfg.steps} loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
-                         f"lr {lr:.2e} {row['tokens_per_s']:.0f} tok/s{val}")
+            val = (
+                (f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} [MASK] acc {row['val_acc_masked']:.4f}")
+                if "val_loss" in row
+                else ""
+            )
+            _say(
+                cfg,
+                d,
+                f"step {done}/{cfg.steps} loss {row['train_loss']:.4f} acc {row['train_acc']:.4f} "
+                f"lr {lr:.2e} {row['tokens_per_s']:.0f} tok/s{val}",
+            )
         if d.main and (done % cfg.checkpoint_every == 0 or is_last):
-            checkpoints.save_checkpoint(run_dir, done, model, optimizer, scheduler, scaler, {
-                "settings": cfg.run_defining(), "elapsed_s": elapsed_before + time.perf_counter() - t0,
-                "cpu_s": cpu_before + time.process_time() - cpu0})
+            checkpoints.save_checkpoint(
+                run_dir,
+                done,
+                model,
+                optimizer,
+                scheduler,
+                scaler,
+                {
+                    "settings": cfg.run_defining(),
+                    "elapsed_s": elapsed_before + time.perf_counter() - t0,
+                    "cpu_s": cpu_before + time.process_time() - cpu0,
+                },
+            )
             checkpoints.prune(run_dir, cfg.keep_checkpoints)
         d.barrier()  # no rank runs ahead of a checkpoint being written
     elapsed = elapsed_before + time.perf_counter() - t0
@@ -253,15 +298,31 @@ def _train(cfg, d, device, amp, micro, accum, run_dir: Path) -> dict[str, Any]:
     return {"steps": cfg.steps, "elapsed_s": elapsed, **last_val}
 
 
-def _finish(cfg: PretrainConfig, model: CaduceusForMaskedLM, run_dir: Path, elapsed: float, cpu: float,
-            last_val: dict[str, float], d: distributed.Dist) -> None:
+def _finish(
+    cfg: PretrainConfig,
+    model: CaduceusForMaskedLM,
+    run_dir: Path,
+    elapsed: float,
+    cpu: float,
+    last_val: dict[str, float],
+    d: distributed.Dist,
+) -> None:
     """The final model in the published layout, its training record, and the curves."""
     out = save_model(model, run_dir / "model")
-    record = {"command": cfg.command, "arch": cfg.arch, "parameters": model.num_parameters(),
-              "steps": cfg.steps, "seq_len": cfg.seq_len, "batch_size": cfg.batch_size,
-              "tokens": cfg.steps * cfg.batch_size * cfg.seq_len, "processes": d.world,
-              "elapsed_s": round(elapsed, 1), "cpu_s_rank0": round(cpu, 1), "final_validation": last_val,
-              "settings": {k: jsonable(v) for k, v in dataclasses.asdict(cfg).items() if k != "command"}}
+    record = {
+        "command": cfg.command,
+        "arch": cfg.arch,
+        "parameters": model.num_parameters(),
+        "steps": cfg.steps,
+        "seq_len": cfg.seq_len,
+        "batch_size": cfg.batch_size,
+        "tokens": cfg.steps * cfg.batch_size * cfg.seq_len,
+        "processes": d.world,
+        "elapsed_s": round(elapsed, 1),
+        "cpu_s_rank0": round(cpu, 1),
+        "final_validation": last_val,
+        "settings": {k: jsonable(v) for k, v in dataclasses.asdict(cfg).items() if k != "command"},
+    }
     (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
     plot_curves(run_dir / "metrics.csv", run_dir / "curves.png")
     _say(cfg, d, f"model written to {out} ({elapsed:.0f} s); curves in {run_dir / 'curves.png'}")

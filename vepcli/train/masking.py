@@ -17,8 +17,13 @@ _IS_BASE = np.zeros(256, dtype=bool)
 _IS_BASE[list(NUCLEOTIDES)] = True
 
 
-def mask_window(ids: np.ndarray, rng: np.random.Generator, mask_prob: float = 0.15,
-                replace_mask: float = 0.8, replace_random: float = 0.1) -> tuple[np.ndarray, np.ndarray]:
+def mask_window(
+    ids: np.ndarray,
+    rng: np.random.Generator,
+    mask_prob: float = 0.15,
+    replace_mask: float = 0.8,
+    replace_random: float = 0.1,
+) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, labels) for one window of token ids; labels are IGNORE except at the targets.
 
     Every draw is made for every position, so the masks depend only on the generator's state and

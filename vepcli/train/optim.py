@@ -25,16 +25,21 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
             if not p.requires_grad:
                 continue
             params.setdefault(id(p), p)
-            if (getattr(p, "_no_weight_decay", False) or name == "bias" or isinstance(module, nn.Embedding)
-                    or isinstance(module, _NORMS)):
+            if (
+                getattr(p, "_no_weight_decay", False)
+                or name == "bias"
+                or isinstance(module, nn.Embedding)
+                or isinstance(module, _NORMS)
+            ):
                 exempt.add(id(p))
     decay = [p for i, p in params.items() if i not in exempt]
     no_decay = [p for i, p in params.items() if i in exempt]
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-def build_optimizer(model: nn.Module, lr: float, weight_decay: float = 0.1,
-                    betas: tuple[float, float] = (0.9, 0.95)) -> torch.optim.AdamW:
+def build_optimizer(
+    model: nn.Module, lr: float, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95)
+) -> torch.optim.AdamW:
     return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
 
 
@@ -54,7 +59,8 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
-def build_scheduler(optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float, lr: float,
-                    min_lr: float) -> torch.optim.lr_scheduler.LambdaLR:
+def build_scheduler(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float, lr: float, min_lr: float
+) -> torch.optim.lr_scheduler.LambdaLR:
     warmup = max(1, round(warmup_frac * total_steps)) if warmup_frac > 0 else 0
     return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total_steps, warmup, min(1.0, min_lr / lr)))

@@ -7,8 +7,19 @@ import math
 from pathlib import Path
 from typing import Any
 
-COLUMNS = ("step", "lr", "train_loss", "train_acc", "grad_norm", "tokens", "elapsed_s", "tokens_per_s",
-           "val_loss", "val_acc", "val_acc_masked")
+COLUMNS = (
+    "step",
+    "lr",
+    "train_loss",
+    "train_acc",
+    "grad_norm",
+    "tokens",
+    "elapsed_s",
+    "tokens_per_s",
+    "val_loss",
+    "val_acc",
+    "val_acc_masked",
+)
 
 
 class MetricsLog:
@@ -76,8 +87,11 @@ def plot_curves(metrics_csv: Path, png: Path) -> None:
             ax_loss.plot(*zip(*pts, strict=True), label=label, marker="o" if key == "val_loss" else None)
     ax_loss.set(xlabel="step", ylabel="masked-LM loss (nats)", title="loss")
     ax_loss.legend()
-    for key, label in (("train_acc", "train"), ("val_acc", "validation, all targets"),
-                       ("val_acc_masked", "validation, [MASK] targets")):
+    for key, label in (
+        ("train_acc", "train"),
+        ("val_acc", "validation, all targets"),
+        ("val_acc_masked", "validation, [MASK] targets"),
+    ):
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
             ax_acc.plot(*zip(*pts, strict=True), label=label, marker="o" if key.startswith("val") else None)

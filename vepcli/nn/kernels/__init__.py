@@ -43,8 +43,14 @@ except Exception:  # noqa: BLE001 - any import failure (missing, broken build) m
 
 BACKENDS = ("mamba_ssm", "triton", "cpu", "torch")
 
-__all__ = ["BACKENDS", "conv1d_silu", "scan_backend", "selective_scan", "selective_scan_reference",
-           "selective_scan_torch"]
+__all__ = [
+    "BACKENDS",
+    "conv1d_silu",
+    "scan_backend",
+    "selective_scan",
+    "selective_scan_reference",
+    "selective_scan_torch",
+]
 
 
 def _triton():
@@ -84,8 +90,18 @@ def scan_backend(device: torch.device | str, dtype: torch.dtype = torch.float32)
     return next(name for name in order if _usable(name, device, dtype) is None)
 
 
-def selective_scan(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus: bool = True,
-                   reverse: Sequence[bool] | None = None):
+def selective_scan(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus: bool = True,
+    reverse: Sequence[bool] | None = None,
+):
     """y = S6(u) with the fused epilogue; gradients flow to every tensor input on every backend."""
     backend = scan_backend(u.device, u.dtype)
     if backend == "cpu":
@@ -124,8 +140,10 @@ def _by_row(scan, u, delta, A, B, C, D, z, bias, softplus, reverse):
     if G > 1:
         rows = batch // G
         A = A.repeat_interleave(rows, 0) if A.dim() == 3 else A.expand(batch, *A.shape)
-        D, bias = (None if t is None else (t if t.dim() == 2 else t.expand(G, -1)).repeat_interleave(rows, 0)[:, None]
-                   for t in (D, bias))
+        D, bias = (
+            None if t is None else (t if t.dim() == 2 else t.expand(G, -1)).repeat_interleave(rows, 0)[:, None]
+            for t in (D, bias)
+        )
     u, delta, B, C, z = (_flip_reversed(t, G, reverse) for t in (u, delta, B, C, _full_z(z, batch)))
     return _flip_reversed(scan(u, delta, A, B, C, D, z, bias, softplus), G, reverse)
 
@@ -155,13 +173,23 @@ def _by_group(call, u, delta, A, B, C, D, z, bias, softplus, reverse):
 
 
 def _mamba_ssm_call(u, delta, A, B, C, D, z, bias, softplus):
-    y = _mamba_ssm_scan(u.transpose(1, 2), delta.transpose(1, 2), A, B.transpose(1, 2), C.transpose(1, 2),
-                        D, None if z is None else z.transpose(1, 2), bias, softplus)
+    y = _mamba_ssm_scan(
+        u.transpose(1, 2),
+        delta.transpose(1, 2),
+        A,
+        B.transpose(1, 2),
+        C.transpose(1, 2),
+        D,
+        None if z is None else z.transpose(1, 2),
+        bias,
+        softplus,
+    )
     return y.transpose(1, 2)
 
 
-def conv1d_silu(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None,
-                reverse: Sequence[bool] | None = None) -> torch.Tensor:
+def conv1d_silu(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, reverse: Sequence[bool] | None = None
+) -> torch.Tensor:
     """SiLU(depthwise conv1d) of x (batch, L, d_inner) for each of G weight groups, (G batch, L, d_inner).
 
     weight (G, d_inner, d_conv) and bias (G, d_inner); group g is causal (tap k sees x[t - d_conv + 1 + k]),

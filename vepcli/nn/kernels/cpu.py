@@ -57,8 +57,9 @@ def _build() -> Path:
     if cc is None:
         raise OSError("no C++ compiler found: install g++ (Debian/Ubuntu: apt-get install g++) or set CXX")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
-    key = hashlib.sha256("\0".join([SOURCE.read_text(), " ".join(CFLAGS), version, _cpu_identity(),
-                                    platform.machine()]).encode()).hexdigest()[:16]
+    key = hashlib.sha256(
+        "\0".join([SOURCE.read_text(), " ".join(CFLAGS), version, _cpu_identity(), platform.machine()]).encode()
+    ).hexdigest()[:16]
     target = cache_dir() / f"cpu_scan-{key}.so"
     if target.is_file():
         return target
@@ -79,18 +80,57 @@ def _build() -> Path:
 class ScanArgs(ctypes.Structure):
     """The C struct of the same name: the same fields in the same order."""
 
-    _fields_ = ([(n, ctypes.c_void_p) for n in ("u", "delta", "A", "B", "C", "D", "z", "bias", "y", "states", "dout",
-                                                "du", "ddelta", "dA", "dB_part", "dC_part", "dD", "dz", "dbias",
-                                                "reverse")]
-                + [(n, ctypes.c_int64) for n in ("batch", "L", "dim", "N", "groups", "a_gs", "p_gs", "B_rs", "B_ts",
-                                                 "C_rs", "C_ts", "z_rs", "z_ts", "z_rows", "softplus",
-                                                 "part_groups")])
+    _fields_ = [
+        (n, ctypes.c_void_p)
+        for n in (
+            "u",
+            "delta",
+            "A",
+            "B",
+            "C",
+            "D",
+            "z",
+            "bias",
+            "y",
+            "states",
+            "dout",
+            "du",
+            "ddelta",
+            "dA",
+            "dB_part",
+            "dC_part",
+            "dD",
+            "dz",
+            "dbias",
+            "reverse",
+        )
+    ] + [
+        (n, ctypes.c_int64)
+        for n in (
+            "batch",
+            "L",
+            "dim",
+            "N",
+            "groups",
+            "a_gs",
+            "p_gs",
+            "B_rs",
+            "B_ts",
+            "C_rs",
+            "C_ts",
+            "z_rs",
+            "z_ts",
+            "z_rows",
+            "softplus",
+            "part_groups",
+        )
+    ]
 
 
 class ConvArgs(ctypes.Structure):
-    _fields_ = ([(n, ctypes.c_void_p) for n in ("x", "w", "bias", "out", "dout", "dx", "dw_part", "dbias_part",
-                                                "reverse")]
-                + [(n, ctypes.c_int64) for n in ("batch", "L", "dim", "K", "groups", "x_rs", "x_ts")])
+    _fields_ = [
+        (n, ctypes.c_void_p) for n in ("x", "w", "bias", "out", "dout", "dx", "dw_part", "dbias_part", "reverse")
+    ] + [(n, ctypes.c_int64) for n in ("batch", "L", "dim", "K", "groups", "x_rs", "x_ts")]
 
 
 @functools.cache
@@ -100,11 +140,16 @@ def _library() -> ctypes.CDLL | None:
     try:
         lib = ctypes.CDLL(str(_build()))
     except (OSError, subprocess.SubprocessError) as err:
-        print(f"vepcli: warning: CPU scan kernel unavailable ({err}); using the slower pure-PyTorch scan",
-              file=sys.stderr)
+        print(
+            f"vepcli: warning: CPU scan kernel unavailable ({err}); using the slower pure-PyTorch scan", file=sys.stderr
+        )
         return None
-    for name, args in (("vepcli_scan_fwd", ScanArgs), ("vepcli_scan_bwd", ScanArgs), ("vepcli_conv_fwd", ConvArgs),
-                       ("vepcli_conv_bwd", ConvArgs)):
+    for name, args in (
+        ("vepcli_scan_fwd", ScanArgs),
+        ("vepcli_scan_bwd", ScanArgs),
+        ("vepcli_conv_fwd", ConvArgs),
+        ("vepcli_conv_bwd", ConvArgs),
+    ):
         getattr(lib, name).argtypes = [ctypes.POINTER(args), ctypes.c_int]
         getattr(lib, name).restype = None
     return lib
@@ -160,9 +205,24 @@ def _scan_args(u, delta, A, B, C, D, z, bias, reverse, softplus: bool) -> ScanAr
     N, G = A.shape[-1], groups(A, D, bias)
     if batch % G:
         raise ValueError(f"a batch of {batch} rows does not split into {G} parameter groups")
-    args = ScanArgs(u=_ptr(u), delta=_ptr(delta), A=_ptr(A), B=_ptr(B), C=_ptr(C), D=_ptr(D), z=_ptr(z),
-                    bias=_ptr(bias), reverse=_ptr(reverse), batch=batch, L=L, dim=dim, N=N, groups=G,
-                    a_gs=dim * N if A.dim() == 3 else 0, softplus=int(softplus))
+    args = ScanArgs(
+        u=_ptr(u),
+        delta=_ptr(delta),
+        A=_ptr(A),
+        B=_ptr(B),
+        C=_ptr(C),
+        D=_ptr(D),
+        z=_ptr(z),
+        bias=_ptr(bias),
+        reverse=_ptr(reverse),
+        batch=batch,
+        L=L,
+        dim=dim,
+        N=N,
+        groups=G,
+        a_gs=dim * N if A.dim() == 3 else 0,
+        softplus=int(softplus),
+    )
     args.p_gs = dim if any(t is not None and t.dim() == 2 for t in (D, bias)) else 0
     args.B_rs, args.B_ts = B.stride(0), B.stride(1)
     args.C_rs, args.C_ts = C.stride(0), C.stride(1)
@@ -185,8 +245,9 @@ def _inputs(u, delta, A, B, C, D, z, bias, reverse, softplus: bool):
     """fp32 copies as the kernel reads them (views with a contiguous last dimension stay views)."""
     G = groups(A, D, bias)
     u, delta, A = _f32(u), _f32(delta), _f32(A)
-    D, bias = (_f32(_per_group(t, G if any(p is not None and p.dim() == 2 for p in (D, bias)) else 1, 2))
-               for t in (D, bias))
+    D, bias = (
+        _f32(_per_group(t, G if any(p is not None and p.dim() == 2 for p in (D, bias)) else 1, 2)) for t in (D, bias)
+    )
     B, C, z = (_f32(t, inner_contiguous=True) for t in (B, C, z))
     rev = _reverse_flags(reverse, G)
     return (u, delta, A, B, C, D, z, bias), rev, _scan_args(u, delta, A, B, C, D, z, bias, rev, softplus)
@@ -221,8 +282,18 @@ class _SelectiveScanCPU(torch.autograd.Function):
         dA, dD, dbias = u.new_empty(batch, dim, N), u.new_empty(batch, dim), u.new_empty(batch, dim)
         dB_part, dC_part = (u.new_empty(batch, parts, L, N) for _ in range(2))
         args = _scan_args(u, delta, A, B, C, D, z, bias, ctx.rev, ctx.softplus)
-        for name, t in (("states", states), ("dout", dy), ("du", du), ("ddelta", ddelta), ("dA", dA),
-                        ("dB_part", dB_part), ("dC_part", dC_part), ("dD", dD), ("dz", dz), ("dbias", dbias)):
+        for name, t in (
+            ("states", states),
+            ("dout", dy),
+            ("du", du),
+            ("ddelta", ddelta),
+            ("dA", dA),
+            ("dB_part", dB_part),
+            ("dC_part", dC_part),
+            ("dD", dD),
+            ("dz", dz),
+            ("dbias", dbias),
+        ):
             setattr(args, name, _ptr(t))
         args.part_groups = parts
         lib.vepcli_scan_bwd(args, _threads(batch * parts))
@@ -230,12 +301,14 @@ class _SelectiveScanCPU(torch.autograd.Function):
         if z0 is not None and z0.shape[0] != batch:  # rows that share one z (row b reads z[b % rows]) add up
             dz = dz.reshape(-1, z0.shape[0], L, dim).sum(0)
         grads = (du, ddelta, dA, dB_part.sum(1), dC_part.sum(1), dD, dz, dbias)
-        return (*(_grad_as(g, t, need) for g, t, need in zip(grads, ctx.originals, ctx.needs_input_grad, strict=False)),
-                None, None)
+        return (
+            *(_grad_as(g, t, need) for g, t, need in zip(grads, ctx.originals, ctx.needs_input_grad, strict=False)),
+            None,
+            None,
+        )
 
 
-def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus: bool = True,
-                       reverse=None):
+def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus: bool = True, reverse=None):
     """The fused selective scan on the CPU kernel; the contract of `vepcli.nn.kernels.selective_scan`."""
     tensors = (u, delta, A, B, C, D, z, delta_bias)
     if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
@@ -254,8 +327,19 @@ def chunk() -> int:
 
 def _conv_args(x, weight, bias, reverse) -> ConvArgs:
     batch, L, dim = x.shape
-    return ConvArgs(x=_ptr(x), w=_ptr(weight), bias=_ptr(bias), reverse=_ptr(reverse), batch=batch, L=L, dim=dim,
-                    K=weight.shape[-1], groups=weight.shape[0], x_rs=x.stride(0), x_ts=x.stride(1))
+    return ConvArgs(
+        x=_ptr(x),
+        w=_ptr(weight),
+        bias=_ptr(bias),
+        reverse=_ptr(reverse),
+        batch=batch,
+        L=L,
+        dim=dim,
+        K=weight.shape[-1],
+        groups=weight.shape[0],
+        x_rs=x.stride(0),
+        x_ts=x.stride(1),
+    )
 
 
 class _ConvSiLUCPU(torch.autograd.Function):

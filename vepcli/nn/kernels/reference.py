@@ -13,8 +13,7 @@ import torch
 import torch.nn.functional as F
 
 
-def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True,
-                             reverse=None):
+def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=True, reverse=None):
     """Plain sequential scan in float64. For tests and kernel checks only: it is slow."""
     batch, L, dim = u.shape
     G = max([1] + [t.shape[0] for t in (A, D, delta_bias) if t is not None and t.dim() == (3 if t is A else 2)])

@@ -82,8 +82,7 @@ def _contract_C(h: torch.Tensor, C: torch.Tensor, buf: torch.Tensor | None = Non
     return torch.mul(h, C.unsqueeze(-1), out=buf[: h.shape[0]]).sum(2)
 
 
-def _scan_forward(u, delta: Callable[[int, int], torch.Tensor], A, B, C, chunk: int, keep_states: bool,
-                  epilogue=None):
+def _scan_forward(u, delta: Callable[[int, int], torch.Tensor], A, B, C, chunk: int, keep_states: bool, epilogue=None):
     """Run the recurrence chunk by chunk. `delta(s, e)` gives the time-major delta of steps s..e;
     `epilogue(y_chunk, s, e)` may finish each chunk of y (batch, T, D). Returns y and chunk-start states."""
     batch, L, D = u.shape
@@ -170,7 +169,8 @@ def selective_scan_torch(
     work = torch.promote_types(dtype, torch.float32)  # fp32 state for half precision, fp64 stays fp64
     u, delta, A, B, C = (t.to(work) for t in (u, delta, A, B, C))
     needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias))
+        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias)
+    )
     if not needs_grad:
         return _scan_inference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk).to(dtype)
     if delta_bias is not None:
@@ -194,13 +194,27 @@ def _scan_inference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk):
     at a time: the rows are independent, and each group's buffers stay in cache."""
     rows = u.shape[0]
     if rows > ROW_GROUP:
+
         def part(t, i):
             return None if t is None else t[i : i + ROW_GROUP] if t.dim() == 3 else t
 
-        return torch.cat([_scan_inference(u[i : i + ROW_GROUP], delta[i : i + ROW_GROUP], part(A, i),
-                                          B[i : i + ROW_GROUP], C[i : i + ROW_GROUP], part(D, i), part(z, i),
-                                          part(delta_bias, i), delta_softplus, chunk)
-                          for i in range(0, rows, ROW_GROUP)])
+        return torch.cat(
+            [
+                _scan_inference(
+                    u[i : i + ROW_GROUP],
+                    delta[i : i + ROW_GROUP],
+                    part(A, i),
+                    B[i : i + ROW_GROUP],
+                    C[i : i + ROW_GROUP],
+                    part(D, i),
+                    part(z, i),
+                    part(delta_bias, i),
+                    delta_softplus,
+                    chunk,
+                )
+                for i in range(0, rows, ROW_GROUP)
+            ]
+        )
     work = u.dtype
     bias = None if delta_bias is None else delta_bias.to(work)
     bias = bias.transpose(0, 1) if bias is not None and bias.dim() == 3 else bias  # (1, batch, D)

@@ -107,8 +107,11 @@ def _params(A2, D, bias, row, d, n, d_inner, N, sA, sD, sbias):
     """This program's A log2(e) (BLOCK_D, BLOCK_N), D and delta_bias (BLOCK_D,); strides 0 when shared."""
     mask_d = d < d_inner
     A2r = tl.load(A2 + row * sA + d[:, None] * N + n[None, :], mask=mask_d[:, None] & (n < N)[None, :], other=0.0)
-    return A2r, tl.load(D + row * sD + d, mask=mask_d, other=0.0), tl.load(bias + row * sbias + d, mask=mask_d,
-                                                                          other=0.0)
+    return (
+        A2r,
+        tl.load(D + row * sD + d, mask=mask_d, other=0.0),
+        tl.load(bias + row * sbias + d, mask=mask_d, other=0.0),
+    )
 
 
 @_jit
@@ -130,9 +133,31 @@ def _row_at(tile, tt, i):
 
 
 @_jit
-def _fwd_kernel(u, delta, A2, B, C, D, z, bias, y, states, L, d_inner, N, sA, sD, sbias, n_chunks,
-                HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, SAVE: tl.constexpr,
-                T: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr):
+def _fwd_kernel(
+    u,
+    delta,
+    A2,
+    B,
+    C,
+    D,
+    z,
+    bias,
+    y,
+    states,
+    L,
+    d_inner,
+    N,
+    sA,
+    sD,
+    sbias,
+    n_chunks,
+    HAS_Z: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    SAVE: tl.constexpr,
+    T: tl.constexpr,
+    BD: tl.constexpr,
+    BN: tl.constexpr,
+):
     row = tl.program_id(0).to(tl.int64)
     d = tl.program_id(1) * BD + tl.arange(0, BD)
     n = tl.arange(0, BN)
@@ -142,11 +167,13 @@ def _fwd_kernel(u, delta, A2, B, C, D, z, bias, y, states, L, d_inner, N, sA, sD
     h = tl.zeros((BD, BN), dtype=tl.float32)
     for c in range(0, n_chunks):
         if SAVE:
-            tl.store(states + ((row * n_chunks + c) * d_inner + d[:, None]) * BN + n[None, :], h,
-                     mask=(d < d_inner)[:, None])
+            tl.store(
+                states + ((row * n_chunks + c) * d_inner + d[:, None]) * BN + n[None, :], h, mask=(d < d_inner)[:, None]
+            )
         t = c * T + tt
-        x, dt, _, Bt, b, hs = _tile_states(u + seq, delta + seq, B + bc, A2r, biasr, h, t, d, n, L, d_inner, N,
-                                           SOFTPLUS)
+        x, dt, _, Bt, b, hs = _tile_states(
+            u + seq, delta + seq, B + bc, A2r, biasr, h, t, d, n, L, d_inner, N, SOFTPLUS
+        )
         out = tl.sum(hs * _load(C + bc, t, n, L, N)[:, None, :], 2) + Dr[None, :] * x
         if HAS_Z:
             zt = _load(z + seq, t, d, L, d_inner)
@@ -156,9 +183,38 @@ def _fwd_kernel(u, delta, A2, B, C, D, z, bias, y, states, L, d_inner, N, sA, sD
 
 
 @_jit
-def _bwd_kernel(u, delta, A2, B, C, D, z, bias, dy, states, du, ddelta, dz, dB, dC, dA, dD, dbias,
-                L, d_inner, N, sA, sD, sbias, n_chunks,
-                HAS_Z: tl.constexpr, SOFTPLUS: tl.constexpr, T: tl.constexpr, BD: tl.constexpr, BN: tl.constexpr):
+def _bwd_kernel(
+    u,
+    delta,
+    A2,
+    B,
+    C,
+    D,
+    z,
+    bias,
+    dy,
+    states,
+    du,
+    ddelta,
+    dz,
+    dB,
+    dC,
+    dA,
+    dD,
+    dbias,
+    L,
+    d_inner,
+    N,
+    sA,
+    sD,
+    sbias,
+    n_chunks,
+    HAS_Z: tl.constexpr,
+    SOFTPLUS: tl.constexpr,
+    T: tl.constexpr,
+    BD: tl.constexpr,
+    BN: tl.constexpr,
+):
     row = tl.program_id(0).to(tl.int64)
     block = tl.program_id(1)
     d = block * BD + tl.arange(0, BD)
@@ -175,10 +231,10 @@ def _bwd_kernel(u, delta, A2, B, C, D, z, bias, dy, states, du, ddelta, dz, dB, 
     for i in range(0, n_chunks):
         c = n_chunks - 1 - i
         t = c * T + tt
-        h0 = tl.load(states + ((row * n_chunks + c) * d_inner + d[:, None]) * BN + n[None, :], mask=mask_dn,
-                     other=0.0)
-        x, dt, ddt_dx, Bt, b, hs = _tile_states(u + seq, delta + seq, B + bc, A2r, biasr, h0, t, d, n, L,
-                                                d_inner, N, SOFTPLUS)
+        h0 = tl.load(states + ((row * n_chunks + c) * d_inner + d[:, None]) * BN + n[None, :], mask=mask_dn, other=0.0)
+        x, dt, ddt_dx, Bt, b, hs = _tile_states(
+            u + seq, delta + seq, B + bc, A2r, biasr, h0, t, d, n, L, d_inner, N, SOFTPLUS
+        )
         Ct = _load(C + bc, t, n, L, N)
         dyt = _load(dy + seq, t, d, L, d_inner)  # zero past L, so g is zero there too
         if HAS_Z:
@@ -236,9 +292,32 @@ def _forward(u, delta, A, B, C, D, z, delta_bias, softplus, chunk, block_d, save
     batch, L, d_inner, N, BN, n_chunks, grid = _geometry(u, A, chunk, block_d)
     y = torch.empty_like(u)
     states = u.new_empty((batch, n_chunks, d_inner, BN), dtype=torch.float32) if save else None
-    _fwd_kernel[grid](u, delta, A2, B, C, D, u if z is None else z, bias, y, y if states is None else states,
-                      L, d_inner, N, sA, sD, sbias, n_chunks, HAS_Z=z is not None, SOFTPLUS=softplus, SAVE=save,
-                      T=chunk, BD=block_d, BN=BN, num_warps=NUM_WARPS)
+    _fwd_kernel[grid](
+        u,
+        delta,
+        A2,
+        B,
+        C,
+        D,
+        u if z is None else z,
+        bias,
+        y,
+        y if states is None else states,
+        L,
+        d_inner,
+        N,
+        sA,
+        sD,
+        sbias,
+        n_chunks,
+        HAS_Z=z is not None,
+        SOFTPLUS=softplus,
+        SAVE=save,
+        T=chunk,
+        BD=block_d,
+        BN=BN,
+        num_warps=NUM_WARPS,
+    )
     return y, states
 
 
@@ -264,16 +343,56 @@ class _SelectiveScanTriton(torch.autograd.Function):
         dB, dC = (torch.empty(batch, grid[1], L, N, **f32) for _ in range(2))
         dA = torch.empty(batch, d_inner, N, **f32)
         dD, dbias = (torch.empty(batch, d_inner, **f32) for _ in range(2))
-        _bwd_kernel[grid](u, delta, A2, B, C, D, u if z is None else z, bias, dy.contiguous(), states,
-                          du, ddelta, du if dz is None else dz, dB, dC, dA, dD, dbias,
-                          L, d_inner, N, sA, sD, sbias, n_chunks,
-                          HAS_Z=z is not None, SOFTPLUS=softplus, T=chunk, BD=block_d, BN=BN, num_warps=NUM_WARPS)
+        _bwd_kernel[grid](
+            u,
+            delta,
+            A2,
+            B,
+            C,
+            D,
+            u if z is None else z,
+            bias,
+            dy.contiguous(),
+            states,
+            du,
+            ddelta,
+            du if dz is None else dz,
+            dB,
+            dC,
+            dA,
+            dD,
+            dbias,
+            L,
+            d_inner,
+            N,
+            sA,
+            sD,
+            sbias,
+            n_chunks,
+            HAS_Z=z is not None,
+            SOFTPLUS=softplus,
+            T=chunk,
+            BD=block_d,
+            BN=BN,
+            num_warps=NUM_WARPS,
+        )
 
         def like(grad, p):  # a per-row gradient, summed over rows where the parameter is shared
             return None if p is None else (grad if p.dim() == 3 else grad.sum(0)).reshape(p.shape).to(p.dtype)
 
-        return (du, ddelta, like(dA, A0), dB.sum(1).to(B0.dtype), dC.sum(1).to(C0.dtype),
-                like(dD[:, None], D0), dz, like(dbias[:, None], bias0), None, None, None)
+        return (
+            du,
+            ddelta,
+            like(dA, A0),
+            dB.sum(1).to(B0.dtype),
+            dC.sum(1).to(C0.dtype),
+            like(dD[:, None], D0),
+            dz,
+            like(dbias[:, None], bias0),
+            None,
+            None,
+            None,
+        )
 
 
 def selective_scan_triton(
