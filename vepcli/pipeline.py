@@ -26,6 +26,7 @@ from vepcli.nn.hub import bundled_model_dir
 from vepcli.outpath import check_output_path
 from vepcli.output import PartialStore, output_format, write_output
 from vepcli.scores import POOL_DEFAULT, SCORE_NAMES, emb_cos, emb_l2, llr, pool_span
+from vepcli.tables import RESERVED_COLUMNS
 from vepcli.variants import REF_MISMATCH, Variant, check_against_reference, read_variants
 from vepcli.windows import DEFAULT_MAX_N_FRACTION, build_windows
 
@@ -331,7 +332,7 @@ def score_file(
         if bar is not None:
             bar.close()
         store.close()
-    extra_columns = list(dict.fromkeys(k for r in store.rows for k in r if k not in _standard_keys(settings)))
+    extra_columns = list(dict.fromkeys(k for r in store.rows for k in r if k not in RESERVED_COLUMNS))
     command = " ".join(["vepcli", *sys.argv[1:]]) if sys.argv else "vepcli score"
     meta_lines = [
         f"##vepcli_version={__version__}",
@@ -400,22 +401,6 @@ def _run_blocks(store: PartialStore, scorer: Scorer, variants: Iterator[Variant]
             f"the resume folder {store.dir} holds more blocks than the input gives; rerun without "
             "--resume to start over"
         )
-
-
-def _standard_keys(settings: ScoreSettings) -> set[str]:
-    return {
-        "index",
-        "chrom",
-        "pos",
-        "id",
-        "ref",
-        "alt",
-        "status",
-        "reason",
-        "ref_emb",
-        "alt_emb",
-        *output_scores(settings),
-    }
 
 
 def _contig_lines(fasta_contigs, used, genome: Genome):
