@@ -170,7 +170,7 @@ def features(ref: np.ndarray, alt: np.ndarray, layout: str) -> np.ndarray:
     raise UserError(f"unknown feature layout {layout!r}; choose from {', '.join(LAYOUTS)}")
 
 
-def _as_text(value: Any) -> str:
+def as_text(value: Any) -> str:
     """Label and category values as text; 1.0 and 1 (and True) are the same value, NaN is ''."""
     if value is None or (isinstance(value, float) and np.isnan(value)):
         return ""
@@ -184,7 +184,7 @@ def _as_text(value: Any) -> str:
 def covariate_levels(table: pd.DataFrame, names: list[str]) -> dict[str, list[str]]:
     """The categories of each covariate in the training data, in sorted order."""
     _require_columns(table, names, "covariate")
-    return {n: sorted({_as_text(v) for v in table[n]} - {""}) for n in names}
+    return {n: sorted({as_text(v) for v in table[n]} - {""}) for n in names}
 
 
 def one_hot(table: pd.DataFrame | None, levels: dict[str, list[str]], n: int) -> np.ndarray:
@@ -196,7 +196,7 @@ def one_hot(table: pd.DataFrame | None, levels: dict[str, list[str]], n: int) ->
     _require_columns(table, list(levels), "covariate")
     blocks = []
     for name, cats in levels.items():
-        values = np.array([_as_text(v) for v in table[name]], dtype=object)
+        values = np.array([as_text(v) for v in table[name]], dtype=object)
         blocks.append(np.stack([values == c for c in cats], axis=1).astype(np.float64))
     return np.hstack(blocks)
 
@@ -211,7 +211,7 @@ def _require_columns(table: pd.DataFrame, names: list[str], what: str) -> None:
 
 def label_classes(values: pd.Series, positive: str | None = None) -> tuple[str, str]:
     """(negative, positive) class names of a binary label; the positive one is `positive`, else 1/true/yes..."""
-    seen = sorted({_as_text(v) for v in values} - {""})
+    seen = sorted({as_text(v) for v in values} - {""})
     if len(seen) != 2:
         raise UserError(f"the label needs exactly two classes, found {len(seen)}: {', '.join(seen[:10])}")
     if positive is None:
@@ -224,7 +224,7 @@ def label_classes(values: pd.Series, positive: str | None = None) -> tuple[str, 
 
 def label_vector(values: pd.Series, classes: tuple[str, str]) -> tuple[np.ndarray, np.ndarray]:
     """(y in {0, 1}, mask of rows with a label); a value outside `classes` is an error."""
-    text = np.array([_as_text(v) for v in values], dtype=object)
+    text = np.array([as_text(v) for v in values], dtype=object)
     has = text != ""
     unknown = sorted(set(text[has]) - set(classes))
     if unknown:
@@ -262,7 +262,7 @@ def _block_groups(chrom: np.ndarray, pos: np.ndarray, k: int) -> tuple[np.ndarra
     return groups, spans
 
 
-def _buffered(train: np.ndarray, test: np.ndarray, chrom: np.ndarray, pos: np.ndarray, bp: int) -> np.ndarray:
+def drop_near_test_rows(train: np.ndarray, test: np.ndarray, chrom: np.ndarray, pos: np.ndarray, bp: int) -> np.ndarray:
     """Drop training rows within `bp` of a test row on the same contig: their windows share sequence."""
     if bp <= 0:
         return train
@@ -293,7 +293,7 @@ def make_splits(
     buffer = 0
     if groups_column is not None:
         _require_columns(table, [groups_column], "--groups")
-        groups = table[groups_column].map(_as_text).to_numpy()
+        groups = table[groups_column].map(as_text).to_numpy()
         method, description = f"column:{groups_column}", [f"{len(set(groups))} groups from column {groups_column}"]
     elif len(set(chrom)) >= MIN_CHROMOSOMES:
         groups = chrom
@@ -304,7 +304,10 @@ def make_splits(
     k = min(n_folds, len(set(groups)))
     if k < 2:
         raise UserError(f"cross-validation needs at least 2 groups to hold out; {method} gives {len(set(groups))}")
-    folds = [(_buffered(tr, te, chrom, pos, buffer), te) for tr, te in GroupKFold(n_splits=k).split(pos, groups=groups)]
+    folds = [
+        (drop_near_test_rows(tr, te, chrom, pos, buffer), te)
+        for tr, te in GroupKFold(n_splits=k).split(pos, groups=groups)
+    ]
     return Splits(method, groups, folds, description, buffer)
 
 
@@ -923,7 +926,7 @@ def evaluate(
 def _unseen_notes(probe: Probe, table: pd.DataFrame) -> list[str]:
     notes = []
     for name, cats in probe.meta["covariates"].items():
-        unseen = sorted({_as_text(v) for v in table[name]} - set(cats) - {""}) if name in table else []
+        unseen = sorted({as_text(v) for v in table[name]} - set(cats) - {""}) if name in table else []
         if unseen:
             notes.append(
                 f"covariate {name}: values not seen in training ({', '.join(unseen[:5])}) get all-zero one-hot columns"

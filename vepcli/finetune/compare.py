@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vepcli.probe import _buffered
+from vepcli.probe import drop_near_test_rows
 
 
 def fold_table(frame: pd.DataFrame, fold: int, n_folds: int, window: int, val_fraction: float) -> pd.DataFrame:
@@ -44,7 +44,7 @@ def fold_table(frame: pd.DataFrame, fold: int, n_folds: int, window: int, val_fr
     n_val = max(1, round(val_fraction * len(rest)))
     val = np.sort(rest[len(rest) - n_val :])
     train = np.sort(rest[: len(rest) - n_val])
-    train = _buffered(_buffered(train, test, chrom, pos, window), val, chrom, pos, window)
+    train = drop_near_test_rows(drop_near_test_rows(train, test, chrom, pos, window), val, chrom, pos, window)
     split = np.full(len(frame), "", dtype=object)
     split[train], split[val], split[test] = "train", "valid", "test"
     out = frame.assign(split=split)

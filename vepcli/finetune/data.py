@@ -19,7 +19,7 @@ import pandas as pd
 from vepcli.errors import UserError
 from vepcli.genome import Genome, alias_key
 from vepcli.nn.tokenizer import encode
-from vepcli.probe import _as_text, _buffered, label_classes
+from vepcli.probe import as_text, drop_near_test_rows, label_classes
 from vepcli.variants import OK, check_against_reference, read_variants
 from vepcli.vcfio import read_info
 from vepcli.windows import DEFAULT_MAX_N_FRACTION, build_windows, n_fraction
@@ -232,7 +232,7 @@ def make_labels(values: pd.Series, column: str, positive: str | None = None) -> 
     Two classes: [negative, positive] as `vepcli probe` orders them (positive = --positive, else the one
     named 1/true/yes/pos/positive/causal, else the larger). More: sorted, and --positive is optional.
     """
-    text = np.array([_as_text(v) for v in values], dtype=object)
+    text = np.array([as_text(v) for v in values], dtype=object)
     has = text != ""
     seen = sorted(set(text[has]))
     if len(seen) < 2:
@@ -251,7 +251,7 @@ def make_labels(values: pd.Series, column: str, positive: str | None = None) -> 
 
 def covariate_levels(table: pd.DataFrame, names: Sequence[str]) -> dict[str, list[str]]:
     """Levels of each categorical covariate among the given (training) rows, sorted."""
-    return {n: sorted({_as_text(v) for v in table[n]} - {""}) for n in names}
+    return {n: sorted({as_text(v) for v in table[n]} - {""}) for n in names}
 
 
 def one_hot(table: pd.DataFrame | None, levels: dict[str, list[str]], n: int) -> np.ndarray:
@@ -262,7 +262,7 @@ def one_hot(table: pd.DataFrame | None, levels: dict[str, list[str]], n: int) ->
         raise UserError(f"this model needs covariate column(s) {', '.join(levels)}")
     blocks = []
     for name, cats in levels.items():
-        values = np.array([_as_text(v) for v in table[name]], dtype=object)
+        values = np.array([as_text(v) for v in table[name]], dtype=object)
         blocks.append(np.stack([values == c for c in cats], axis=1) if cats else np.zeros((n, 0), bool))
     return np.hstack(blocks).astype(np.float32)
 
@@ -295,7 +295,7 @@ def split_examples(
     if split_column is not None:
         if split_column not in table.columns:
             raise UserError(f"--split-column {split_column} is not a column of the training file")
-        raw = [_as_text(v).lower() for v in table[split_column]]
+        raw = [as_text(v).lower() for v in table[split_column]]
         bad = sorted({r for r in raw if r not in SPLIT_NAMES})
         if bad:
             raise UserError(
@@ -323,7 +323,7 @@ def split_examples(
         order = np.lexsort((pos, np.array([rank[c] for c in chrom])))
         n_val = max(1, round(val_fraction * n))
         val, train = np.sort(order[n - n_val :]), np.sort(order[: n - n_val])
-        kept = _buffered(train, val, chrom, pos, buffer_bp)
+        kept = drop_near_test_rows(train, val, chrom, pos, buffer_bp)
         first = order[n - n_val]
         split = Split(
             "genomic_block",
