@@ -214,3 +214,22 @@ def test_published_fixtures_match_through_triton(arch, monkeypatch):
         logits, hidden = model(expected["input_ids"], return_hidden=True)
     torch.testing.assert_close(hidden, expected["last_hidden_state"], atol=1e-4, rtol=0)
     torch.testing.assert_close(logits, expected["logits"], atol=1e-4, rtol=0)
+
+
+def test_self_check_passes_the_kernel_and_catches_a_broken_one(monkeypatch, capsys):
+    """On a GPU the dispatch first compares the Triton kernel with the torch scan (here: the interpreter)."""
+    from vepcli.nn.kernels import triton_self_check
+
+    check = triton_self_check.__wrapped__  # uncached
+    assert check(torch.device("cpu")) is None
+    good = ts.selective_scan_triton
+    monkeypatch.setattr(ts, "selective_scan_triton", lambda *a, **k: good(*a, **k) * 1.01)
+    assert "differs from the reference scan" in check(torch.device("cpu"))
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("no kernel image is available for execution on the device")
+
+    monkeypatch.setattr(ts, "selective_scan_triton", broken)
+    assert "failed on cpu (RuntimeError: no kernel image" in check(torch.device("cpu"))
+    warnings = [ln for ln in capsys.readouterr().err.splitlines() if ln]
+    assert len(warnings) == 2 and all("using the pure-PyTorch scan" in w for w in warnings)

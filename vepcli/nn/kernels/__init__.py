@@ -26,7 +26,9 @@ Every backend keeps the state in fp32 (fp64 stays fp64 on `torch`) and holds not
 
 from __future__ import annotations
 
+import functools
 import os
+import sys
 from collections.abc import Sequence
 
 import torch
@@ -67,12 +69,51 @@ def _usable(name: str, device: torch.device, dtype: torch.dtype) -> str | None:
     if name == "mamba_ssm":
         return None if _mamba_ssm_scan is not None and device.type == "cuda" else "needs mamba_ssm and CUDA"
     if name == "triton":
-        return None if _triton() is not None else "needs Triton, and CUDA or TRITON_INTERPRET=1"
+        if _triton() is None:
+            return "needs Triton, and CUDA or TRITON_INTERPRET=1"
+        return triton_self_check(device) if device.type == "cuda" else None
     if name == "cpu":
         if device.type != "cpu" or dtype not in (torch.float32, torch.bfloat16, torch.float16):
             return "runs fp32/bf16/fp16 tensors on the CPU"
         return None if _cpu.available() else "its kernel could not be built"
     return None
+
+
+@functools.cache
+def triton_self_check(device: torch.device) -> str | None:
+    """Why our Triton kernel cannot serve `device`, or None. Once per device and process it runs a small
+    scan (groups, reverse, gate; forward and gradients) and compares it with the pure-PyTorch scan: the
+    kernel is tested under Triton's interpreter here, and a GPU or Triton version it fails on falls back
+    to the pure-PyTorch scan with one warning instead of giving wrong numbers."""
+    g = torch.Generator().manual_seed(0)
+    batch, L, dim, N = 4, 100, 24, 16
+    ins = [
+        torch.randn(batch, L, dim, generator=g),
+        torch.randn(batch, L, dim, generator=g),
+        -torch.rand(2, dim, N, generator=g) - 0.1,
+        torch.randn(batch, L, N, generator=g),
+        torch.randn(batch, L, N, generator=g),
+        torch.randn(2, dim, generator=g),
+        torch.randn(batch // 2, L, dim, generator=g),
+        torch.randn(2, dim, generator=g),
+    ]
+    results = []
+    try:
+        for scan, where in ((_triton().selective_scan_triton, device), (selective_scan_torch, torch.device("cpu"))):
+            xs = [t.to(where).requires_grad_() for t in ins]
+            y = _by_row(scan, *xs, True, [False, True])
+            grads = torch.autograd.grad(y.square().sum(), xs)
+            results.append([t.detach().double().cpu() for t in (y, *grads)])
+    except Exception as err:  # noqa: BLE001 - whatever breaks, the kernel cannot serve this device
+        reason = f"failed on {device} ({type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''})"
+    else:
+        worst = max(
+            ((a - b).abs().max() / b.abs().max().clamp_min(1e-12)).item() for a, b in zip(*results, strict=True)
+        )
+        reason = None if worst < 1e-3 else f"differs from the reference scan on {device} (relative error {worst:.1e})"
+    if reason is not None:
+        print(f"vepcli: warning: the Triton scan kernel {reason}; using the pure-PyTorch scan", file=sys.stderr)
+    return reason
 
 
 def scan_backend(device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
