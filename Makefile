@@ -48,9 +48,11 @@ demo: install
 
 bench: install
 	$(PIP) install -e '.[bench]'
+	$(PY) bench/scan.py
 	$(PY) bench/forward.py
 	$(PY) bench/score.py
 	$(PY) bench/pretrain.py
+	$(PY) bench/commands.py
 
 clean:
 	rm -rf build dist *.egg-info demo-out .pytest_cache

@@ -61,7 +61,7 @@ def main() -> None:
     ap.add_argument("--windows", default="1024,8192")
     ap.add_argument("--n-variants", default="1000", help="one number, or one per window (comma-separated)")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch-size", type=int, default=8)
+    ap.add_argument("--batch-size", type=int, default=None, help="windows per pass [vepcli's default: 1 on a CPU]")
     ap.add_argument("--out", default="bench/out/score.json")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
