@@ -312,3 +312,36 @@ def test_one_call_per_group_as_mamba_ssm_is_driven() -> None:
     y = _by_group(one_group, u, delta, A, B, C, Dp, z[:3], bias, True, [False, True])
     y_ref = selective_scan_reference(u, delta, A, B, C, Dp, z[:3], bias, reverse=[False, True])
     assert calls == [3, 3] and rel_err(y, y_ref) < 1e-5
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("arch", ["x86-64-v3", "x86-64"])  # AVX2 (8 lanes) and SSE2 (4 lanes)
+def test_narrower_vector_builds_match_the_reference(arch: str, tmp_path: Path) -> None:
+    """Machines without AVX-512 build the kernel with narrower blocks; the same checks must hold there."""
+    if os.uname().machine != "x86_64":
+        pytest.skip("x86-64 targets only")
+    code = (
+        "import sys, torch\n"
+        "sys.path.insert(0, 'tests')\n"
+        "from test_scan_kernels import make_inputs, rel_err\n"
+        "from vepcli.nn.kernels import conv1d_silu, cpu, selective_scan_reference\n"
+        "assert cpu.available()\n"
+        "ins = make_inputs(4, 77, 21, 16, 2, seed=5)\n"
+        "ours = [t.clone().requires_grad_() for t in ins]\n"
+        "refs = [t.double().requires_grad_() for t in ins]\n"
+        "y = cpu.selective_scan_cpu(*ours, reverse=[False, True])\n"
+        "y_ref = selective_scan_reference(*refs, reverse=[False, True])\n"
+        "assert rel_err(y, y_ref) < 1e-5, rel_err(y, y_ref)\n"
+        "for a, b in zip(torch.autograd.grad(y.sum(), ours), torch.autograd.grad(y_ref.sum(), refs)):\n"
+        "    assert rel_err(a, b) < 1e-4, rel_err(a, b)\n"
+        "x, w = torch.randn(2, 9, 21), torch.randn(2, 21, 4)\n"
+        "out = cpu.conv1d_silu_cpu(x, w, None, [False, True])\n"
+        "print(cpu._library().vepcli_block(), out.shape[0])\n"
+    )
+    env = {**os.environ, "VEPCLI_CPU_ARCH": arch, "VEPCLI_CACHE_DIR": str(tmp_path)}
+    env.pop("VEPCLI_SCAN", None)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, env=env, cwd=Path(__file__).resolve().parents[1]
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.split() == [{"x86-64-v3": "8", "x86-64": "4"}[arch], "4"]

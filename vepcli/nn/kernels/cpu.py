@@ -7,7 +7,8 @@ compiler and the CPU's features, so a home directory shared by different cluster
 a build made for another CPU. Where no compiler or no cache directory is usable, `available()` is
 False, one warning says why, and the dispatch falls back to the pure-PyTorch scan.
 
-Cache: `$VEPCLI_CACHE_DIR`, else `$XDG_CACHE_HOME/vepcli`, else `~/.cache/vepcli`.
+Cache: `$VEPCLI_CACHE_DIR`, else `$XDG_CACHE_HOME/vepcli`, else `~/.cache/vepcli`. `$VEPCLI_CPU_ARCH` sets
+`-march` (default native).
 """
 
 from __future__ import annotations
@@ -26,7 +27,12 @@ from pathlib import Path
 import torch
 
 SOURCE = Path(__file__).with_name("cpu_scan.cpp")
-CFLAGS = ["-O3", "-march=native", "-fPIC", "-shared", "-pthread", "-fno-exceptions", "-fno-rtti"]
+CFLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-exceptions", "-fno-rtti"]
+
+
+def march() -> str:
+    """The target CPU: `$VEPCLI_CPU_ARCH` (e.g. x86-64-v3 for every AVX2 node of a cluster), else native."""
+    return os.environ.get("VEPCLI_CPU_ARCH", "").strip() or "native"
 
 
 def cache_dir() -> Path:
@@ -58,7 +64,9 @@ def _build() -> Path:
         raise OSError("no C++ compiler found: install g++ (Debian/Ubuntu: apt-get install g++) or set CXX")
     version = subprocess.run([cc, "--version"], capture_output=True, text=True, check=False).stdout
     key = hashlib.sha256(
-        "\0".join([SOURCE.read_text(), " ".join(CFLAGS), version, _cpu_identity(), platform.machine()]).encode()
+        "\0".join(
+            [SOURCE.read_text(), " ".join(CFLAGS), march(), version, _cpu_identity(), platform.machine()]
+        ).encode()
     ).hexdigest()[:16]
     target = cache_dir() / f"cpu_scan-{key}.so"
     if target.is_file():
@@ -67,7 +75,9 @@ def _build() -> Path:
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
     try:
-        proc = subprocess.run([cc, *CFLAGS, str(SOURCE), "-o", tmp], capture_output=True, text=True)
+        proc = subprocess.run(
+            [cc, *CFLAGS, f"-march={march()}", str(SOURCE), "-o", tmp], capture_output=True, text=True
+        )
         if proc.returncode != 0:
             raise OSError(f"{Path(cc).name} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
         os.replace(tmp, target)

@@ -248,7 +248,7 @@ static inline vf recur_step(int64_t N, const vf *__restrict A2, vf dt, vf du, co
 static void scan_fwd_item(const void *args, int64_t item) {
     const ScanArgs *s = (const ScanArgs *)args;
     int64_t N = s->N, L = s->L, nb = blocks(s->dim);
-    vf *buf = (vf *)aligned_alloc(64, sizeof(vf) * 3 * N), *h = buf + 2 * N;
+    vf *buf = (vf *)aligned_alloc(sizeof(vf), sizeof(vf) * 3 * N), *h = buf + 2 * N;
     Item it = scan_item(s, item / nb, item % nb, buf);
     memset(h, 0, sizeof(vf) * N);
     for (int64_t j = 0; j < L; j++) {
@@ -336,9 +336,9 @@ static void scan_bwd_item(const void *args, int64_t item) {
     int64_t per = (nb + s->part_groups - 1) / s->part_groups, c0 = part * per;
     int64_t nblk = (nb - c0) < per ? (nb - c0) : per, nchunks = (L + CHUNK - 1) / CHUNK;
     if (nblk <= 0) return;
-    BlockGrad *bgs = (BlockGrad *)aligned_alloc(64, sizeof(BlockGrad) * nblk); /* vf members: 64-byte aligned */
-    vf *params = (vf *)aligned_alloc(64, sizeof(vf) * 4 * N * nblk);
-    vf *work = (vf *)aligned_alloc(64, sizeof(vf) * ((2 * CHUNK + 1) * N + 3 * CHUNK + 2 * CHUNK * N));
+    BlockGrad *bgs = (BlockGrad *)aligned_alloc(sizeof(vf), sizeof(BlockGrad) * nblk); /* vf members: vector-aligned */
+    vf *params = (vf *)aligned_alloc(sizeof(vf), sizeof(vf) * 4 * N * nblk);
+    vf *work = (vf *)aligned_alloc(sizeof(vf), sizeof(vf) * ((2 * CHUNK + 1) * N + 3 * CHUNK + 2 * CHUNK * N));
     vf *dBv = work + (2 * CHUNK + 1) * N + 3 * CHUNK, *dCv = dBv + CHUNK * N;
     memset(params, 0, sizeof(vf) * 4 * N * nblk);
     for (int64_t c = 0; c < nblk; c++) {
@@ -414,7 +414,7 @@ static void conv_weights(const ConvArgs *s, int64_t g, int64_t d0, int64_t n, vf
 static void conv_fwd_item(const void *args, int64_t item) {
     const ConvArgs *s = (const ConvArgs *)args;
     int64_t nb = blocks(s->dim), b = item / nb, d0 = (item % nb) * BLOCK, n = s->dim - d0 < BLOCK ? s->dim - d0 : BLOCK;
-    vf *w = (vf *)aligned_alloc(64, sizeof(vf) * 2 * s->K), *win = w + s->K, bias;
+    vf *w = (vf *)aligned_alloc(sizeof(vf), sizeof(vf) * 2 * s->K), *win = w + s->K, bias;
     const float *xrow = s->x + b * s->x_rs + d0;
     for (int64_t g = 0; g < s->groups; g++) {
         int64_t rev = s->reverse ? s->reverse[g] : 0;
@@ -436,7 +436,7 @@ static void conv_bwd_item(const void *args, int64_t item) {
     const ConvArgs *s = (const ConvArgs *)args;
     int64_t nb = blocks(s->dim), b = item / nb, d0 = (item % nb) * BLOCK, n = s->dim - d0 < BLOCK ? s->dim - d0 : BLOCK;
     int64_t K = s->K, L = s->L;
-    vf *w = (vf *)aligned_alloc(64, sizeof(vf) * 4 * K), *dw = w + K, *win = dw + K, *gwin = win + K, bias;
+    vf *w = (vf *)aligned_alloc(sizeof(vf), sizeof(vf) * 4 * K), *dw = w + K, *win = dw + K, *gwin = win + K, bias;
     const float *xrow = s->x + b * s->x_rs + d0;
     float *dxrow = s->dx + b * L * s->dim + d0;
     for (int64_t t = 0; t < L; t++) store(dxrow + t * s->dim, splat(0.0f), n);
