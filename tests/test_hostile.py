@@ -866,3 +866,41 @@ def test_merge_refuses_parts_scored_against_different_fastas(tmp_path):
     )
     code, err = run("merge", str(tmp_path / "a1.tsv"), str(old), "-o", str(tmp_path / "m.tsv"), score=False)
     one_line_error(code, err, match="none (made by an older vepcli)")
+
+
+# ---------------------------------------------------------------- FASTA files that are not what they claim
+
+
+@pytest.mark.parametrize(
+    ("content", "match"),
+    [
+        (b"", "is empty"),
+        (b"\n\n", "is empty"),
+        (b"ACGTACGT\nACGT\n", "is not a FASTA file: its first line does not start with '>'"),
+        (b"\x00\x01\x02\x03binary", "is not a FASTA file"),
+        (b">22 first\nACGTACGTAC\n>1\nAC\n>22\nACGT\n", "names the sequence '22' twice"),
+        (b">22\r\nACGT\r\n>22\r\nACGT\r\n", "names the sequence '22' twice"),
+    ],
+)
+def test_fasta_that_is_empty_not_fasta_or_names_a_sequence_twice(tmp_path, content, match):
+    fa = tmp_path / "ref.fa"
+    fa.write_bytes(content)
+    src = write_tsv(tmp_path / "in.tsv", records(2))
+    argv = ["score", str(src), "-f", str(fa), "-m", str(MODELS["ps"]), "--window", "64", "-q"]
+    code, err = run(*argv, "-o", str(tmp_path / "out.tsv"), score=False)
+    one_line_error(code, err, match=match)
+    assert not (tmp_path / "out.tsv").exists()
+    no_partial(tmp_path)
+
+
+def test_duplicate_names_are_found_across_read_blocks(tmp_path):
+    """The name scan reads 1 MB blocks: a repeated name far apart, and a name line cut by a block edge."""
+    from vepcli.genome import Genome
+
+    fa = tmp_path / "big.fa"
+    body = b"ACGT" * ((1 << 20) // 4 - 2)  # the next '>' lands right at the first block's edge
+    fa.write_bytes(b">chrA\n" + body + b"\n>chrB_with_a_long_name\n" + body + b"\n>chrA\nACGT\n")
+    with pytest.raises(UserError, match="names the sequence 'chrA' twice"):
+        Genome(fa)
+    fa.write_bytes(b">chrA\n" + body + b"\n>chrB_with_a_long_name\n" + body + b"\n>chrC\nACGT\n")
+    assert Genome(fa).contigs == ("chrA", "chrB_with_a_long_name", "chrC")

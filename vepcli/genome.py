@@ -60,15 +60,62 @@ def _check_fasta_file(path: Path) -> list[Path]:
         raise UserError(
             f"{path} starts with a UTF-8 byte-order mark (BOM), which FASTA does not allow; save it without BOM"
         )
+    _check_fasta_start(path)
     needed = [Path(f"{path}.fai")]
     if _is_bgzf(path):
         needed.append(Path(f"{path}.gzi"))
     missing = [p for p in needed if not p.is_file()]
+    if missing and not _is_gzip(path):
+        _check_unique_names(path)
     if missing and not os.access(path.parent, os.W_OK):
         raise UserError(
             f"{path} has no index ({missing[0].name}) and its folder is not writable; run {_index_hint(path)}"
         )
     return missing
+
+
+def _check_fasta_start(path: Path) -> None:
+    """An empty file, or one whose first line is not a `>name` line, is not a FASTA: say so in one line
+    (htslib's index builder would report a misleading open error)."""
+    import gzip
+
+    opener = gzip.open if _is_gzip(path) else open
+    try:
+        with opener(path, "rb") as fh:
+            head = fh.read(4096).lstrip(b"\r\n")
+    except (OSError, EOFError) as err:
+        raise UserError(f"cannot read FASTA {path} ({err}); check that it is complete") from None
+    if not head:
+        raise UserError(f"FASTA {path} is empty; pass a reference genome (a FASTA file with >name lines)")
+    if not head.startswith(b">"):
+        raise UserError(
+            f"{path} is not a FASTA file: its first line does not start with '>' (a sequence name); "
+            "pass a reference genome in FASTA format"
+        )
+
+
+def _check_unique_names(path: Path) -> None:
+    """Refuse a plain FASTA that names a sequence twice (htslib would index the first and drop the second
+    silently). Read once, when its index is built; bgzip files are checked by `samtools faidx` users."""
+    names: set[bytes] = set()
+    tail = b"\n"
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            text = tail + block
+            start = 0
+            while (i := text.find(b"\n>", start)) != -1:
+                end = text.find(b"\n", i + 1)
+                if end == -1:  # the name line continues in the next block
+                    break
+                name = text[i + 2 : end].split()[0] if text[i + 2 : end].strip() else b""
+                if name in names:
+                    raise UserError(
+                        f"{path} names the sequence {name.decode(errors='replace')!r} twice; "
+                        "each sequence name must be unique"
+                    )
+                names.add(name)
+                start = end
+            tail = text[start:] if start else text[-(1 << 16) :]
 
 
 class Genome:
