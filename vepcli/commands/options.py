@@ -92,3 +92,80 @@ class ScoreList(click.ParamType):
 
 DEVICE = Device()
 SCORES = ScoreList()
+
+
+def windows_and_run_options(output_help: str):
+    """The options `score` and `embed` share (input, model, output, windows, device and run control): declared
+    once, so both commands take the same values with the same rules and help; each adds its own after them."""
+    from vepcli.defaults import POOL_DEFAULT
+
+    shared = [
+        click.argument("variants", type=click.Path(exists=True, dir_okay=False)),
+        click.option(
+            "-f",
+            "--fasta",
+            required=True,
+            type=click.Path(exists=True, dir_okay=False),
+            help="Reference FASTA (bgzip with .fai/.gzi, or plain).",
+        ),
+        click.option(
+            "-m", "--model", default=None, help="Model directory or Hugging Face id [default: bundled model]."
+        ),
+        click.option("-o", "--output", required=True, help=output_help),
+        click.option("-r", "--regions", default=None, help="chr:beg-end[,...] or a BED file."),
+        click.option("--window", type=WINDOW, default=None, help="Window in bp [default: the model's trained length]."),
+        click.option(
+            "--pool",
+            type=POOL,
+            default=POOL_DEFAULT,
+            show_default=True,
+            help="Embedding pooling span in bp, centred on the variant.",
+        ),
+        click.option("--no-strand-average", is_flag=True, help="Forward strand only."),
+        click.option("--no-share-ref", is_flag=True, help="Compute the ref window again for every allele."),
+        click.option("--ref-mismatch", type=click.Choice(["skip", "error"]), default="skip", show_default=True),
+        click.option("--shard", default=None, help="I/N: only shard I of N (1-based)."),
+        click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu or cuda[:k]."),
+        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True),
+        click.option(
+            "--batch-size", type=BATCH, default=None, help="Windows per forward pass [default: 8 on a GPU, 1 on a CPU]."
+        ),
+        click.option("--threads", type=THREADS, default=None, help="CPU threads [default: all cores]."),
+        click.option("--resume", is_flag=True, help="Continue a stopped run with the same inputs and settings."),
+        click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr."),
+    ]
+
+    def decorate(fn):
+        for decorator in reversed(shared):
+            fn = decorator(fn)
+        return fn
+
+    return decorate
+
+
+def score_settings(*, no_strand_average: bool, no_share_ref: bool, shard: str | None, threads: int | None, **values):
+    """ScoreSettings from the shared options (and any of the command's own fields), threads applied."""
+    if threads:
+        import torch  # imported here: `vepcli --help` and `vepcli merge` stay quick
+
+        torch.set_num_threads(threads)
+    from vepcli.pipeline import ScoreSettings
+
+    return ScoreSettings(
+        strand_average=not no_strand_average, share_ref=not no_share_ref, shard=parse_shard(shard), **values
+    )
+
+
+def parse_shard(text: str | None) -> tuple[int, int] | None:
+    """--shard I/N as (I, N)."""
+    from vepcli.errors import UserError
+
+    if not text:
+        return None
+    try:
+        i, n = (int(x) for x in text.split("/"))
+    except ValueError:
+        raise UserError(f"--shard {text!r} must look like I/N, e.g. 3/8") from None
+    if not 1 <= i <= n:
+        raise UserError(f"--shard {text}: I must be between 1 and N")
+    return i, n
