@@ -26,6 +26,8 @@ from pathlib import Path
 
 import torch
 
+from vepcli.nn.kernels.common import needs_grad
+
 SOURCE = Path(__file__).with_name("cpu_scan.cpp")
 CFLAGS = ["-O3", "-fPIC", "-shared", "-pthread", "-fno-exceptions", "-fno-rtti"]
 
@@ -241,14 +243,20 @@ def _scan_args(u, delta, A, B, C, D, z, bias, reverse, softplus: bool) -> ScanAr
     return args
 
 
-def _grad_as(g: torch.Tensor | None, like: torch.Tensor | None, need: bool) -> torch.Tensor | None:
+def _specs(*tensors: torch.Tensor | None) -> tuple:
+    """(shape, dtype) of each input, or None: all that backward needs of the inputs as they were given."""
+    return tuple(None if t is None else (t.shape, t.dtype) for t in tensors)
+
+
+def _grad_as(g: torch.Tensor | None, like: tuple | None, need: bool) -> torch.Tensor | None:
     """A gradient in the shape and dtype of its input. Gradients computed per row (batch, ...) of a
     parameter shared by all rows, or by each group of rows, are summed over those rows."""
     if g is None or like is None or not need:
         return None
-    if g.shape[0] != like.shape[0] or g.dim() != like.dim():
-        g = g.sum(0) if g.dim() > like.dim() else g.reshape(like.shape[0], -1, *g.shape[1:]).sum(1)
-    return g.to(like.dtype)
+    shape, dtype = like
+    if g.shape[0] != shape[0] or g.dim() != len(shape):
+        g = g.sum(0) if g.dim() > len(shape) else g.reshape(shape[0], -1, *g.shape[1:]).sum(1)
+    return g.to(dtype)
 
 
 def _inputs(u, delta, A, B, C, D, z, bias, reverse, softplus: bool):
@@ -263,19 +271,26 @@ def _inputs(u, delta, A, B, C, D, z, bias, reverse, softplus: bool):
     return (u, delta, A, B, C, D, z, bias), rev, _scan_args(u, delta, A, B, C, D, z, bias, rev, softplus)
 
 
+def _scan_forward(u, delta, A, B, C, D, z, bias, softplus, reverse, keep_states: bool):
+    """The kernel's forward: y in u's dtype, the fp32 inputs it read, the reverse flags, and (when training)
+    the states every `chunk()` steps that the backward pass starts from."""
+    ins, rev, args = _inputs(u, delta, A, B, C, D, z, bias, reverse, softplus)
+    y = torch.empty_like(ins[0])
+    states = y.new_empty(u.shape[0], -(-u.shape[1] // chunk()), A.shape[-1], u.shape[2]) if keep_states else None
+    args.y, args.states = _ptr(y), _ptr(states)
+    _library().vepcli_scan_fwd(args, _threads(u.shape[0] * u.shape[2]))
+    return y.to(u.dtype), ins, rev, states
+
+
 class _SelectiveScanCPU(torch.autograd.Function):
     """The fused scan with the kernel's own backward (states kept every chunk, steps recomputed)."""
 
     @staticmethod
     def forward(ctx, u, delta, A, B, C, D, z, bias, softplus, reverse):
-        ins, rev, args = _inputs(u, delta, A, B, C, D, z, bias, reverse, softplus)
-        y = torch.empty_like(ins[0])
-        states = y.new_empty(u.shape[0], -(-u.shape[1] // chunk()), A.shape[-1], u.shape[2])
-        args.y, args.states = _ptr(y), _ptr(states)
-        _library().vepcli_scan_fwd(args, _threads(u.shape[0] * u.shape[2]))
+        y, ins, rev, states = _scan_forward(u, delta, A, B, C, D, z, bias, softplus, reverse, keep_states=True)
         ctx.save_for_backward(*ins, states)
-        ctx.softplus, ctx.rev, ctx.originals = softplus, rev, (u, delta, A, B, C, D, z, bias)
-        return y.to(u.dtype)
+        ctx.softplus, ctx.rev, ctx.specs = softplus, rev, _specs(u, delta, A, B, C, D, z, bias)
+        return y
 
     @staticmethod
     def backward(ctx, dy):
@@ -307,12 +322,12 @@ class _SelectiveScanCPU(torch.autograd.Function):
             setattr(args, name, _ptr(t))
         args.part_groups = parts
         lib.vepcli_scan_bwd(args, _threads(batch * parts))
-        u0, delta0, A0, B0, C0, D0, z0, bias0 = ctx.originals
-        if z0 is not None and z0.shape[0] != batch:  # rows that share one z (row b reads z[b % rows]) add up
-            dz = dz.reshape(-1, z0.shape[0], L, dim).sum(0)
+        z_spec = ctx.specs[6]
+        if z_spec is not None and z_spec[0][0] != batch:  # rows that share one z (row b reads z[b % rows]) add up
+            dz = dz.reshape(-1, z_spec[0][0], L, dim).sum(0)
         grads = (du, ddelta, dA, dB_part.sum(1), dC_part.sum(1), dD, dz, dbias)
         return (
-            *(_grad_as(g, t, need) for g, t, need in zip(grads, ctx.originals, ctx.needs_input_grad, strict=False)),
+            *(_grad_as(g, t, need) for g, t, need in zip(grads, ctx.specs, ctx.needs_input_grad, strict=False)),
             None,
             None,
         )
@@ -320,14 +335,9 @@ class _SelectiveScanCPU(torch.autograd.Function):
 
 def selective_scan_cpu(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus: bool = True, reverse=None):
     """The fused selective scan on the CPU kernel; the contract of `vepcli.nn.kernels.selective_scan`."""
-    tensors = (u, delta, A, B, C, D, z, delta_bias)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in tensors):
+    if needs_grad(u, delta, A, B, C, D, z, delta_bias):
         return _SelectiveScanCPU.apply(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-    ins, _, args = _inputs(u, delta, A, B, C, D, z, delta_bias, reverse, delta_softplus)
-    y = torch.empty_like(ins[0])
-    args.y = _ptr(y)
-    _library().vepcli_scan_fwd(args, _threads(u.shape[0] * u.shape[2]))
-    return y.to(u.dtype)
+    return _scan_forward(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse, keep_states=False)[0]
 
 
 def chunk() -> int:
@@ -352,23 +362,29 @@ def _conv_args(x, weight, bias, reverse) -> ConvArgs:
     )
 
 
+def _conv_forward(x, weight, bias, reverse):
+    """The conv kernel's forward: output in x's dtype, the fp32 inputs it read, and the reverse flags."""
+    x32, w32, b32 = _f32(x, inner_contiguous=True), _f32(weight), _f32(bias)
+    rev = _reverse_flags(reverse, weight.shape[0])
+    out = x32.new_empty(weight.shape[0] * x.shape[0], *x.shape[1:])
+    args = _conv_args(x32, w32, b32, rev)
+    args.out = _ptr(out)
+    _library().vepcli_conv_fwd(args, _threads(x.shape[0] * x.shape[2]))
+    return out.to(x.dtype), (x32, w32, b32), rev
+
+
 class _ConvSiLUCPU(torch.autograd.Function):
     @staticmethod
     def forward(ctx, x, weight, bias, reverse):
-        x32, w32, b32 = _f32(x, inner_contiguous=True), _f32(weight), _f32(bias)
-        rev = _reverse_flags(reverse, weight.shape[0])
-        out = x32.new_empty(weight.shape[0] * x.shape[0], *x.shape[1:])
-        args = _conv_args(x32, w32, b32, rev)
-        args.out = _ptr(out)
-        _library().vepcli_conv_fwd(args, _threads(x.shape[0] * x.shape[2]))
-        ctx.save_for_backward(x32, w32, b32)
-        ctx.rev, ctx.originals = rev, (x, weight, bias)
-        return out.to(x.dtype)
+        out, ins, rev = _conv_forward(x, weight, bias, reverse)
+        ctx.save_for_backward(*ins)
+        ctx.rev, ctx.specs = rev, _specs(x, weight, bias)
+        return out
 
     @staticmethod
     def backward(ctx, dout):
         x, w, b = ctx.saved_tensors
-        x0, w0, b0 = ctx.originals
+        x0, w0, b0 = ctx.specs
         batch, L, dim = x.shape
         G, K = w.shape[0], w.shape[-1]
         dout = _f32(dout)
@@ -385,12 +401,6 @@ def conv1d_silu_cpu(x, weight, bias=None, reverse=None):
     """SiLU(depthwise conv) for each group of weights: (batch, L, dim) -> (groups batch, L, dim).
 
     weight (groups, dim, K), bias (groups, dim); group g is causal, or anti-causal where reverse[g]."""
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in (x, weight, bias)):
+    if needs_grad(x, weight, bias):
         return _ConvSiLUCPU.apply(x, weight, bias, reverse)
-    x32, w32, b32 = _f32(x, inner_contiguous=True), _f32(weight), _f32(bias)
-    rev = _reverse_flags(reverse, weight.shape[0])
-    out = x32.new_empty(weight.shape[0] * x.shape[0], *x.shape[1:])
-    args = _conv_args(x32, w32, b32, rev)
-    args.out = _ptr(out)
-    _library().vepcli_conv_fwd(args, _threads(x.shape[0] * x.shape[2]))
-    return out.to(x.dtype)
+    return _conv_forward(x, weight, bias, reverse)[0]

@@ -27,9 +27,10 @@ from collections.abc import Callable
 import torch
 import torch.nn.functional as F
 
+from vepcli.nn.kernels.common import LOG2_E, needs_grad
+
 DEFAULT_CHUNK = 64
 CHUNK_ELEMENTS = 1 << 19  # a chunk's buffers stay near 2 MB for a batch of 4 rows: resident in cache
-LOG2_E = 1.4426950408889634
 
 
 def chunk_length(batch: int, D: int, N: int, chunk: int = DEFAULT_CHUNK) -> int:
@@ -168,10 +169,8 @@ def selective_scan_torch(
     dtype = u.dtype
     work = torch.promote_types(dtype, torch.float32)  # fp32 state for half precision, fp64 stays fp64
     u, delta, A, B, C = (t.to(work) for t in (u, delta, A, B, C))
-    needs_grad = torch.is_grad_enabled() and any(
-        t is not None and t.requires_grad for t in (u, delta, A, B, C, D, z, delta_bias)
-    )
-    if not needs_grad:
+    grad = needs_grad(u, delta, A, B, C, D, z, delta_bias)
+    if not grad:
         return _scan_inference(u, delta, A, B, C, D, z, delta_bias, delta_softplus, chunk).to(dtype)
     if delta_bias is not None:
         delta = delta + delta_bias.to(work)

@@ -27,13 +27,14 @@ import os
 
 import torch
 
+from vepcli.nn.kernels.common import LOG2_E, needs_grad
+
 try:
     import triton
     import triton.language as tl
 except Exception:  # noqa: BLE001 - missing or broken Triton both mean: not available
     triton = tl = None
 
-LOG2_E = 1.4426950408889634
 # Tile sizes, powers of two, not yet tuned on a GPU: a (CHUNK, BLOCK_D, 16) tile is 4,096 fp32 values, 32 per
 # thread at 4 warps. Backward memory beyond the inputs' gradients: the states at tile starts (d_inner d_state
 # L / CHUNK) and the dB, dC partial sums (2 d_state L d_inner / BLOCK_D), fp32, per row: 0.13 and 1.1 GB at
@@ -419,6 +420,6 @@ def selective_scan_triton(
     if u.numel() == 0:
         return torch.empty_like(u)
     inputs = (u, delta, A, B, C, D, z, delta_bias)
-    if torch.is_grad_enabled() and any(t is not None and t.requires_grad for t in inputs):
+    if needs_grad(*inputs):
         return _SelectiveScanTriton.apply(*inputs, delta_softplus, chunk, block_d)
     return _forward(*inputs, delta_softplus, chunk, block_d, save=False)[0]
