@@ -10,7 +10,8 @@ import pysam
 import pytest
 
 from vepcli.errors import UserError
-from vepcli.genome import Genome, alias_key
+from vepcli.genome import Genome
+from vepcli.regions import alias_key
 
 
 def naive_fetch(seq: str, start0: int, end0: int) -> str:

@@ -11,11 +11,11 @@ import pytest
 from vepcli import variants as V
 from vepcli.errors import UserError
 from vepcli.genome import Genome
+from vepcli.regions import Interval, parse_regions
 from vepcli.variants import (
     Variant,
     check_against_reference,
     normalise,
-    parse_regions,
     read_table,
     read_variants,
     read_vcf,
@@ -342,11 +342,11 @@ def test_regions_without_index_says_tabix(tmp_path, region_records):
 @pytest.mark.parametrize(
     ("spec", "expected"),
     [
-        ("22:5-10", [V.Region("22", 4, 10)]),
-        ("22:5", [V.Region("22", 4, 5)]),
-        ("22:5-", [V.Region("22", 4, None)]),
-        ("chrX", [V.Region("chrX", 0, None)]),
-        ("1:30-40,1:5-10,1:8-20,2:1-2", [V.Region("1", 4, 20), V.Region("1", 29, 40), V.Region("2", 0, 2)]),
+        ("22:5-10", [Interval("22", 4, 10)]),
+        ("22:5", [Interval("22", 4, 5)]),
+        ("22:5-", [Interval("22", 4, None)]),
+        ("chrX", [Interval("chrX", 0, None)]),
+        ("1:30-40,1:5-10,1:8-20,2:1-2", [Interval("1", 4, 20), Interval("1", 29, 40), Interval("2", 0, 2)]),
     ],
 )
 def test_parse_regions(spec, expected):

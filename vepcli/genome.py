@@ -11,30 +11,8 @@ from pathlib import Path
 import pysam
 
 from vepcli.errors import UserError
-
-_GZIP_MAGIC = b"\x1f\x8b"
-
-
-def alias_key(name: str) -> str:
-    """Canonical form of a contig name, so that `chr1`/`1`, `chrX`/`X` and `chrM`/`MT`/`M` compare equal.
-
-    A leading `chr` (any case) is dropped, the rest upper-cased, and `M` becomes `MT`.
-    """
-    core = name[3:] if name[:3].lower() == "chr" and len(name) > 3 else name
-    core = core.upper()
-    return "MT" if core == "M" else core
-
-
-def _is_gzip(path: Path) -> bool:
-    with open(path, "rb") as fh:
-        return fh.read(2) == _GZIP_MAGIC
-
-
-def _is_bgzf(path: Path) -> bool:
-    """True for a BGZF file: gzip with the FEXTRA flag and a `BC` subfield (SAM spec, section 4.1)."""
-    with open(path, "rb") as fh:
-        head = fh.read(16)
-    return len(head) >= 14 and head[:2] == _GZIP_MAGIC and bool(head[3] & 4) and head[12:14] == b"BC"
+from vepcli.integrity import UTF8_BOM, check_bgzf_eof, is_bgzf, is_gzip
+from vepcli.regions import alias_key
 
 
 def _index_hint(path: Path) -> str:
@@ -45,27 +23,25 @@ def _check_fasta_file(path: Path) -> list[Path]:
     """Fail early with a message saying what to do; return the index files that must exist."""
     if not path.is_file():
         raise UserError(f"FASTA file not found: {path}")
-    if _is_gzip(path) and not _is_bgzf(path):
+    if is_gzip(path) and not is_bgzf(path):
         raise UserError(
             f"{path} is gzip-compressed but not with bgzip, so it cannot be indexed; recompress it: "
             f"`zcat {path} | bgzip > ref.fa.gz && samtools faidx ref.fa.gz` and use ref.fa.gz"
         )
-    if _is_bgzf(path):
-        from vepcli.integrity import check_bgzf_eof
-
+    if is_bgzf(path):
         check_bgzf_eof(path)
     with open(path, "rb") as fh:
-        bom = fh.read(3) == b"\xef\xbb\xbf"
+        bom = fh.read(3) == UTF8_BOM
     if bom:
         raise UserError(
             f"{path} starts with a UTF-8 byte-order mark (BOM), which FASTA does not allow; save it without BOM"
         )
     _check_fasta_start(path)
     needed = [Path(f"{path}.fai")]
-    if _is_bgzf(path):
+    if is_bgzf(path):
         needed.append(Path(f"{path}.gzi"))
     missing = [p for p in needed if not p.is_file()]
-    if missing and not _is_gzip(path):
+    if missing and not is_gzip(path):
         _check_unique_names(path)
     if missing and not os.access(path.parent, os.W_OK):
         raise UserError(
@@ -79,7 +55,7 @@ def _check_fasta_start(path: Path) -> None:
     (htslib's index builder would report a misleading open error)."""
     import gzip
 
-    opener = gzip.open if _is_gzip(path) else open
+    opener = gzip.open if is_gzip(path) else open
     try:
         with opener(path, "rb") as fh:
             head = fh.read(4096).lstrip(b"\r\n")
@@ -187,8 +163,6 @@ class Genome:
             shown = ", ".join(self.contigs[:5]) + (", ..." if len(self._lengths) > 5 else "")
             raise UserError(f"contig {contig!r} is not in FASTA {self.path} (it has {shown})")
         return found
-
-    _name = require  # older spelling, kept for callers (vepcli/train/data.py)
 
     def length(self, contig: str) -> int:
         """Length of a contig (aliases accepted)."""

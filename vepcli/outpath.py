@@ -54,6 +54,21 @@ def _kind(mode: int) -> str:
     return "not a regular file"
 
 
+def _check_regular_or_absent(p: Path, option: str, text: str) -> None:
+    """An output (or its index) is renamed over whatever is at `p`: only a regular file may be there."""
+    try:
+        mode = os.stat(p).st_mode
+    except FileNotFoundError:
+        return
+    except OSError as err:
+        raise UserError(f"{option} {p}: cannot use it ({err.strerror})") from None
+    if not stat.S_ISREG(mode):
+        raise UserError(
+            f"{option} {text}: {p} is {_kind(mode)}; an output is written under a temporary name "
+            "and renamed over it, so give the name of a regular file"
+        )
+
+
 def check_output_path(
     output: str | os.PathLike[str],
     inputs: Iterable[str | os.PathLike[str] | None] = (),
@@ -69,17 +84,7 @@ def check_output_path(
     if out.name in ("", ".", ".."):
         raise UserError(f"{option} {text} names a folder; give a file name")
     for p in [out, *(Path(f"{out}{s}") for s in sidecars)]:
-        try:
-            mode = os.stat(p).st_mode
-        except FileNotFoundError:
-            continue
-        except OSError as err:
-            raise UserError(f"{option} {p}: cannot use it ({err.strerror})") from None
-        if not stat.S_ISREG(mode):
-            raise UserError(
-                f"{option} {text}: {p} is {_kind(mode)}; an output is written under a temporary name "
-                "and renamed over it, so give the name of a regular file"
-            )
+        _check_regular_or_absent(p, option, text)
     for p in _input_files(inputs):
         if p.exists() and (_same(out, p) or any(_same(Path(f"{out}{s}"), p) for s in sidecars)):
             raise UserError(f"{option} {text} is also one of the inputs ({p}); write the output to a new file")

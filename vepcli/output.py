@@ -11,15 +11,14 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
-from collections.abc import Iterable, Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from vepcli.atomic import atomic_file as atomic_output  # the older name, kept for its callers
 from vepcli.errors import UserError
 
 FORMATS = ("vcf", "vcf.gz", "tsv", "tsv.gz", "parquet", "npz")
@@ -236,37 +235,6 @@ def sort_for_vcf(rows: Iterable[dict[str, Any]], contig_order: Sequence[str]) ->
     """Contig order of the header, then position, then input order: what tabix needs, deterministic."""
     rank = {name: i for i, name in enumerate(contig_order)}
     return sorted(rows, key=lambda r: (rank.get(r["chrom"], len(rank)), r["chrom"], r["pos"], r["index"]))
-
-
-def _atomic_target(path: Path) -> Path:
-    """A fresh temporary name beside `path`, with the permissions a plain open() would give (umask)."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    return Path(tmp)
-
-
-@contextmanager
-def atomic_output(path: Path) -> Iterator[Path]:
-    """Yield a temporary name beside `path`; when the body succeeds, rename it (and the `.tbi` or `.csi`
-    made beside it, if any) into place, removing an index of the other kind left from an earlier file.
-    On failure nothing is left: no reader sees a half-written file, and the old output stays as it was."""
-    tmp = _atomic_target(path)
-    indexes = {suffix: Path(f"{tmp}{suffix}") for suffix in (".tbi", ".csi")}
-    try:
-        yield tmp
-        os.replace(tmp, path)
-        made = [suffix for suffix, p in indexes.items() if p.exists()]
-        for suffix, p in indexes.items():
-            if suffix in made:
-                os.replace(p, f"{path}{suffix}")
-            elif made:
-                Path(f"{path}{suffix}").unlink(missing_ok=True)  # stale: it indexes the old file
-    finally:
-        for leftover in (tmp, *indexes.values(), Path(str(tmp) + ".plain")):
-            leftover.unlink(missing_ok=True)
 
 
 TBI_MAX_END = (1 << 29) - 1  # a .tbi holds positions up to 2^29 - 1; past that a .csi is written

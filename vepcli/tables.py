@@ -19,8 +19,18 @@ from pathlib import Path
 from typing import Any
 
 from vepcli.errors import UserError
-from vepcli.integrity import READ_ERRORS, UTF8_BOM, check_compressed, first_bytes, reading, truncated_message
-from vepcli.variants import RegionSet, Variant, make_variants, parse_regions
+from vepcli.formats import table_sep
+from vepcli.integrity import (
+    GZIP_MAGIC,
+    READ_ERRORS,
+    UTF8_BOM,
+    check_compressed,
+    first_bytes,
+    reading,
+    truncated_message,
+)
+from vepcli.regions import RegionSet, parse_regions
+from vepcli.variants import Variant, make_variants
 from vepcli.vcftext import MAX_POS
 
 TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
@@ -61,17 +71,6 @@ def carried_name(name: str, taken: set[str]) -> str:
     return out
 
 
-def _table_sep(path: Path) -> str | None:
-    name = path.name.lower().removesuffix(".gz")
-    if name.endswith((".tsv", ".txt")):
-        return "\t"
-    if name.endswith(".csv"):
-        return ","
-    if name.endswith((".parquet", ".pq")):
-        return None
-    raise UserError(f"{path}: unknown table type; use .tsv, .txt, .csv (optionally .gz) or .parquet")
-
-
 def _map_columns(columns: list[str], path: Path) -> dict[str, str]:
     """Our role (chrom, pos, ref, alt, id) -> the table's column name, matched case-insensitively."""
     lower = {c.lower(): c for c in reversed(columns)}
@@ -106,7 +105,7 @@ def _meta_lines(path: Path) -> int:
     with reading(path):
         import gzip
 
-        opener = gzip.open if first_bytes(path, 2) == b"\x1f\x8b" else open
+        opener = gzip.open if first_bytes(path, 2) == GZIP_MAGIC else open
         with opener(path, "rb") as fh:
             for raw in fh:
                 if not raw.startswith(b"##"):
@@ -119,7 +118,7 @@ def _load_table(path: Path) -> tuple[Any, dict[str, str], int]:
     """(DataFrame, column roles, line number of the first row)."""
     import pandas as pd
 
-    sep = _table_sep(path)
+    sep = table_sep(path)
     try:
         if sep is None:
             import pyarrow as pa

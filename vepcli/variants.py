@@ -6,9 +6,6 @@ a non-ok status and a reason instead of being dropped. The rules are written out
 
 from __future__ import annotations
 
-import bisect
-import gzip
-import math
 import os
 import re
 from collections.abc import Iterable, Iterator
@@ -17,7 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vepcli.errors import UserError
-from vepcli.genome import alias_key
+from vepcli.formats import variants_format
 
 if TYPE_CHECKING:
     from vepcli.genome import Genome
@@ -52,8 +49,6 @@ STATUSES: dict[str, str] = {
 KINDS = ("snv", "mnv", "ins", "del", "complex", "symbolic", "star", "none")
 
 _BASES = re.compile(r"[ACGTNacgtn]+")
-_VCF_SUFFIXES = (".vcf", ".vcf.gz", ".vcf.bgz", ".bcf")
-_TABLE_SUFFIXES = (".tsv", ".txt", ".csv", ".tsv.gz", ".txt.gz", ".csv.gz", ".parquet", ".pq")
 
 
 @dataclass(slots=True)
@@ -166,107 +161,6 @@ def make_variants(
         yield normalise(Variant(chrom, pos, vid, ref, alt, next(counter), line, dict(extra)))
 
 
-# ---------------------------------------------------------------- regions
-
-
-@dataclass(frozen=True, slots=True)
-class Region:
-    """A genomic interval, 0-based half-open; end0 None means to the end of the contig."""
-
-    chrom: str
-    start0: int
-    end0: int | None
-
-    def htslib(self, name: str | None = None) -> str:
-        """The region as an htslib query string (1-based, inclusive)."""
-        end = "" if self.end0 is None else str(self.end0)
-        return f"{name or self.chrom}:{self.start0 + 1}-{end}"
-
-
-_REGION = re.compile(r"^(?P<chrom>[^:].*?)(?::(?P<beg>\d+)(?P<dash>-)?(?P<end>\d+)?)?$")
-
-
-def _parse_region(text: str) -> Region:
-    m = _REGION.match(text.strip())
-    if not m or not m["chrom"]:
-        raise UserError(f"bad region {text!r}: expected chr, chr:pos, chr:beg-end or chr:beg-")
-    if m["beg"] is None:
-        return Region(m["chrom"], 0, None)
-    beg = int(m["beg"])
-    end: int | None = int(m["end"]) if m["end"] else (None if m["dash"] else beg)
-    if beg < 1 or (end is not None and end < beg):
-        raise UserError(f"bad region {text!r}: positions are 1-based and the end must not be before the start")
-    return Region(m["chrom"], beg - 1, end)
-
-
-def _read_bed(path: Path) -> list[Region]:
-    opener = gzip.open if path.name.endswith(".gz") else open
-    regions = []
-    with opener(path, "rt") as fh:
-        for lineno, line in enumerate(fh, 1):
-            if not line.strip() or line.startswith(("#", "track", "browser")):
-                continue
-            cols = line.rstrip("\r\n").split("\t")
-            if len(cols) < 3 or not cols[1].isdigit() or not cols[2].isdigit():
-                raise UserError(f"{path}, line {lineno}: a BED line needs chrom, start, end (tab-separated)")
-            regions.append(Region(cols[0], int(cols[1]), int(cols[2])))
-    return regions
-
-
-def _merge(regions: list[Region]) -> list[Region]:
-    """Sort and merge overlapping or touching regions per contig, contigs in first-seen order."""
-    order: dict[str, int] = {}
-    for r in regions:
-        order.setdefault(alias_key(r.chrom), len(order))
-    merged: list[Region] = []
-    for r in sorted(regions, key=lambda r: (order[alias_key(r.chrom)], r.start0)):
-        last = merged[-1] if merged else None
-        last_end = math.inf if last is None or last.end0 is None else last.end0
-        if last and alias_key(last.chrom) == alias_key(r.chrom) and r.start0 <= last_end:
-            end = None if last.end0 is None or r.end0 is None else max(last.end0, r.end0)
-            merged[-1] = Region(last.chrom, last.start0, end)
-        else:
-            merged.append(r)
-    return merged
-
-
-def parse_regions(spec: str) -> list[Region]:
-    """Regions as bcftools -r takes them: `chr`, `chr:pos`, `chr:beg-end`, `chr:beg-`, comma-separated,
-    or the path of a BED file (.bed or .bed.gz). Returned sorted and merged."""
-    path = Path(spec)
-    if path.name.endswith((".bed", ".bed.gz")) or path.is_file():
-        if not path.is_file():
-            raise UserError(f"regions file not found: {spec}")
-        if not path.name.endswith((".bed", ".bed.gz")):
-            raise UserError(f"regions file {spec} must be BED, named .bed or .bed.gz")
-        regions = _read_bed(path)
-    else:
-        regions = [_parse_region(part) for part in spec.split(",") if part.strip()]
-    if not regions:
-        raise UserError(f"no regions in {spec!r}")
-    return _merge(regions)
-
-
-class RegionSet:
-    """Fast overlap tests against merged regions, contig names compared by alias_key."""
-
-    def __init__(self, regions: list[Region]):
-        self._starts: dict[str, list[int]] = {}
-        self._ends: dict[str, list[float]] = {}
-        for r in _merge(regions):
-            key = alias_key(r.chrom)
-            self._starts.setdefault(key, []).append(r.start0)
-            self._ends.setdefault(key, []).append(math.inf if r.end0 is None else r.end0)
-
-    def overlaps(self, chrom: str, start0: int, end0: int) -> bool:
-        """Does [start0, end0) (at least one base) overlap a region?"""
-        starts = self._starts.get(alias_key(chrom))
-        if starts is None:
-            return False
-        i = bisect.bisect_right(starts, max(end0, start0 + 1) - 1) - 1
-        return i >= 0 and self._ends[alias_key(chrom)][i] > start0
-
-
 # ---------------------------------------------------------------- VCF / BCF
 
 
@@ -303,13 +197,9 @@ def read_table(path: str | os.PathLike[str], regions: str | None = None) -> Iter
 
 def read_variants(path: str | os.PathLike[str], regions: str | None = None) -> Iterator[Variant]:
     """Dispatch on the file name: VCF/BCF through read_vcf, tables through read_table."""
-    name = Path(path).name.lower()
-    if name.endswith(_VCF_SUFFIXES):
+    if variants_format(path) == "vcf":
         return _number_records(read_vcf(path, regions))
-    if name.endswith(_TABLE_SUFFIXES):
-        return _number_records(read_table(path, regions))
-    known = ", ".join(_VCF_SUFFIXES + _TABLE_SUFFIXES)
-    raise UserError(f"{path}: unknown variants file type; expected one of {known}")
+    return _number_records(read_table(path, regions))
 
 
 def _number_records(variants: Iterator[Variant]) -> Iterator[Variant]:

@@ -19,10 +19,12 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from vepcli.errors import UserError
+from vepcli.formats import vcf_format
 from vepcli.integrity import check_bgzf_eof, is_gzip, open_binary, reading
-from vepcli.variants import Region, RegionSet, Variant, parse_regions
+from vepcli.regions import Interval, RegionSet, parse_regions
+from vepcli.variants import Variant
 from vepcli.vcfregions import index_path, index_queries, read_text_indexed
-from vepcli.vcftext import FIXED_COLUMNS, Record, TextVCF, check_text_header, record_variants, vcf_format
+from vepcli.vcftext import FIXED_COLUMNS, Record, TextVCF, check_text_header, record_variants
 
 if TYPE_CHECKING:
     import cyvcf2
@@ -57,16 +59,8 @@ def check_bcf_header(path: Path, text: str) -> None:
     if not lines[0].startswith("##fileformat=VCF"):
         raise UserError(f"{path}: the BCF header does not start with ##fileformat=VCF...; the file is damaged")
     for k, line in enumerate(lines, 1):
-        if not line or line.startswith("#CHROM"):
-            continue
-        m = _STRUCTURED.match(line)
-        if line.startswith("##") and "=<" in line and not m:
-            raise UserError(f"{path}: BCF header line {k} is not ##KEY=<...>: {line[:80]!r}")
-        if m and m[1] in ("INFO", "FORMAT", "FILTER", "contig") and not re.search(r"(^|,)ID=[^,>]+", m[2]):
-            raise UserError(f"{path}: BCF header line {k} ({m[1]}) has no ID")
-        idx = re.search(r"(^|,)IDX=([^,>]*)", m[2]) if m else None
-        if idx and not (idx[2].isdigit() and int(idx[2]) < 2**20):
-            raise UserError(f"{path}: BCF header line {k} has a bad IDX={idx[2][:20]}; the file is damaged")
+        if line and not line.startswith("#CHROM"):
+            _check_bcf_meta_line(path, k, line)
     columns = [ln for ln in lines if ln.startswith("#CHROM")]
     if len(columns) != 1:
         raise UserError(f"{path}: the BCF header has {len(columns)} #CHROM lines, not 1; the file is damaged")
@@ -76,6 +70,18 @@ def check_bcf_header(path: Path, text: str) -> None:
     samples = names[9:]
     if len(set(samples)) != len(samples):
         raise UserError(f"{path}: the BCF header names a sample twice; the file is damaged")
+
+
+def _check_bcf_meta_line(path: Path, k: int, line: str) -> None:
+    """One `##` line of a BCF header: structured lines well formed, IDs present, IDX a small number."""
+    m = _STRUCTURED.match(line)
+    if line.startswith("##") and "=<" in line and not m:
+        raise UserError(f"{path}: BCF header line {k} is not ##KEY=<...>: {line[:80]!r}")
+    if m and m[1] in ("INFO", "FORMAT", "FILTER", "contig") and not re.search(r"(^|,)ID=[^,>]+", m[2]):
+        raise UserError(f"{path}: BCF header line {k} ({m[1]}) has no ID")
+    idx = re.search(r"(^|,)IDX=([^,>]*)", m[2]) if m else None
+    if idx and not (idx[2].isdigit() and int(idx[2]) < 2**20):
+        raise UserError(f"{path}: BCF header line {k} has a bad IDX={idx[2][:20]}; the file is damaged")
 
 
 def _open_bcf(path: Path) -> cyvcf2.VCF:
@@ -108,7 +114,7 @@ def _bcf_record(rec: cyvcf2.Variant) -> Record:
     return Record(rec.CHROM, rec.POS, rec.ID or ".", rec.REF, list(rec.ALT), rec.end)
 
 
-def _read_bcf(path: Path, regions: list[Region] | None) -> Iterator[Variant]:
+def _read_bcf(path: Path, regions: list[Interval] | None) -> Iterator[Variant]:
     vcf = _open_bcf(path)
     counter = itertools.count()
     if regions is None:
@@ -125,17 +131,17 @@ def _read_bcf(path: Path, regions: list[Region] | None) -> Iterator[Variant]:
 def _bcf_queries(path: Path, vcf, queries, counter) -> Iterator[Variant]:
     prev: tuple[str, int | None] | None = None
     for region, name in queries:
-        for rec in _guarded(path, vcf(region.htslib(name)), f"region {region.htslib(name)} record"):
+        for rec in _guarded(path, vcf(str(region.on(name))), f"region {region.on(name)} record"):
             if prev and prev[0] == name and prev[1] is not None and rec.start < prev[1]:
                 continue
             yield from record_variants(_bcf_record(rec), 0, counter)
-        prev = (name, region.end0)
+        prev = (name, region.end)
 
 
 # ---------------------------------------------------------------- entry point
 
 
-def _scan_text(path: Path, regions: list[Region] | None) -> Iterator[Variant]:
+def _scan_text(path: Path, regions: list[Interval] | None) -> Iterator[Variant]:
     return _text_variants(TextVCF(path), RegionSet(regions) if regions else None)
 
 

@@ -10,9 +10,9 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from vepcli.errors import UserError
-from vepcli.genome import alias_key
 from vepcli.integrity import truncated_message
-from vepcli.variants import Region, Variant
+from vepcli.regions import Interval, alias_key
+from vepcli.variants import Variant
 from vepcli.vcftext import Record, locate_line, parse_line, record_variants
 
 log = logging.getLogger("vepcli.vcfio")
@@ -37,19 +37,19 @@ def _query_name(names: Iterable[str], chrom: str) -> str | None:
     return next((n for n in names if alias_key(n) == alias_key(chrom)), None)
 
 
-def index_queries(path: Path, names: Iterable[str], regions: list[Region]) -> list[tuple[Region, str]]:
+def index_queries(path: Path, names: Iterable[str], regions: list[Interval]) -> list[tuple[Interval, str]]:
     queries = []
     names = list(names)
     for region in regions:
-        name = _query_name(names, region.chrom)
+        name = _query_name(names, region.contig)
         if name is None:
-            log.warning("region contig %s is not in %s; it selects nothing", region.chrom, path)
+            log.warning("region contig %s is not in %s; it selects nothing", region.contig, path)
         else:
             queries.append((region, name))
     return queries
 
 
-def read_text_indexed(path: Path, regions: list[Region]) -> Iterator[Variant]:
+def read_text_indexed(path: Path, regions: list[Interval]) -> Iterator[Variant]:
     import pysam
 
     index = index_path(path, "vcf.bgz")
@@ -63,7 +63,7 @@ def read_text_indexed(path: Path, regions: list[Region]) -> Iterator[Variant]:
     try:
         for region, name in queries:
             recs = []
-            for text in tbx.fetch(name, region.start0, region.end0):
+            for text in tbx.fetch(name, region.start, region.end):
                 raw = text.encode()
                 try:
                     recs.append(parse_line(raw))
@@ -85,4 +85,4 @@ def _indexed_variants(queries, found) -> Iterator[Variant]:
             if prev and prev[0] == name and prev[1] is not None and rec.pos - 1 < prev[1]:
                 continue
             yield from record_variants(rec, 0, counter)
-        prev = (name, region.end0)
+        prev = (name, region.end)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from vepcli.errors import UserError
-from vepcli.integrity import UTF8_BOM, head_bytes, is_bgzf, open_binary, reading
+from vepcli.integrity import UTF8_BOM, open_binary, reading
 from vepcli.variants import Variant, make_variants
 
 # The largest position accepted anywhere: past any real contig, and what a CSI index still holds.
@@ -28,17 +28,6 @@ class Record:
     ref: str
     alts: list[str]
     end: int  # 1-based, inclusive: INFO/END when given (and not before POS), else POS + len(REF) - 1
-
-
-def vcf_format(path: Path) -> str:
-    """'bcf', 'vcf' (plain text), 'vcf.bgz' (bgzip) or 'vcf.gz' (plain gzip), from the file's bytes."""
-    head = head_bytes(path)
-    if head[:2] != b"\x1f\x8b":
-        return "bcf" if head[:3] == b"BCF" else "vcf"
-    with reading(path), open_binary(path) as fh:
-        if fh.read(3) == b"BCF":
-            return "bcf"
-    return "vcf.bgz" if is_bgzf(path) else "vcf.gz"
 
 
 # ---------------------------------------------------------------- text lines

@@ -1,4 +1,4 @@
-"""Training data: intervals, the train/validation split, and windows drawn from a FASTA.
+"""Training data: the train/validation split of intervals (vepcli.regions), and windows drawn from a FASTA.
 
 Sampling is a pure function of (seed, step, sample index): the window of sample j of step s is
 drawn from its own generator seeded with [seed, 0, s, j]. A resumed run therefore needs only the
@@ -8,10 +8,7 @@ number of processes or the micro-batch size (each rank takes its own slice of th
 
 from __future__ import annotations
 
-import re
-from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +16,7 @@ import numpy as np
 from vepcli.errors import UserError
 from vepcli.genome import Genome
 from vepcli.nn.tokenizer import COMPLEMENT, NUCLEOTIDES, encode
+from vepcli.regions import Interval, merge_regions, parse_region_list, read_bed, subtract
 from vepcli.train.masking import mask_window
 
 MAX_TRIES = 1000  # windows drawn before we give up on intervals that hold (almost) no sequence
@@ -27,93 +25,36 @@ _IS_BASE = np.zeros(256, dtype=bool)
 _IS_BASE[list(NUCLEOTIDES)] = True
 
 
-@dataclass(frozen=True, order=True)
-class Interval:
-    """A 0-based half-open stretch [start, end) of one contig, as in BED."""
-
-    contig: str
-    start: int
-    end: int
-
-    def __len__(self) -> int:
-        return self.end - self.start
-
-    def __str__(self) -> str:
-        return f"{self.contig}:{self.start + 1}-{self.end}"
-
-
-_REGION = re.compile(r"^(?P<contig>[^:]+)(:(?P<start>[\d,]+)-(?P<end>[\d,]+))?$")
-
-
 def parse_region(text: str, genome: Genome | None = None) -> Interval:
-    """'chr:start-end' (1-based, inclusive, like samtools) or a whole contig 'chr'."""
-    m = _REGION.match(text.strip())
-    if not m:
-        raise UserError(f"region {text!r} is not of the form CONTIG or CONTIG:START-END")
-    contig = m["contig"]
-    if genome is not None:
-        contig = genome.resolve(contig) or genome._name(contig)  # _name raises the one-line error
-    if m["start"] is None:
-        if genome is None:
+    """One region of the shared grammar (vepcli.regions: `chr`, `chr:pos`, `chr:beg-end`, `chr:beg-`), with
+    the FASTA's name for its contig and, given the FASTA, an open end made the contig's end."""
+    regions = parse_region_list(text)
+    if len(regions) != 1:
+        raise UserError(f"region {text!r}: give one region here (repeat the option for more)")
+    (region,) = regions
+    if genome is None:
+        if region.end is None:
             raise UserError(f"region {text!r} needs START-END here")
-        return Interval(contig, 0, genome.length(contig))
-    start, end = int(m["start"].replace(",", "")) - 1, int(m["end"].replace(",", ""))
-    if start < 0 or end <= start:
-        raise UserError(f"region {text!r} is empty or starts before 1")
-    return Interval(contig, start, end)
+        return region
+    contig = genome.require(region.contig)
+    return Interval(contig, region.start, genome.length(contig) if region.end is None else region.end)
 
 
-def read_bed(path: str | Path) -> list[tuple[Interval, str | None]]:
+def read_bed_folds(path: str | Path) -> list[tuple[Interval, str | None]]:
     """BED intervals with the optional 4th column (Basenji/Enformer's `train`/`valid`/`test` fold)."""
-    out: list[tuple[Interval, str | None]] = []
-    try:
-        lines = Path(path).read_text().splitlines()
-    except OSError as err:
-        raise UserError(f"cannot read BED file {path}: {err.strerror}") from None
-    for n, line in enumerate(lines, 1):
-        if not line.strip() or line.startswith(("#", "track", "browser")):
-            continue
-        f = line.split("\t") if "\t" in line else line.split()
-        try:
-            iv = Interval(f[0], int(f[1]), int(f[2]))
-        except (IndexError, ValueError):
-            raise UserError(f"{path} line {n} is not BED (contig, start, end): {line[:60]!r}") from None
+    out = []
+    for iv, more in read_bed(path):
         if iv.end <= iv.start:
-            raise UserError(f"{path} line {n}: end {iv.end} is not after start {iv.start}")
-        out.append((iv, f[3].strip() if len(f) > 3 else None))
+            raise UserError(f"{path}: interval {iv} is empty (end {iv.end} is not after start {iv.start})")
+        out.append((iv, more[0] if more else None))
     if not out:
         raise UserError(f"{path} holds no intervals")
     return out
 
 
 def merge(intervals: Iterable[Interval]) -> list[Interval]:
-    """Sorted, overlapping and touching intervals joined."""
-    out: list[Interval] = []
-    for iv in sorted(intervals):
-        if out and out[-1].contig == iv.contig and iv.start <= out[-1].end:
-            out[-1] = Interval(iv.contig, out[-1].start, max(out[-1].end, iv.end))
-        else:
-            out.append(iv)
-    return out
-
-
-def subtract(keep: Iterable[Interval], remove: Iterable[Interval]) -> list[Interval]:
-    """The parts of `keep` that overlap nothing in `remove` (so train and validation never share a base)."""
-    by_contig: dict[str, list[Interval]] = defaultdict(list)
-    for r in merge(remove):
-        by_contig[r.contig].append(r)
-    out = []
-    for iv in merge(keep):
-        start = iv.start
-        for r in by_contig.get(iv.contig, ()):
-            if r.end <= start or r.start >= iv.end:
-                continue
-            if r.start > start:
-                out.append(Interval(iv.contig, start, r.start))
-            start = max(start, r.end)
-        if start < iv.end:
-            out.append(Interval(iv.contig, start, iv.end))
-    return out
+    """Sorted (contigs by name), overlapping and touching intervals joined: the training order."""
+    return merge_regions(sorted(intervals), str)
 
 
 def _clip(genome: Genome, intervals: Iterable[Interval], where: str) -> list[Interval]:
@@ -143,7 +84,7 @@ def split_intervals(
     the last `val_fraction` of every training contig. Validation is cut out of training.
     """
     if intervals:
-        rows = read_bed(intervals)
+        rows = read_bed_folds(intervals)
         folds = {f for _, f in rows}
         train = [iv for iv, f in rows if f in (None, "train")] if "train" in folds else [iv for iv, _ in rows]
         bed_valid = [iv for iv, f in rows if f == "valid"]
@@ -153,7 +94,7 @@ def split_intervals(
     train = _clip(genome, train, intervals or "FASTA")
     val = [parse_region(r, genome) for r in val_regions]
     if val_intervals:
-        val += [iv for iv, _ in read_bed(val_intervals)]
+        val += [iv for iv, _ in read_bed_folds(val_intervals)]
     if not val:
         val = bed_valid
     if not val:
