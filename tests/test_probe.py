@@ -23,10 +23,10 @@ from click.testing import CliRunner
 
 from vepcli.cli import cli
 from vepcli.errors import UserError
+from vepcli.features import label_classes
 from vepcli.probe import (
     bucket_labels,
     evaluate,
-    label_classes,
     load_probe,
     make_splits,
     parse_edges,

@@ -29,21 +29,17 @@ import numpy as np
 import pandas as pd
 import torch
 
-from vepcli.probe import drop_near_test_rows
+from vepcli.atomic import atomic_file
+from vepcli.splits import drop_near_test_rows, genome_blocks, genome_tail
 
 
 def fold_table(frame: pd.DataFrame, fold: int, n_folds: int, window: int, val_fraction: float) -> pd.DataFrame:
     """The set with a `split` column for held-out block `fold`: train / valid / test; rows near them dropped."""
     chrom = frame["chromosome"].astype(str).to_numpy()
     pos = frame["position"].to_numpy(np.int64)
-    order = np.lexsort((pos, chrom))
-    block = np.empty(len(frame), dtype=int)
-    block[order] = np.arange(len(frame)) * n_folds // len(frame)
+    order, block = genome_blocks(chrom, pos, n_folds)
     test = np.flatnonzero(block == fold)
-    rest = order[block[order] != fold]  # genome order
-    n_val = max(1, round(val_fraction * len(rest)))
-    val = np.sort(rest[len(rest) - n_val :])
-    train = np.sort(rest[: len(rest) - n_val])
+    train, val = genome_tail(order[block[order] != fold], val_fraction)
     train = drop_near_test_rows(drop_near_test_rows(train, test, chrom, pos, window), val, chrom, pos, window)
     split = np.full(len(frame), "", dtype=object)
     split[train], split[val], split[test] = "train", "valid", "test"
@@ -267,6 +263,7 @@ def run(args: CompareOptions) -> dict[str, Any]:
         if a in kinds and b in kinds
     }
     result = {"settings": asdict(args), "folds": folds, "mean_auroc": summary, "pooled": pooled}
-    (out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+    with atomic_file(out / "results.json") as tmp:
+        tmp.write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({"mean_auroc": summary, "pooled": pooled}, indent=1))
     return result

@@ -8,6 +8,7 @@ run sees exactly the batches the stopped one would have seen.
 
 from __future__ import annotations
 
+import io
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,9 +18,16 @@ import numpy as np
 import pandas as pd
 
 from vepcli.errors import UserError
-from vepcli.genome import Genome, alias_key
+from vepcli.features import Labels as Labels  # re-exported: finetune/loop.py and model.py import these from here
+from vepcli.features import as_text
+from vepcli.features import covariate_levels as covariate_levels
+from vepcli.features import make_labels as make_labels
+from vepcli.features import one_hot as one_hot
+from vepcli.formats import is_vcf_name, table_sep
+from vepcli.genome import Genome
 from vepcli.nn.tokenizer import encode
-from vepcli.probe import as_text, drop_near_test_rows, label_classes
+from vepcli.regions import BED_SUFFIXES, bed_lines, same_contig
+from vepcli.splits import drop_near_test_rows, genome_order, genome_tail
 from vepcli.variants import OK, check_against_reference, read_variants
 from vepcli.vcfio import read_info
 from vepcli.windows import DEFAULT_MAX_N_FRACTION, build_windows, n_fraction
@@ -33,7 +41,6 @@ SPLIT_NAMES = {
     "dev": "val",
     "test": "test",
 }
-BED_SUFFIXES = (".bed", ".bed.gz")
 INTERVAL_COLUMNS = {
     "chrom": ("chrom", "chromosome", "#chrom", "chr", "region"),
     "start": ("start",),
@@ -65,20 +72,6 @@ class Examples:
             self.window,
             dict(self.skipped),
         )
-
-
-@dataclass
-class Labels:
-    """Class names (sorted; for two classes: [negative, positive]) and each example's class index."""
-
-    column: str
-    classes: list[str]
-    y: np.ndarray  # (n,) int64
-    positive: str | None = None  # binary only: the class whose probability is the score
-
-    @property
-    def n_classes(self) -> int:
-        return len(self.classes)
 
 
 @dataclass
@@ -119,8 +112,7 @@ def read_labelled_variants(
     variants = list(read_variants(path))
     if not variants:
         raise UserError(f"{path} holds no variants")
-    is_vcf = Path(path).name.lower().endswith((".vcf", ".vcf.gz", ".vcf.bgz", ".bcf"))
-    info = read_info(Path(path), columns) if is_vcf else None  # labels live in INFO for a VCF
+    info = read_info(Path(path), columns) if is_vcf_name(path) else None  # labels live in INFO for a VCF
     for v in variants:
         check_against_reference(v, genome)
     batch = build_windows(variants, genome, window, share=False, max_n_fraction=max_n_fraction)
@@ -154,13 +146,16 @@ def _read_interval_table(path: str) -> pd.DataFrame:
     """(chrom, start, end, other columns) from a BED (4th column: `label`) or a table with a header."""
     name = Path(path).name.lower()
     if name.endswith(BED_SUFFIXES):
-        frame = pd.read_csv(path, sep="\t", header=None, comment="#", dtype={0: str})
+        text = "".join(line + "\n" for _, line in bed_lines(path))  # track/browser/# lines skipped
+        if not text:
+            raise UserError(f"{path} holds no intervals")
+        frame = pd.read_csv(io.StringIO(text), sep="\t", header=None, comment="#", dtype={0: str})
         if frame.shape[1] < 4:
             raise UserError(f"{path}: a labelled BED needs a 4th column with the label")
         frame = frame.rename(columns={0: "chrom", 1: "start", 2: "end", 3: "label"})
         frame.columns = [str(c) for c in frame.columns]
         return frame
-    sep = None if name.endswith((".parquet", ".pq")) else ("," if ".csv" in name else "\t")
+    sep = table_sep(path)
     try:
         frame = pd.read_parquet(path) if sep is None else pd.read_csv(path, sep=sep)
     except (OSError, ValueError) as err:
@@ -223,55 +218,7 @@ def read_labelled_intervals(
     return Examples("intervals", pd.DataFrame(rows), np.stack(seqs), None, width, skipped)
 
 
-# ---------------------------------------------------------------- labels and covariates
-
-
-def make_labels(values: pd.Series, column: str, positive: str | None = None) -> tuple[Labels, np.ndarray]:
-    """Classes from the label values (text; 1.0 == 1); rows with an empty label are masked out.
-
-    Two classes: [negative, positive] as `vepcli probe` orders them (positive = --positive, else the one
-    named 1/true/yes/pos/positive/causal, else the larger). More: sorted, and --positive is optional.
-    """
-    text = np.array([as_text(v) for v in values], dtype=object)
-    has = text != ""
-    seen = sorted(set(text[has]))
-    if len(seen) < 2:
-        raise UserError(f"the label column {column} needs at least two classes, found {seen}")
-    if len(seen) == 2:
-        classes = list(label_classes(pd.Series(text[has]), positive))
-        positive = classes[1]
-    else:
-        classes = seen
-        if positive is not None and positive not in classes:
-            raise UserError(f"--positive {positive!r} is not a label value; values are {', '.join(classes)}")
-    index = {c: i for i, c in enumerate(classes)}
-    y = np.array([index.get(t, -1) for t in text], dtype=np.int64)
-    return Labels(column, classes, y, positive), has
-
-
-def covariate_levels(table: pd.DataFrame, names: Sequence[str]) -> dict[str, list[str]]:
-    """Levels of each categorical covariate among the given (training) rows, sorted."""
-    return {n: sorted({as_text(v) for v in table[n]} - {""}) for n in names}
-
-
-def one_hot(table: pd.DataFrame | None, levels: dict[str, list[str]], n: int) -> np.ndarray:
-    """(n, total levels) float32; a level not seen in training, or a missing value, is all zeros."""
-    if not levels:
-        return np.zeros((n, 0), dtype=np.float32)
-    if table is None or any(name not in table.columns for name in levels):
-        raise UserError(f"this model needs covariate column(s) {', '.join(levels)}")
-    blocks = []
-    for name, cats in levels.items():
-        values = np.array([as_text(v) for v in table[name]], dtype=object)
-        blocks.append(np.stack([values == c for c in cats], axis=1) if cats else np.zeros((n, 0), bool))
-    return np.hstack(blocks).astype(np.float32)
-
-
 # ---------------------------------------------------------------- split
-
-
-def _same_contig(a: str, b: str) -> bool:
-    return a == b or alias_key(a) == alias_key(b)
 
 
 def split_examples(
@@ -289,7 +236,6 @@ def split_examples(
     3. else the last `val_fraction` of the rows in genome order is validation, and training rows within
        `buffer_bp` (the window) of a validation row are dropped, so no training window overlaps one.
     """
-    n = len(table)
     chrom = table["chrom"].astype(str).to_numpy()
     pos = table["pos"].to_numpy(np.int64)
     if split_column is not None:
@@ -308,7 +254,7 @@ def split_examples(
             description=f"rows by the value of {split_column}",
         )
     elif val_chroms:
-        is_val = np.array([any(_same_contig(c, v) for v in val_chroms) for c in chrom])
+        is_val = np.array([any(same_contig(c, v) for v in val_chroms) for c in chrom])
         split = Split(
             "chromosomes",
             np.flatnonzero(~is_val),
@@ -319,12 +265,10 @@ def split_examples(
     else:
         if not 0 < val_fraction < 1:
             raise UserError("--val-fraction must be between 0 and 1")
-        rank = {c: i for i, c in enumerate(dict.fromkeys(chrom))}
-        order = np.lexsort((pos, np.array([rank[c] for c in chrom])))
-        n_val = max(1, round(val_fraction * n))
-        val, train = np.sort(order[n - n_val :]), np.sort(order[: n - n_val])
+        order = genome_order(chrom, pos)
+        train, val = genome_tail(order, val_fraction)
         kept = drop_near_test_rows(train, val, chrom, pos, buffer_bp)
-        first = order[n - n_val]
+        first = order[len(train)]
         split = Split(
             "genomic_block",
             kept,
