@@ -3,18 +3,11 @@
 from pathlib import Path
 
 import pytest
-from naive_windows import naive, naive_alt, naive_ref
+from naive_windows import alt_window, naive, naive_alt, naive_ref, ref_window
 
 from vepcli.genome import Genome
 from vepcli.variants import Variant, check_against_reference, read_vcf
-from vepcli.windows import (
-    alt_window,
-    build_windows,
-    changed_positions,
-    iter_window_batches,
-    ref_window,
-    window_start,
-)
+from vepcli.windows import build_windows, changed_positions, window_start
 
 
 def other(base: str) -> str:
@@ -194,11 +187,12 @@ def test_too_many_n(tmp_path, genome, seq):
     assert variants[0].status == "too_many_N" and "N" in variants[0].reason
 
 
-def test_iter_window_batches_streams_everything_in_order(tmp_path, genome, records):
+def test_windows_built_in_blocks_match_one_pass(tmp_path, genome, records):
+    """score builds windows block by block: the blocks' windows are the one-pass windows, in order."""
     variants = make_variants(tmp_path, genome, records + [("chrUn", 5, "gone", "A", "C")])
     w = 200
     whole = build_windows(variants, genome, w)
-    chunks = list(iter_window_batches(variants, genome, w, batch_size=4))
+    chunks = [(variants[i : i + 4], build_windows(variants[i : i + 4], genome, w)) for i in range(0, len(variants), 4)]
     assert [len(c) for c, _ in chunks] == [4, 4, 4, 1]
     assert [v for c, _ in chunks for v in c] == variants
     alts = [a for _, b in chunks for a in b.alt_seqs]

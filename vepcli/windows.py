@@ -7,7 +7,7 @@ start at the same place share one ref window (and so one ref computation). Rules
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from vepcli.genome import Genome
@@ -19,21 +19,6 @@ DEFAULT_MAX_N_FRACTION = 0.5
 def window_start(pos: int, width: int) -> int:
     """0-based start of the window of a variant at 1-based pos (may be negative: N-padded)."""
     return (pos - 1) - width // 2
-
-
-def ref_window(genome: Genome, contig: str, pos: int, width: int) -> str:
-    """The W reference bases around pos, upper case, N-padded past the contig ends."""
-    start = window_start(pos, width)
-    return genome.fetch(contig, start, start + width)
-
-
-def alt_window(genome: Genome, contig: str, pos: int, ref: str, alt: str, width: int) -> str:
-    """The ref window with REF (len(ref) bases at pos) replaced by ALT, kept to W bases on the right."""
-    start, centre = window_start(pos, width), width // 2
-    after = pos - 1 + len(ref)
-    need_right = max(0, width - centre - len(alt))
-    seq = genome.fetch(contig, start, start + centre) + alt.upper() + genome.fetch(contig, after, after + need_right)
-    return seq[:width]
 
 
 def _window_pair(genome: Genome, contig: str, pos: int, ref: str, alt: str, width: int) -> tuple[str, str]:
@@ -123,24 +108,3 @@ def build_windows(
         batch.alt_seqs.append(alt_seq)
         batch.changed.append(changed_positions(v.kind, v.norm_ref, width))
     return batch
-
-
-def iter_window_batches(
-    variants: Iterable[Variant],
-    genome: Genome,
-    width: int,
-    *,
-    batch_size: int = 64,
-    share: bool = True,
-    max_n_fraction: float = DEFAULT_MAX_N_FRACTION,
-) -> Iterator[tuple[list[Variant], WindowBatch]]:
-    """Stream (chunk of all variants, windows of its ok ones), batch_size variants at a time, so that
-    memory stays bounded and non-ok variants still reach the output in order."""
-    chunk: list[Variant] = []
-    for v in variants:
-        chunk.append(v)
-        if len(chunk) == batch_size:
-            yield chunk, build_windows(chunk, genome, width, share=share, max_n_fraction=max_n_fraction)
-            chunk = []
-    if chunk:
-        yield chunk, build_windows(chunk, genome, width, share=share, max_n_fraction=max_n_fraction)
