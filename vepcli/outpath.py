@@ -1,6 +1,6 @@
 """Output path safety: refuse an `-o` that would destroy an input or cannot be written, before any work.
 
-Every output is written under a temporary name beside it and renamed into place (output.atomic_output),
+Every output is written under a temporary name beside it and renamed into place (atomic.atomic_file),
 so `-o` must name a regular file (or nothing yet) in a writable folder, and never an input or an
 input's index. The rules are in docs/outputs.md ("Where outputs may go").
 """
