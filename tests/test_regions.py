@@ -2,6 +2,8 @@
 atomic writes, as every command (score, pretrain, finetune, the Snakefile) uses them."""
 
 import gzip
+import os
+import stat
 from pathlib import Path
 
 import numpy as np
@@ -170,4 +172,7 @@ def test_atomic_dir_replaces_a_folder_whole(tmp_path):
     with atomic_dir(target) as tmp:
         (tmp / "new.txt").write_text("new")
     assert [p.name for p in target.iterdir()] == ["new.txt"]
+    umask = os.umask(0)
+    os.umask(umask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~umask, "the permissions mkdir would give"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"], "no temporary or old folder left"

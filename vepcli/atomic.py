@@ -18,13 +18,17 @@ from pathlib import Path
 INDEX_SUFFIXES = (".tbi", ".csi")  # made beside a bgzipped VCF, renamed with it
 
 
+def _umask() -> int:
+    umask = os.umask(0)
+    os.umask(umask)
+    return umask
+
+
 def _temporary_name(path: Path) -> Path:
     """A fresh temporary file beside `path`, with the permissions a plain open() would give (umask)."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
+    os.chmod(tmp, 0o666 & ~_umask())
     return Path(tmp)
 
 
@@ -58,6 +62,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    os.chmod(tmp, 0o777 & ~_umask())  # as mkdir would make it (mkdtemp's is private to its owner)
     old = path.with_name(f".{path.name}.old")
     try:
         yield tmp
