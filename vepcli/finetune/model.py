@@ -15,8 +15,6 @@ engine computed with that backbone into the head's probability, which is what `v
 from __future__ import annotations
 
 import json
-import os
-import shutil
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,6 +24,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from torch import nn
 
+from vepcli.atomic import atomic_dir
 from vepcli.errors import UserError
 from vepcli.features import LAYOUTS  # one layout vocabulary with the probe; finetune/loop.py imports it from here
 from vepcli.modelinfo import file_sha256
@@ -190,25 +189,18 @@ def load_head_state(head: Head, path: Path) -> None:
 def save_finetuned(lm: CaduceusForMaskedLM, head: Head, meta: dict[str, Any], directory: Path) -> Path:
     """Write the model directory into a temporary sibling and rename it: a stopped save leaves the old one."""
     directory = Path(directory)
-    tmp = directory.parent / f".tmp-{directory.name}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(lm, tmp)
-    save_head(head, tmp / HEAD_NAME)
-    meta = {
-        **meta,
-        "model": {
-            **meta.get("model", {}),
-            "weights_sha256": file_sha256(tmp / "model.safetensors"),
-            "head_sha256": file_sha256(tmp / HEAD_NAME),
-        },
-    }
-    (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
-    old = directory.parent / f".old-{directory.name}"
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
+    with atomic_dir(directory) as tmp:
+        save_model(lm, tmp)
+        save_head(head, tmp / HEAD_NAME)
+        meta = {
+            **meta,
+            "model": {
+                **meta.get("model", {}),
+                "weights_sha256": file_sha256(tmp / "model.safetensors"),
+                "head_sha256": file_sha256(tmp / HEAD_NAME),
+            },
+        }
+        (tmp / META_NAME).write_text(json.dumps(meta, indent=2) + "\n")
     return directory
 
 
