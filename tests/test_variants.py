@@ -413,6 +413,20 @@ def test_table_regions(tmp_path, chr22_slice):
     assert [v.pos for v in read_table(path, regions=f"22:{p[1] + 2}-{p[2]}")] == [p[1], p[2], p[2]]
 
 
+@pytest.mark.parametrize("name", ["out.tsv", "out.tsv.gz"])
+def test_table_header_lines_are_skipped_plain_and_gzip(tmp_path, name):
+    """A vepcli TSV output (`##` lines, then the columns) can be scored again, also as .tsv.gz."""
+    text = "##vepcli_version=x\n##vepcli_model=<path=m>\nchrom\tpos\tref\talt\n22\t5\tA\tG\n"
+    path = tmp_path / name
+    if name.endswith(".gz"):
+        with gzip.open(path, "wt") as fh:
+            fh.write(text)
+    else:
+        path.write_text(text)
+    got = list(read_table(path))
+    assert [(v.chrom, v.pos, v.ref, v.alt, v.line) for v in got] == [("22", 5, "A", "G", 4)]
+
+
 def test_table_missing_column_names_found_and_expected(tmp_path):
     path = tmp_path / "in.csv"
     path.write_text("chrom,start,ref,alt\n22,5,A,G\n")

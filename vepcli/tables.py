@@ -21,11 +21,11 @@ from typing import Any
 from vepcli.errors import UserError
 from vepcli.formats import table_sep
 from vepcli.integrity import (
-    GZIP_MAGIC,
     READ_ERRORS,
     UTF8_BOM,
     check_compressed,
     first_bytes,
+    open_binary,
     reading,
     truncated_message,
 )
@@ -102,15 +102,11 @@ def _check_names(columns: list[str], path: Path) -> None:
 def _meta_lines(path: Path) -> int:
     """Leading `##` lines (a vepcli TSV output's header) are skipped, so an output can be scored again."""
     n = 0
-    with reading(path):
-        import gzip
-
-        opener = gzip.open if first_bytes(path, 2) == GZIP_MAGIC else open
-        with opener(path, "rb") as fh:
-            for raw in fh:
-                if not raw.startswith(b"##"):
-                    break
-                n += 1
+    with reading(path), open_binary(path) as fh:  # decompressed when gzip: a .tsv.gz output has them too
+        for raw in fh:
+            if not raw.startswith(b"##"):
+                break
+            n += 1
     return n
 
 
