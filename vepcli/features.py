@@ -148,7 +148,9 @@ def layout_blocks(layout: str, choices: Sequence[str] = tuple(LAYOUTS)) -> tuple
     return LAYOUTS[layout]
 
 
-def feature_matrix(ref: np.ndarray, alt: np.ndarray, layout: str, choices: Sequence[str] = tuple(LAYOUTS)):
+def feature_matrix(
+    ref: np.ndarray, alt: np.ndarray, layout: str, choices: Sequence[str] = tuple(LAYOUTS)
+) -> np.ndarray:
     """Pooled ref/alt embeddings laid out as `layout` says, float64 (`seq` reads `ref` as the one window)."""
     blocks = {"ref": ref, "seq": ref, "alt": alt}
     parts = [alt - ref if name == "alt-ref" else blocks[name] for name in layout_blocks(layout, choices)]

@@ -13,6 +13,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import IO
 
 from vepcli.errors import UserError
 
@@ -82,7 +83,7 @@ def check_compressed(path: Path) -> None:
         check_bgzf_eof(path)
 
 
-def open_binary(path: Path):
+def open_binary(path: Path) -> IO[bytes]:
     """The decompressed bytes of a plain or gzip/bgzip file (by its first bytes), after the EOF check."""
     check_compressed(path)
     return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # noqa: SIM115 - the caller closes it

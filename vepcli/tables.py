@@ -192,7 +192,9 @@ def plain_value(value: Any) -> Any:
     return str(value)
 
 
-def _table_variants(path: Path, df: Any, roles: dict[str, str], first: int, wanted: RegionSet | None):
+def _table_variants(
+    path: Path, df: Any, roles: dict[str, str], first: int, wanted: RegionSet | None
+) -> Iterator[Variant]:
     counter = itertools.count()
     extra_names = [c for c in df.columns if c not in roles.values()]
     # names no output column has stay as they are; the others become input_<name>, clear of those

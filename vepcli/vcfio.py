@@ -128,7 +128,9 @@ def _read_bcf(path: Path, regions: list[Interval] | None) -> Iterator[Variant]:
     return _bcf_queries(path, vcf, queries, counter)
 
 
-def _bcf_queries(path: Path, vcf, queries, counter) -> Iterator[Variant]:
+def _bcf_queries(
+    path: Path, vcf: cyvcf2.VCF, queries: list[tuple[Interval, str]], counter: Iterator[int]
+) -> Iterator[Variant]:
     prev: tuple[str, int | None] | None = None
     for region, name in queries:
         for rec in _guarded(path, vcf(str(region.on(name))), f"region {region.on(name)} record"):

@@ -77,7 +77,7 @@ def read_text_indexed(path: Path, regions: list[Interval]) -> Iterator[Variant]:
     return _indexed_variants(queries, found)
 
 
-def _indexed_variants(queries, found) -> Iterator[Variant]:
+def _indexed_variants(queries: list[tuple[Interval, str]], found: list[list[Record]]) -> Iterator[Variant]:
     counter = itertools.count()
     prev: tuple[str, int | None] | None = None
     for (region, name), recs in zip(queries, found, strict=True):

@@ -7,7 +7,7 @@ figure that picks C and the class weights is not inflated (see vepcli.splits).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -16,6 +16,9 @@ from vepcli.defaults import PROBE_FOLDS, PROBE_KINDS
 from vepcli.errors import UserError
 from vepcli.features import as_text, binary_metrics, require_columns
 from vepcli.splits import drop_near_test_rows, genome_blocks
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 KINDS = PROBE_KINDS  # in vepcli.defaults, so that the CLI reads them without loading pandas
 C_GRID = {"svm": (1.0, 5.0, 10.0), "logistic": (0.01, 0.1, 1.0, 10.0)}  # svm: the paper's grid
@@ -79,7 +82,7 @@ def make_splits(
     return Splits(method, groups, folds, description, buffer)
 
 
-def make_estimator(kind: str, C: float, class_weight: str | None, seed: int = 0):
+def make_estimator(kind: str, C: float, class_weight: str | None, seed: int = 0) -> Pipeline:
     """StandardScaler + SVC(RBF) or LogisticRegression; scaling matters for both (embedding scales vary)."""
     from sklearn.linear_model import LogisticRegression
     from sklearn.pipeline import Pipeline

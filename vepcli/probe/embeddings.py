@@ -10,11 +10,15 @@ import json
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from vepcli.errors import UserError
+
+if TYPE_CHECKING:
+    import pyarrow as pa
 
 
 @dataclass(frozen=True)
@@ -93,7 +97,7 @@ def _read_parquet(path: Path) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, lis
     return frame, vectors[0], vectors[1], lines
 
 
-def _vector_column(column) -> np.ndarray:
+def _vector_column(column: pa.ChunkedArray) -> np.ndarray:
     """A fixed-size list column -> (n, d) float32, NaN rows where the value is null."""
     import pyarrow as pa
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -14,6 +14,10 @@ from vepcli.errors import UserError
 from vepcli.features import as_text, binary_metrics, label_vector, require_columns
 from vepcli.probe.embeddings import Embeddings
 from vepcli.probe.model import Probe
+
+if TYPE_CHECKING:
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
 
 
 @dataclass
@@ -201,7 +205,7 @@ def plot_curves(ev: Evaluation, prefix: str | Path, title: str = "") -> tuple[Pa
     return roc_path, pr_path
 
 
-def _finish(fig_ax, xlabel: str, ylabel: str, title: str, diagonal: bool = False) -> None:
+def _finish(fig_ax: tuple[Figure, Axes], xlabel: str, ylabel: str, title: str, diagonal: bool = False) -> None:
     fig, ax = fig_ax
     if diagonal:
         ax.plot([0, 1], [0, 1], color="grey", lw=0.8, ls="--", label="chance")

@@ -7,7 +7,7 @@ every labelled row and, for an SVM, calibrates P(positive) by Platt scaling on o
 from __future__ import annotations
 
 import os
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -30,12 +30,16 @@ from vepcli.probe.cv import (
     CLASS_WEIGHTS,
     DEFAULT_FOLDS,
     KINDS,
+    Splits,
     cross_validate,
     make_estimator,
     make_splits,
     platt_scale,
 )
 from vepcli.probe.embeddings import EmbeddingIdentity, Embeddings
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 FORMAT = "vepcli-probe"
 FORMAT_VERSION = 1
@@ -45,7 +49,7 @@ LAYOUTS = PROBE_LAYOUTS  # the feature layouts (vepcli.features.LAYOUTS) a probe
 class Probe:
     """A fitted pipeline and its metadata: what it needs as input and what it was trained on."""
 
-    def __init__(self, pipeline, meta: dict[str, Any], path: str = "") -> None:
+    def __init__(self, pipeline: Pipeline, meta: dict[str, Any], path: str = "") -> None:
         self.pipeline, self.meta, self.path = pipeline, meta, path
 
     @property
@@ -203,23 +207,24 @@ def train_probe(
 
 
 def _train_meta(
-    emb,
-    label,
-    classes,
-    y,
-    kind,
-    layout,
-    levels,
-    n_features,
-    splits,
-    results,
-    best,
-    oof_auroc,
-    oof_auprc,
-    platt,
-    seed,
-    unlabelled,
+    emb: Embeddings,
+    label: str,
+    classes: tuple[str, str],
+    y: np.ndarray,
+    kind: str,
+    layout: str,
+    levels: dict[str, list[str]],
+    n_features: int,
+    splits: Splits,
+    results: list[dict[str, Any]],
+    best: dict[str, Any],
+    oof_auroc: float,
+    oof_auprc: float,
+    platt: tuple[float, float],
+    seed: int,
+    unlabelled: int,
 ) -> dict[str, Any]:
+    """The probe's metadata record: everything `vepcli probe info` shows and prediction needs."""
     import sklearn
 
     d = emb.identity.d_model

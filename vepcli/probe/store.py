@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -19,6 +19,9 @@ from vepcli.features import feature_matrix
 from vepcli.probe.cv import KINDS
 from vepcli.probe.embeddings import EmbeddingIdentity
 from vepcli.probe.model import FORMAT, FORMAT_VERSION, LAYOUTS, Probe
+
+if TYPE_CHECKING:
+    from sklearn.pipeline import Pipeline
 
 
 def _allowed_types() -> set[str]:
@@ -115,7 +118,7 @@ def _schema_files(node: Any) -> set[str]:
     return set()
 
 
-def _checked_pipeline(obj: Any, path: Path):
+def _checked_pipeline(obj: Any, path: Path) -> Pipeline:
     from sklearn.pipeline import Pipeline
 
     pipeline = obj.get("pipeline") if isinstance(obj, dict) else None
