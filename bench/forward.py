@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from vepcli.nn import CaduceusConfig, CaduceusForMaskedLM
-from vepcli.nn.caduceus import RMSNorm
 from vepcli.nn.mamba import Mamba
+from vepcli.nn.norm import RMSNorm
 
 D_MODEL, N_LAYER, D_INNER, D_STATE, DT_RANK = 256, 16, 512, 16, 16
 

@@ -320,3 +320,31 @@ def test_kmer_baseline_and_model_card_tools_package_a_run(tmp_path: Path):
     text = (tmp_path / "shipped" / "MODEL_CARD.md").read_text()
     assert "best k-mer, like for like" in text and "chr22_slice.fa.gz" in text
     assert load_model(tmp_path / "shipped").config.d_model == 16
+
+
+def test_kmer_baseline_scores_other_models_on_the_runs_own_targets(tmp_path: Path):
+    """`kmer-baseline --model` scores a model on the run's validation windows and masks: for the run's own
+    model it gives the run's final validation figures, and the card puts it beside the new model."""
+    import json
+
+    from click.testing import CliRunner
+
+    from vepcli.cli import cli
+
+    pretrain(tiny(tmp_path, "run", steps=2, val_every=2, checkpoint_every=100))
+    final = json.loads((tmp_path / "run" / "model" / "training.json").read_text())["final_validation"]
+    data = ["--fasta", str(FASTA), "--intervals", str(tmp_path / "train.bed"), "--val-region", VAL_REGION]
+    data += ["--seq-len", "128", "--val-windows", "8", "--seed", "0", "--max-k", "1"]
+    model = str(tmp_path / "run" / "model")
+    base = CliRunner().invoke(cli, ["tools", "kmer-baseline", *data, "--model", model, "-o", str(tmp_path / "b.json")])
+    assert base.exit_code == 0, base.output
+    scored = json.loads((tmp_path / "b.json").read_text())["models"][model]
+    assert (scored["val_acc"], scored["val_acc_masked"]) == (final["val_acc"], final["val_acc_masked"])
+    assert scored["val_loss"] == pytest.approx(final["val_loss"], rel=1e-6)  # batched 1 here, 4 in the run
+    assert len(scored["sha256"]) == 64 and scored["parameters"] > 0
+    card = CliRunner().invoke(
+        cli, ["tools", "model-card", str(tmp_path / "run"), str(tmp_path / "b.json"), str(tmp_path / "shipped")]
+    )
+    assert card.exit_code == 0, card.output
+    text = (tmp_path / "shipped" / "MODEL_CARD.md").read_text()
+    assert f"| model ({scored['architecture']}" in text and "+0.00 points of [MASK] accuracy" in text

@@ -57,6 +57,19 @@ def _is_int(value: Any) -> bool:
 def check_config(directory: Path) -> None:
     """Refuse a config.json that is not a JSON object or whose fields have the wrong type or an absurd size."""
     path = directory / "config.json"
+    config = _read_config(directory, path)
+    _check_model_fields(path, config)
+    _check_ssm_fields(path, config.get("ssm_cfg"))
+    cmap = config.get("complement_map")
+    if cmap is not None and (
+        not isinstance(cmap, dict)
+        or not all(str(k).isdigit() and _is_int(v) and 0 <= v < 1 << 12 for k, v in cmap.items())
+    ):
+        raise UserError(f"{path}: complement_map must map token ids to token ids")
+
+
+def _read_config(directory: Path, path: Path) -> dict[str, Any]:
+    """config.json as a JSON object, or one line that says what the file is instead."""
     if not path.is_file():
         raise UserError(f"{directory} has no config.json; is it a Caduceus model directory?")
     if path.stat().st_size > 1 << 22:
@@ -69,6 +82,11 @@ def check_config(directory: Path) -> None:
         raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(config, dict):
         raise UserError(f"{path} holds a JSON {type(config).__name__}, not an object; it is not a model config")
+    return config
+
+
+def _check_model_fields(path: Path, config: dict[str, Any]) -> None:
+    """Sizes in range, flags boolean, names strings: the top-level fields."""
     for name, most in MODEL_INT_LIMITS.items():
         value = config.get(name)
         if name not in config or (value is None and name == "max_length"):
@@ -78,7 +96,13 @@ def check_config(directory: Path) -> None:
     for name in _BOOL_FIELDS:
         if name in config and not isinstance(config[name], bool):
             raise UserError(f"{path}: {name} must be true or false, not {json.dumps(config[name])[:40]}")
-    ssm = config.get("ssm_cfg")
+    for name in ("model_type", "bidirectional_strategy"):
+        if name in config and not isinstance(config[name], str):
+            raise UserError(f"{path}: {name} must be a string")
+
+
+def _check_ssm_fields(path: Path, ssm: Any) -> None:
+    """ssm_cfg: an object whose sizes are in range and whose dt_rank is "auto" or a positive number."""
     if ssm is not None and not isinstance(ssm, dict):
         raise UserError(f"{path}: ssm_cfg must be an object, not {json.dumps(ssm)[:40]}")
     for name, most in SSM_INT_LIMITS.items():
@@ -90,15 +114,6 @@ def check_config(directory: Path) -> None:
     rank = (ssm or {}).get("dt_rank", "auto")
     if rank != "auto" and (not _is_int(rank) or not 1 <= rank <= 1 << 14):
         raise UserError(f'{path}: ssm_cfg.dt_rank must be "auto" or a positive whole number')
-    cmap = config.get("complement_map")
-    if cmap is not None and (
-        not isinstance(cmap, dict)
-        or not all(str(k).isdigit() and _is_int(v) and 0 <= v < 1 << 12 for k, v in cmap.items())
-    ):
-        raise UserError(f"{path}: complement_map must map token ids to token ids")
-    for name in ("model_type", "bidirectional_strategy"):
-        if name in config and not isinstance(config[name], str):
-            raise UserError(f"{path}: {name} must be a string")
 
 
 def load_checked(path_or_id: str | Path):

@@ -35,6 +35,13 @@ def tools() -> None:
 @click.option("--min-base-fraction", default=0.5, show_default=True, type=opt.UNIT)
 @opt.seed_option()
 @click.option("--max-k", default=7, show_default=True, type=opt.POSITIVE, help="Largest k (bases on each side).")
+@click.option(
+    "--model",
+    "models",
+    multiple=True,
+    type=click.Path(exists=True, file_okay=False),
+    help="Also score this model folder on the same windows and masks (the card compares with it); repeatable.",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
 def kmer_baseline(**options) -> None:
     """Masked-base accuracy of k-mer models on the validation targets of `vepcli pretrain`.

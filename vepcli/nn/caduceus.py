@@ -4,10 +4,8 @@ Ph (rcps false), pre-norm "add, norm, mix" with no MLP:
 
     r_0 = e;  r_i = h_{i-1} + r_{i-1};  h_i = BiMamba_i(Norm_i(r_i));  out = Norm_f(h_n + r_n)
 
-PS (rcps true) carries both strands in 2*d_model channels: the first half is the forward strand,
-the second the reverse-complement strand stored flipped in length and channels, so that
-RC(x) = flip_LC(x). Every module acts on the halves with shared weights and is RC-equivariant:
-M_PS([a | b]) = [M(a) | flip_LC(M(flip_LC(b)))]. With `fused_add_norm` (all released checkpoints)
+PS (rcps true) carries both strands in 2*d_model channels and wraps every module in the
+RC-equivariant pieces of `vepcli.nn.rcps`. With `fused_add_norm` (all released checkpoints)
 the published code feeds the halves to each layer's add-norm in swapped order; we reproduce it.
 Module and parameter names follow the published checkpoints so their state dicts load as they are.
 """
@@ -17,74 +15,12 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vepcli.nn.config import CaduceusConfig
 from vepcli.nn.mamba import BiMamba, Mamba
-
-
-def flip_LC(x: torch.Tensor) -> torch.Tensor:
-    """Reverse complement of a hidden tensor (batch, L, C) in the RC-equivariant layout."""
-    return x.flip(-2, -1)
-
-
-class RMSNorm(nn.Module):
-    """y = x / sqrt(mean(x^2) + eps) * w, computed in fp32."""
-
-    def __init__(self, d: int, eps: float = 1e-5) -> None:
-        super().__init__()
-        self.eps = eps
-        self.weight = nn.Parameter(torch.ones(d))
-        self.bias = None
-
-    def forward(self, x: torch.Tensor, flipped: bool = False) -> torch.Tensor:
-        return _norm(self, x, flipped)
-
-
-def _norm(norm: nn.Module, x: torch.Tensor, flipped: bool = False) -> torch.Tensor:
-    """Apply an RMSNorm or LayerNorm; `flipped` gives flip_C(norm(flip_C(x))) without flipping x."""
-    w, b = norm.weight, norm.bias
-    if flipped:
-        w = w.flip(0)
-        b = None if b is None else b.flip(0)
-    xf = x.float()
-    if isinstance(norm, RMSNorm):
-        y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps) * w.float()
-    else:
-        y = F.layer_norm(xf, (x.shape[-1],), w.float(), None if b is None else b.float(), norm.eps)
-    return y.to(x.dtype)
-
-
-class RCPSEmbedding(nn.Module):
-    """[E(ids) | flip_LC(E(rc(ids)))]: each token embedded on both strands with one table."""
-
-    def __init__(self, vocab_size: int, d_model: int, complement_map: dict[int, int]) -> None:
-        super().__init__()
-        comp = torch.tensor([complement_map[i] for i in range(vocab_size)], dtype=torch.long)
-        self.register_buffer("complement_map", comp)
-        self.embedding = nn.Embedding(vocab_size, d_model)
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.embedding.weight
-
-    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        rc_ids = self.complement_map[input_ids.flip(-1)]
-        return torch.cat([self.embedding(input_ids), flip_LC(self.embedding(rc_ids))], dim=-1)
-
-
-class RCPSWrapper(nn.Module):
-    """[M(a) | flip_LC(M(flip_LC(b)))]: both strands through one module, as one doubled batch."""
-
-    def __init__(self, submodule: nn.Module) -> None:
-        super().__init__()
-        self.submodule = submodule
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d, batch = x.shape[-1] // 2, x.shape[0]
-        out = self.submodule(torch.cat([x[..., :d], flip_LC(x[..., d:])], dim=0))
-        return torch.cat([out[:batch], flip_LC(out[batch:])], dim=-1)
+from vepcli.nn.norm import RMSNorm, apply_norm
+from vepcli.nn.rcps import RCPSEmbedding, RCPSLMHead, RCPSWrapper, rc_norm
 
 
 class CaduceusBlock(nn.Module):
@@ -110,14 +46,10 @@ class CaduceusBlock(nn.Module):
         if self.residual_in_fp32:
             residual = residual.float()
         if not self.rcps:
-            return self.mixer(_norm(self.norm, residual)), residual
-        d = residual.shape[-1] // 2
+            return self.mixer(apply_norm(self.norm, residual)), residual
         if self.swap_halves:
-            residual = torch.cat([residual[..., d:], residual[..., :d]], dim=-1)
-        normed = torch.cat(
-            [_norm(self.norm, residual[..., :d]), _norm(self.norm, residual[..., d:], flipped=True)], dim=-1
-        )
-        return self.mixer(normed.to(hidden.dtype)), residual
+            residual = torch.cat(residual.chunk(2, dim=-1)[::-1], dim=-1)
+        return self.mixer(rc_norm(self.norm, residual).to(hidden.dtype)), residual
 
 
 def make_norm(config: CaduceusConfig) -> nn.Module:
@@ -153,12 +85,8 @@ class CaduceusMixerModel(nn.Module):
         for layer in self.layers:
             hidden, residual = layer(hidden, residual)
         residual = hidden if residual is None else hidden + residual
-        if not self.rcps:
-            return _norm(self.norm_f, residual).to(hidden.dtype)
-        d = residual.shape[-1] // 2
-        return torch.cat(
-            [_norm(self.norm_f, residual[..., :d]), _norm(self.norm_f, residual[..., d:], flipped=True)], dim=-1
-        ).to(hidden.dtype)
+        normed = rc_norm(self.norm_f, residual) if self.rcps else apply_norm(self.norm_f, residual)
+        return normed.to(hidden.dtype)
 
 
 class CaduceusPreTrained(nn.Module):
@@ -202,25 +130,6 @@ class Caduceus(CaduceusPreTrained):
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.backbone(input_ids)
-
-
-class RCPSLMHead(nn.Module):
-    """logits = a W^T + flip_C(b) W[comp]^T for x = [a | b]: the RC-equivariant tied LM head."""
-
-    def __init__(self, d_model: int, vocab_size: int, complement_map: dict[int, int]) -> None:
-        super().__init__()
-        comp = torch.tensor([complement_map[i] for i in range(vocab_size)], dtype=torch.long)
-        self.register_buffer("complement_map", comp)
-        self.lm_head = nn.Linear(d_model, vocab_size, bias=False)
-
-    @property
-    def weight(self) -> nn.Parameter:
-        return self.lm_head.weight
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d = x.shape[-1] // 2
-        w = self.weight
-        return F.linear(x[..., :d], w) + F.linear(x[..., d:].flip(-1), w[self.complement_map])
 
 
 class CaduceusForMaskedLM(CaduceusPreTrained):

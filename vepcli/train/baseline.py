@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -139,6 +140,7 @@ def run_baseline(
     min_base_fraction: float = 0.5,
     seed: int = 0,
     max_k: int = 7,
+    models: Sequence[str] = (),
     output: str | None = None,
 ) -> dict:
     """`vepcli tools kmer-baseline`: the baseline on the validation set of `vepcli pretrain` with the same data
@@ -166,7 +168,35 @@ def run_baseline(
         "seed": seed,
         "val_regions": list(val_regions),
     }
+    record["models"] = {path: score_model(path, val) for path in models}
+    for path, m in record["models"].items():
+        print(f"{path}: [MASK] {m['val_acc_masked']:.4f}, all targets {m['val_acc']:.4f}, loss {m['val_loss']:.4f}")
     if output:
         with open(output, "w") as fh:
             json.dump(record, fh, indent=2)
     return record
+
+
+def score_model(path: str, val: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+    """A model's validation loss and accuracies on these windows and masks, as pretraining computes them,
+    with what identifies it (so a card can compare a new model with the one it replaces, like for like)."""
+    import hashlib
+
+    import torch
+
+    from vepcli.nn.checkpoint import load_model
+    from vepcli.train.distributed import Dist
+    from vepcli.train.loop import evaluate
+
+    model = load_model(path)
+    figures = evaluate(model, val, 1, torch.device("cpu"), None, Dist())
+    weights = Path(path) / "model.safetensors"
+    cfg = model.config
+    return {
+        "name": Path(path).resolve().name,
+        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "architecture": f"{cfg.arch}, d_model {cfg.d_model}, n_layer {cfg.n_layer}, d_state {cfg.d_state}",
+        "parameters": model.num_parameters(),
+        "trained_length": cfg.max_length,
+        **figures,
+    }

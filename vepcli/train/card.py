@@ -100,6 +100,18 @@ def write_card(run_dir: Path, baseline_json: Path, out: Path, make_target: str =
         )
         + "."
     )
+    others = base.get("models", {})
+    other_rows = "".join(
+        f"| {m['name']} ({m['architecture']}, {m['parameters']:,} parameters, trained at {m['trained_length']} bp;"
+        f" weights sha256 {m['sha256'][:12]}) | {m['val_acc_masked']:.4f} | {m['val_acc']:.4f} |\n"
+        for m in others.values()
+    )
+    verdict += "".join(
+        f" Against {m['name']} ({m['sha256'][:12]}) on the same targets: "
+        f"{100 * (val['val_acc_masked'] - m['val_acc_masked']):+.2f} points of [MASK] accuracy, "
+        f"{val['val_loss'] - m['val_loss']:+.4f} nats of validation loss ({m['val_loss']:.4f})."
+        for m in others.values()
+    )
 
     text = f"""# {out.name}
 
@@ -117,7 +129,7 @@ Reproduce with `{make_target}`, which ran:
 
 ## Validation: masked-token accuracy vs the best k-mer baseline
 
-Both are scored on the same {base["val_windows"]} held-out windows with the same masks. The k-mer
+All are scored on the same {base["val_windows"]} held-out windows with the same masks. The k-mer
 baseline predicts a masked base as the most frequent centre base of its k left + k right bases in
 the training region (backing off to smaller k), for k = 0..{max(map(int, base["by_k"]))}; the best k is
 reported. "Like for like" reads the flanks from the model's own input (15% of it masked or
@@ -126,7 +138,7 @@ replaced); "true flanks" reads the true bases, which the model never sees.
 | | [MASK] targets | all targets |
 | --- | ---: | ---: |
 | **this model** | **{val["val_acc_masked"]:.4f}** | **{val["val_acc"]:.4f}** |
-| best k-mer, like for like | {best("acc_masked")} | {best("acc_all")} |
+{other_rows}| best k-mer, like for like | {best("acc_masked")} | {best("acc_all")} |
 | best k-mer, true flanks | {best("acc_masked_true_flanks")} | {best("acc_all_true_flanks")} |
 
 {verdict}

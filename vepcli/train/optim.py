@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from vepcli.nn.caduceus import RMSNorm
+from vepcli.nn.norm import RMSNorm
 
 _NORMS = (RMSNorm, nn.LayerNorm)
 

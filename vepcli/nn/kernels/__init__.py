@@ -55,6 +55,62 @@ __all__ = [
 ]
 
 
+def selective_scan(
+    u,
+    delta,
+    A,
+    B,
+    C,
+    D=None,
+    z=None,
+    delta_bias=None,
+    delta_softplus: bool = True,
+    reverse: Sequence[bool] | None = None,
+):
+    """y = S6(u) with the fused epilogue; gradients flow to every tensor input on every backend."""
+    backend = scan_backend(u.device, u.dtype)
+    if backend == "cpu":
+        return _cpu.selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    if backend == "mamba_ssm":
+        return _by_group(_mamba_ssm_call, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+    scan = _triton().selective_scan_triton if backend == "triton" else selective_scan_torch
+    return _by_row(scan, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
+
+
+def conv1d_silu(
+    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, reverse: Sequence[bool] | None = None
+) -> torch.Tensor:
+    """SiLU(depthwise conv1d) of x (batch, L, d_inner) for each of G weight groups, (G batch, L, d_inner).
+
+    weight (G, d_inner, d_conv) and bias (G, d_inner); group g is causal (tap k sees x[t - d_conv + 1 + k]),
+    or anti-causal where reverse[g] (tap k sees x[t + d_conv - 1 - k]), which is the conv of the flipped
+    sequence, flipped back."""
+    if scan_backend(x.device, x.dtype) == "cpu":
+        return _cpu.conv1d_silu_cpu(x, weight, bias, reverse)
+    outs = []
+    for g in range(weight.shape[0]):
+        flip = bool(reverse and reverse[g])
+        xs = x.flip(1) if flip else x
+        out = _causal_conv(xs, weight[g], None if bias is None else bias[g])
+        outs.append(F.silu(out.flip(1) if flip else out))
+    return torch.cat(outs)
+
+
+def scan_backend(device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
+    """The backend `selective_scan` uses for tensors on `device` (what `model info` and headers report)."""
+    device = torch.device(device)
+    forced = os.environ.get("VEPCLI_SCAN", "").strip().lower()
+    if forced:
+        if forced not in BACKENDS:
+            raise ValueError(f"VEPCLI_SCAN={forced!r}: choose one of {', '.join(BACKENDS)}")
+        why = _usable(forced, device, dtype)
+        if why is not None:
+            raise ValueError(f"VEPCLI_SCAN={forced}: that backend {why}")
+        return forced
+    order = ("mamba_ssm", "triton", "torch") if device.type == "cuda" else ("cpu", "torch")
+    return next(name for name in order if _usable(name, device, dtype) is None)
+
+
 def _triton():
     """Our Triton module, or None where Triton cannot be imported."""
     try:
@@ -114,43 +170,6 @@ def triton_self_check(device: torch.device) -> str | None:
     if reason is not None:
         print(f"vepcli: warning: the Triton scan kernel {reason}; using the pure-PyTorch scan", file=sys.stderr)
     return reason
-
-
-def scan_backend(device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
-    """The backend `selective_scan` uses for tensors on `device` (what `model info` and headers report)."""
-    device = torch.device(device)
-    forced = os.environ.get("VEPCLI_SCAN", "").strip().lower()
-    if forced:
-        if forced not in BACKENDS:
-            raise ValueError(f"VEPCLI_SCAN={forced!r}: choose one of {', '.join(BACKENDS)}")
-        why = _usable(forced, device, dtype)
-        if why is not None:
-            raise ValueError(f"VEPCLI_SCAN={forced}: that backend {why}")
-        return forced
-    order = ("mamba_ssm", "triton", "torch") if device.type == "cuda" else ("cpu", "torch")
-    return next(name for name in order if _usable(name, device, dtype) is None)
-
-
-def selective_scan(
-    u,
-    delta,
-    A,
-    B,
-    C,
-    D=None,
-    z=None,
-    delta_bias=None,
-    delta_softplus: bool = True,
-    reverse: Sequence[bool] | None = None,
-):
-    """y = S6(u) with the fused epilogue; gradients flow to every tensor input on every backend."""
-    backend = scan_backend(u.device, u.dtype)
-    if backend == "cpu":
-        return _cpu.selective_scan_cpu(u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-    if backend == "mamba_ssm":
-        return _by_group(_mamba_ssm_call, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
-    scan = _triton().selective_scan_triton if backend == "triton" else selective_scan_torch
-    return _by_row(scan, u, delta, A, B, C, D, z, delta_bias, delta_softplus, reverse)
 
 
 def _groups_of(batch: int, A, D, bias) -> int:
@@ -226,25 +245,6 @@ def _mamba_ssm_call(u, delta, A, B, C, D, z, bias, softplus):
         softplus,
     )
     return y.transpose(1, 2)
-
-
-def conv1d_silu(
-    x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None = None, reverse: Sequence[bool] | None = None
-) -> torch.Tensor:
-    """SiLU(depthwise conv1d) of x (batch, L, d_inner) for each of G weight groups, (G batch, L, d_inner).
-
-    weight (G, d_inner, d_conv) and bias (G, d_inner); group g is causal (tap k sees x[t - d_conv + 1 + k]),
-    or anti-causal where reverse[g] (tap k sees x[t + d_conv - 1 - k]), which is the conv of the flipped
-    sequence, flipped back."""
-    if scan_backend(x.device, x.dtype) == "cpu":
-        return _cpu.conv1d_silu_cpu(x, weight, bias, reverse)
-    outs = []
-    for g in range(weight.shape[0]):
-        flip = bool(reverse and reverse[g])
-        xs = x.flip(1) if flip else x
-        out = _causal_conv(xs, weight[g], None if bias is None else bias[g])
-        outs.append(F.silu(out.flip(1) if flip else out))
-    return torch.cat(outs)
 
 
 def _causal_conv(x: torch.Tensor, w: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:

@@ -39,7 +39,9 @@ def selective_scan_reference(u, delta, A, B, C, D=None, z=None, delta_bias=None,
         t = torch.where(backwards, L - 1 - j, j)  # the step each row takes now
         idx = torch.arange(batch)
         dt, ut = delta[idx, t], u[idx, t]
-        h = torch.exp(dt[..., None] * A) * h + (dt * ut)[..., None] * B[idx, t][:, None, :]
+        A_bar = torch.exp(dt[..., None] * A)  # (batch, d_inner, d_state)
+        B_bar_x = (dt * ut)[..., None] * B[idx, t][:, None, :]
+        h = A_bar * h + B_bar_x
         y[idx, t] = (h * C[idx, t][:, None, :]).sum(-1)
     if D is not None:
         y = y + u * D[:, None]
