@@ -19,10 +19,11 @@ from pathlib import Path
 import torch
 
 from vepcli.genome import Genome
+from vepcli.train.config import PretrainConfig
 from vepcli.train.data import WindowSampler, split_intervals
-from vepcli.train.loop import PretrainConfig, build_model, make_sample, stack
 from vepcli.train.masking import masked_lm_sums
 from vepcli.train.optim import build_optimizer
+from vepcli.train.pretrain import build_model, make_sample, stack
 
 FASTA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "GRCh37_chr22_subset.fa.gz"
 
@@ -56,7 +57,7 @@ def bench(
     for scan in scans:
         torch.manual_seed(0)
         model = build_model(cfg)
-        runs[scan] = (model, build_optimizer(model, 1e-3), [])
+        runs[scan] = (model, build_optimizer([(model, 1e-3)]), [])
     for step in range(steps + 1):  # the first step warms up allocators and is not counted
         for scan, (model, opt, times) in runs.items():
             os.environ["VEPCLI_SCAN"] = scan

@@ -20,6 +20,7 @@ from vepcli.genome import Genome
 from vepcli.nn.checkpoint import load_model
 from vepcli.nn.tokenizer import encode
 from vepcli.train.baseline import KmerTable, _codes, kmer_baseline
+from vepcli.train.config import PretrainConfig
 from vepcli.train.data import (
     Interval,
     WindowSampler,
@@ -29,9 +30,9 @@ from vepcli.train.data import (
     subtract,
     tile_windows,
 )
-from vepcli.train.loop import PretrainConfig, build_model, pretrain
 from vepcli.train.masking import mask_window
 from vepcli.train.optim import build_scheduler, param_groups
+from vepcli.train.pretrain import build_model, pretrain
 from vepcli.train.report import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

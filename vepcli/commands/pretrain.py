@@ -94,6 +94,6 @@ def pretrain(**options) -> None:
     from vepcli.outpath import check_output_folder
 
     check_output_folder(options["output"])
-    from vepcli.train.loop import pretrain as run_pretrain  # torch loads here, not at `vepcli --help`
+    from vepcli.train.pretrain import pretrain as run_pretrain  # torch loads here, not at `vepcli --help`
 
     run_pretrain(PretrainConfig(**options))

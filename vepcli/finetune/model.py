@@ -27,6 +27,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vepcli.errors import UserError
+from vepcli.finetune.config import LAYOUTS
 from vepcli.modelinfo import file_sha256
 from vepcli.nn.caduceus import CaduceusForMaskedLM
 from vepcli.nn.checkpoint import load_model, save_model
@@ -35,7 +36,6 @@ from vepcli.nn.tokenizer import reverse_complement_ids
 FORMAT = "vepcli-finetune"
 FORMAT_VERSION = 1
 META_NAME, HEAD_NAME = "finetune.json", "head.safetensors"
-LAYOUTS = {"ref-alt-diff": ("ref", "alt", "alt-ref"), "ref-alt": ("ref", "alt"), "diff": ("alt-ref",), "seq": ("seq",)}
 
 
 # ---------------------------------------------------------------- pooling
