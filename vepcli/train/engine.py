@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import sys
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -142,8 +143,9 @@ class EarlyStopping:
                 setattr(self, key, state[key])
 
 
-class Task:
-    """What a kind of training supplies to the engine. Subclasses set the attributes in their __init__."""
+class Task(ABC):
+    """What a kind of training supplies to the engine. Subclasses set the attributes in their __init__,
+    implement the abstract methods, and override the hooks at the end (no-ops here) as they need."""
 
     model: torch.nn.Module  # checkpointed as model/ in the published layout
     net: torch.nn.Module  # what the step runs (the model, or a module that holds it); DDP wraps it
@@ -155,47 +157,53 @@ class Task:
     stopper: EarlyStopping | None = None
     tensorboard: bool = False
 
+    @abstractmethod
     def batches(self, step: int) -> tuple[Iterable[Any], float]:
         """This rank's micro-batches of optimizer step `step`, and the step's loss normaliser (all ranks)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def forward(self, net: torch.nn.Module, batch: Any) -> torch.Tensor:
         """The model's output on one micro-batch (the engine runs it under autocast)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def loss_sums(self, output: torch.Tensor, batch: Any) -> tuple[torch.Tensor, list[float]]:
         """The summed loss of a micro-batch, and other sums the step reports (e.g. correct predictions)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def step_figures(self, sums: list[float], norm: float, lrs: list[float], grad_norm: float, done: int) -> dict:
         """The log row of a step from its sums over all ranks (loss first, as loss_sums gave them)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def validate(self, net: torch.nn.Module, done: int) -> dict[str, float]:
         """Validation figures, named as in the log (val_...)."""
-        raise NotImplementedError
 
+    @abstractmethod
     def describe(self) -> str:
-        raise NotImplementedError
+        """The line printed when the run starts: data, model, processes, device."""
 
+    @abstractmethod
     def progress(self, row: dict[str, Any]) -> str:
-        raise NotImplementedError
+        """The line printed for a logged step."""
 
+    @abstractmethod
     def finish(self, outcome: dict[str, Any]) -> dict[str, Any]:
         """Write the final outputs (rank 0) and return the run's figures."""
-        raise NotImplementedError
 
     def start_fresh(self) -> None:
         """Set-up that a new run does and a resumed one restores from its checkpoint."""
+        return
 
     def keep_best(self, done: int) -> None:
         """Called after a validation that is the best so far (when the task stops early)."""
+        return
 
     def save_extras(self, folder: Path) -> None:
         """Files a checkpoint holds beside model/ (written into its staging folder)."""
+        return
 
     def load_extras(self, folder: Path) -> None:
         """Read back what save_extras wrote."""
+        return
 
 
 def say(quiet: bool, d: distributed.Dist, msg: str) -> None:
