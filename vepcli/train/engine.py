@@ -237,8 +237,11 @@ class Engine:
     def __init__(self, cfg: Any, place: Placement, task: Task, run_dir: Path) -> None:
         self.cfg, self.place, self.task, self.run_dir = cfg, place, task, run_dir
         self.opt = task.optimisation
-        self.start, self.elapsed_before, self.cpu_before = 0, 0.0, 0.0
+        self.start, self.elapsed_before, self.cpu_before = 0, 0.0, 0.0  # where a resumed run starts
+        self.t0 = self.t_logged = time.perf_counter()
+        self.cpu0, self.step_logged = time.process_time(), 0
         self.last_val: dict[str, float] = {}
+        self.metrics: MetricsLog | None = None  # rank 0's metrics.csv
 
     def say(self, msg: str) -> None:
         say(self.cfg.quiet, self.place.d, msg)
@@ -257,19 +260,18 @@ class Engine:
                 task.net, device_ids=[device.index] if device.type == "cuda" else None
             )
         self.say(task.describe())
-        log = None
         if d.main:
             self.run_dir.mkdir(parents=True, exist_ok=True)
             resume_step = self.start if resume_from is not None else None
-            log = MetricsLog(self.run_dir, task.log_columns, resume_step, task.tensorboard)
+            self.metrics = MetricsLog(self.run_dir, task.log_columns, resume_step, task.tensorboard)
         task.net.train()
-        self.t0, self.cpu0 = time.perf_counter(), time.process_time()
-        self.t_logged, self.step_logged = self.t0, self.start
+        self.t0 = self.t_logged = time.perf_counter()
+        self.cpu0, self.step_logged = time.process_time(), self.start
         for step in range(self.start, schedule.total):
-            if self.one_step(net, step, log):
+            if self.one_step(net, step):
                 break
-        if log is not None:
-            log.close()
+        if self.metrics is not None:
+            self.metrics.close()
         result = task.finish({"elapsed_s": self.elapsed(), "cpu_s": self.cpu(), "last_val": self.last_val})
         d.barrier()
         return result
@@ -291,7 +293,7 @@ class Engine:
     def cpu(self) -> float:
         return self.cpu_before + time.process_time() - self.cpu0
 
-    def one_step(self, net: torch.nn.Module, step: int, log: MetricsLog | None) -> bool:
+    def one_step(self, net: torch.nn.Module, step: int) -> bool:
         """Optimizer step `step`, then what is due after it; True when the run stops early."""
         task, schedule, done = self.task, self.task.schedule, step + 1
         row = self.optimizer_step(net, step)
@@ -301,7 +303,7 @@ class Engine:
             row.update(self.last_val)
             stop = self.observe(done)
         if validated or schedule.due(done, schedule.log_every):
-            self.log(row, done, log)
+            self.log(row, done)
         if self.place.d.main and (schedule.due(done, schedule.checkpoint_every) or stop):
             self.checkpoint(done)
         self.place.d.barrier()  # no rank runs ahead of a checkpoint being written
@@ -340,20 +342,15 @@ class Engine:
             self.task.keep_best(done)
         return stopper.stopped_early
 
-    def log(self, row: dict[str, Any], done: int, log: MetricsLog | None) -> None:
+    def log(self, row: dict[str, Any], done: int) -> None:
+        """A row of metrics.csv and a progress line, with the time and the throughput since the last one."""
         now = time.perf_counter()
-        row.update(
-            step=done,
-            elapsed_s=round(self.elapsed_before + now - self.t0, 3),
-            **{
-                self.task.rate_column: round(
-                    (done - self.step_logged) * self.task.per_step / max(now - self.t_logged, 1e-9), 1
-                )
-            },
-        )
+        rate = (done - self.step_logged) * self.task.per_step / max(now - self.t_logged, 1e-9)
+        elapsed = self.elapsed_before + now - self.t0
+        row.update({"step": done, "elapsed_s": round(elapsed, 3), self.task.rate_column: round(rate, 1)})
         self.t_logged, self.step_logged = now, done
-        if log is not None:
-            log.log(row)
+        if self.metrics is not None:
+            self.metrics.log(row)
         self.say(self.task.progress(row))
 
     def checkpoint(self, done: int) -> None:
