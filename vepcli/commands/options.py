@@ -17,6 +17,7 @@ from vepcli.defaults import SCORE_NAMES
 from vepcli.modelcheck import MODEL_INT_LIMITS, SSM_INT_LIMITS
 
 MAX_WINDOW = 131_072
+Decorator = Callable[[Callable], Callable]  # what click.option returns
 
 
 class FiniteFloat(click.FloatRange):
@@ -57,12 +58,12 @@ def config_defaults(config: type) -> dict[str, Any]:
     return {f.name: f.default for f in fields(config) if f.default is not MISSING}
 
 
-def seed_option(default: int = 0):
+def seed_option(default: int = 0) -> Decorator:
     """--seed, the same in every command that draws random numbers."""
     return click.option("--seed", type=SEED, default=default, show_default=True, help="Random seed (0..2^32-1).")
 
 
-def fasta_option():
+def fasta_option() -> Decorator:
     """-f/--fasta, the reference genome of every command that reads one."""
     return click.option(
         "-f",
@@ -73,28 +74,28 @@ def fasta_option():
     )
 
 
-def threads_option(default: int | None, help: str):
+def threads_option(default: int | None, help: str) -> Decorator:
     """--threads: CPU threads (torch's, per process; for `probe`, numpy's and scikit-learn's)."""
     return click.option("--threads", type=THREADS, default=default, show_default=default is not None, help=help)
 
 
-def device_option(training: bool, default: str = "auto"):
+def device_option(training: bool, default: str = "auto") -> Decorator:
     """--device: auto, cpu or cuda (scoring also takes cuda:K; a training process takes the GPU of its rank)."""
     if training:
         return click.option("--device", type=TRAIN_DEVICE, default=default, show_default=True)
     return click.option("--device", type=DEVICE, default=default, show_default=True, help="auto, cpu or cuda[:k].")
 
 
-def precision_option(training: bool, default: str | None = None):
+def precision_option(training: bool, default: str | None = None) -> Decorator:
     """--precision: the weights' precision when scoring (fp32 by default), autocast when training (auto)."""
     choices = TRAIN_PRECISIONS if training else SCORE_PRECISIONS
     return click.option("--precision", type=click.Choice(choices), default=default or choices[0], show_default=True)
 
 
-def apply(decorators: list) -> Callable:
+def apply(decorators: list[Decorator]) -> Decorator:
     """Apply click decorators in the order listed (the first is the first in --help)."""
 
-    def decorate(fn):
+    def decorate(fn: Callable) -> Callable:
         for decorator in reversed(decorators):
             fn = decorator(fn)
         return fn
@@ -102,7 +103,7 @@ def apply(decorators: list) -> Callable:
     return decorate
 
 
-def training_run_options(config: type):
+def training_run_options(config: type) -> Decorator:
     """The options pretrain and finetune share: where and how the run goes, defaults from its config."""
     defaults = config_defaults(config)
     return apply(
@@ -161,7 +162,7 @@ DEVICE = Device()
 SCORES = ScoreList()
 
 
-def windows_and_run_options(output_help: str):
+def windows_and_run_options(output_help: str) -> Decorator:
     """The options `score` and `embed` share (input, model, output, windows, device and run control): declared
     once, so both commands take the same values with the same rules and help; each adds its own after them."""
     from vepcli.defaults import POOL_DEFAULT

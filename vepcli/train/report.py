@@ -49,7 +49,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _tensorboard(path: Path):
+def _tensorboard(path: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional; the CSV has everything
