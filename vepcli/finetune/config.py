@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vepcli.defaults import POOL_DEFAULT
 from vepcli.errors import UserError
-from vepcli.train.config import command_line, operational, require_at_least_one
+from vepcli.train.config import RunControl, operational, require_at_least_one
 
 METRICS = {"auroc": "max", "accuracy": "max", "loss": "min"}  # validation metric -> which way is better
 # the head's input: pooled blocks, concatenated in this order ("seq": an interval's window, no alleles)
@@ -25,7 +25,7 @@ def _is_bed(path: str) -> bool:
 
 
 @dataclass
-class FinetuneConfig:
+class FinetuneConfig(RunControl):
     """Every setting of `vepcli finetune` (see docs/finetuning.md)."""
 
     train: str
@@ -46,7 +46,6 @@ class FinetuneConfig:
     dropout: float = 0.1
     epochs: int = 10
     batch_size: int = 16
-    micro_batch: int | None = operational(None)
     lr: float = 1e-3
     backbone_lr: float = 1e-4
     weight_decay: float = 0.01
@@ -59,16 +58,8 @@ class FinetuneConfig:
     val_every: int | None = None  # default: once per epoch
     patience: int = 3
     checkpoint_every: int | None = operational(None)  # default: at every validation
-    keep_checkpoints: int = operational(2)
-    log_every: int = operational(10)
     max_n_fraction: float = 0.5
     seed: int = 0
-    device: str = operational("auto")
-    precision: str = operational("auto")
-    threads: int = operational(1)
-    resume: bool = operational(False)
-    quiet: bool = operational(False)
-    command: str = operational(factory=command_line)
 
     def __post_init__(self) -> None:
         self.covariates, self.val_chroms = tuple(self.covariates), tuple(self.val_chroms)

@@ -44,6 +44,22 @@ def require_at_least_one(cfg: Any, names: tuple[str, ...]) -> None:
             raise UserError(f"--{name.replace('_', '-')} must be at least 1")
 
 
+@dataclass(kw_only=True)
+class RunControl:
+    """The settings every training command has that change only how a run goes, not what it learns
+    (the options of `commands.options.training_run_options`, and --micro-batch)."""
+
+    micro_batch: int | None = operational(None)  # default: the whole per-process batch in one pass
+    keep_checkpoints: int = operational(2)  # 0: all
+    log_every: int = operational(10)
+    device: str = operational("auto")
+    precision: str = operational("auto")
+    threads: int = operational(1)
+    resume: bool = operational(False)
+    quiet: bool = operational(False)
+    command: str = operational(factory=command_line)
+
+
 _COUNTS = (
     "d_model",
     "n_layer",
@@ -60,7 +76,7 @@ _COUNTS = (
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunControl):
     """Every setting of `vepcli pretrain`; the defaults are the published recipe scaled to one machine."""
 
     fasta: str
@@ -75,7 +91,6 @@ class PretrainConfig:
     d_state: int = 16
     seq_len: int = 1024
     batch_size: int = 16
-    micro_batch: int | None = operational(None)
     steps: int = 1000
     lr: float = 8e-3
     min_lr: float = 1e-4
@@ -89,15 +104,7 @@ class PretrainConfig:
     val_every: int = operational(100)
     val_windows: int = 128
     checkpoint_every: int = operational(500)
-    keep_checkpoints: int = operational(2)
-    log_every: int = operational(10)
     seed: int = 0
-    device: str = operational("auto")
-    precision: str = operational("auto")
-    threads: int = operational(1)
-    resume: bool = operational(False)
-    quiet: bool = operational(False)
-    command: str = operational(factory=command_line)
 
     def __post_init__(self) -> None:
         self.val_regions = tuple(self.val_regions)
