@@ -70,7 +70,6 @@ D = opt.config_defaults(FinetuneConfig)
 @click.option(
     "--batch-size", default=D["batch_size"], show_default=True, type=opt.BATCH, help="Rows per step over all processes."
 )
-@click.option("--micro-batch", type=opt.BATCH, default=None, help="Rows per forward pass and process.")
 @click.option("--lr", default=D["lr"], show_default=True, type=opt.RATE, help="Peak learning rate of the head.")
 @click.option(
     "--backbone-lr",

@@ -104,10 +104,18 @@ def apply(decorators: list[Decorator]) -> Decorator:
 
 
 def training_run_options(config: type) -> Decorator:
-    """The options pretrain and finetune share: where and how the run goes, defaults from its config."""
+    """The options pretrain and finetune share: the fields of `train.config.RunControl`, defaults from the
+    command's config."""
     defaults = config_defaults(config)
     return apply(
         [
+            click.option(
+                "--micro-batch",
+                type=BATCH,
+                default=defaults["micro_batch"],
+                help="Samples per forward pass and process (gradient accumulation makes up the rest) "
+                "[default: the whole per-process batch].",
+            ),
             click.option(
                 "--keep-checkpoints",
                 default=defaults["keep_checkpoints"],

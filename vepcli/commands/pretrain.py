@@ -45,12 +45,6 @@ D = opt.config_defaults(PretrainConfig)
     type=opt.BATCH,
     help="Windows per optimizer step, over all processes.",
 )
-@click.option(
-    "--micro-batch",
-    type=opt.BATCH,
-    help="Windows per forward pass and process (gradient accumulation "
-    "makes up the rest); default: the whole per-process batch.",
-)
 @click.option("--steps", default=D["steps"], show_default=True, type=opt.POSITIVE)
 @click.option("--lr", default=D["lr"], show_default=True, type=opt.RATE, help="Peak learning rate.")
 @click.option("--min-lr", default=D["min_lr"], show_default=True, type=opt.NONNEG_FLOAT, help="Cosine floor.")
