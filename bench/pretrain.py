@@ -1,4 +1,5 @@
-"""Pretraining throughput on CPU: tokens per second of full optimizer steps (forward, backward, AdamW).
+"""Pretraining throughput on CPU: tokens per second of the training engine's optimizer steps (sampling,
+forward, backward, clipping, AdamW, schedule), as `vepcli pretrain` takes them.
 
     .venv/bin/python bench/pretrain.py [--threads 1] [--steps 3] [--configs 32x2x256,64x4x1024] [--scans cpu,torch]
 
@@ -18,11 +19,10 @@ from pathlib import Path
 
 import torch
 
-from vepcli.genome import Genome
-from vepcli.train.data import WindowSampler, split_intervals
-from vepcli.train.loop import PretrainConfig, build_model, make_sample, stack
-from vepcli.train.masking import masked_lm_sums
-from vepcli.train.optim import build_optimizer
+from vepcli.train.config import PretrainConfig
+from vepcli.train.distributed import Dist
+from vepcli.train.engine import Engine, Placement
+from vepcli.train.pretrain import MaskedLMTask
 
 FASTA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data" / "GRCh37_chr22_subset.fa.gz"
 
@@ -38,6 +38,7 @@ def bench(
     d_state: int = 16,
     scans: tuple[str, ...] = ("cpu",),
 ) -> dict[str, dict]:
+    """Seconds per optimizer step of the training engine's own step (train.engine), once per scan backend."""
     cfg = PretrainConfig(
         fasta=str(fasta),
         output="-",
@@ -47,31 +48,25 @@ def bench(
         d_state=d_state,
         seq_len=seq_len,
         batch_size=batch,
+        steps=steps + 1,
         val_regions=("22:47000001-51304566",),
+        val_windows=1,
     )
-    genome = Genome(fasta)
-    train, _ = split_intervals(genome, None, None, cfg.val_regions)
-    sampler = WindowSampler(genome, train, seq_len)
+    place = Placement(Dist(), torch.device("cpu"), None, micro=batch, accum=1)
     runs = {}
     for scan in scans:
-        torch.manual_seed(0)
-        model = build_model(cfg)
-        runs[scan] = (model, build_optimizer(model, 1e-3), [])
+        task = MaskedLMTask(cfg, place, Path(cfg.output))  # the same seed: the same initial weights
+        runs[scan] = (task, Engine(cfg, place, task, Path(cfg.output)), [])
     for step in range(steps + 1):  # the first step warms up allocators and is not counted
-        for scan, (model, opt, times) in runs.items():
+        for scan, (task, engine, times) in runs.items():
             os.environ["VEPCLI_SCAN"] = scan
             t = time.perf_counter()
-            x, y = stack([make_sample(sampler, cfg, step, i) for i in range(batch)], torch.device("cpu"))
-            ce, _, n = masked_lm_sums(model(x), y)
-            (ce / n).backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            opt.step()
-            opt.zero_grad(set_to_none=True)
+            engine.optimizer_step(task.net, step)
             times.append(time.perf_counter() - t)
     out = {}
-    for scan, (model, _, times) in runs.items():
+    for scan, (task, _, times) in runs.items():
         per_step = sum(times[1:]) / steps
-        out[scan] = {"params": model.num_parameters(), "s_per_step": per_step, "tok_s": batch * seq_len / per_step}
+        out[scan] = {"params": task.model.num_parameters(), "s_per_step": per_step, "tok_s": batch * seq_len / per_step}
     return out
 
 

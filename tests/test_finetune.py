@@ -26,14 +26,16 @@ from click.testing import CliRunner
 from vepcli.cli import cli
 from vepcli.errors import UserError
 from vepcli.finetune import ScoreHead, head_probabilities, head_probability, load_finetuned
+from vepcli.finetune.config import FinetuneConfig
 from vepcli.finetune.data import make_labels, one_hot, split_examples
-from vepcli.finetune.loop import FinetuneConfig, finetune, read_log
+from vepcli.finetune.loop import finetune
 from vepcli.finetune.model import FinetuneNet, Head
 from vepcli.genome import Genome
 from vepcli.infer import Engine, Request
 from vepcli.nn.checkpoint import load_model
 from vepcli.nn.tokenizer import batch_encode, reverse_complement
 from vepcli.scores import pool_span
+from vepcli.train.report import read_metrics
 from vepcli.variants import check_against_reference, read_variants
 from vepcli.windows import build_windows
 
@@ -177,7 +179,7 @@ def test_resumed_run_matches_uninterrupted_step_for_step(snvs, full_run, tmp_pat
     with pytest.raises(UserError, match="backbone_lr"):
         finetune(small(snvs, resumed, covariates=("tissue",), backbone_lr=1e-4, resume=True))
     finetune(small(snvs, resumed, covariates=("tissue",), resume=True))
-    a, b = read_log(full_run / "metrics.csv"), read_log(resumed / "metrics.csv")
+    a, b = read_metrics(full_run / "metrics.csv"), read_metrics(resumed / "metrics.csv")
     assert [r["step"] for r in b] == [r["step"] for r in a] == [1, 2, 3, 4, 5, 6, 7, 8]
     for ra, rb in zip(a, b, strict=True):
         for key in ("lr", "backbone_lr", "train_loss", "grad_norm", "val_loss", "val_auroc"):
@@ -418,7 +420,7 @@ def test_two_processes_under_torchrun_take_the_steps_of_one(snvs, tmp_path):
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     CliRunner().invoke(cli, [*args, "-o", str(tmp_path / "one"), "--micro-batch", "4"], catch_exceptions=False)
-    ddp, one = read_log(tmp_path / "ddp" / "metrics.csv"), read_log(tmp_path / "one" / "metrics.csv")
+    ddp, one = read_metrics(tmp_path / "ddp" / "metrics.csv"), read_metrics(tmp_path / "one" / "metrics.csv")
     assert [r["step"] for r in ddp] == [r["step"] for r in one] == [1, 2, 3, 4]  # rank 0 alone writes
     for r, s in zip(ddp, one, strict=True):
         assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-5)

@@ -21,6 +21,7 @@ from vepcli.nn.checkpoint import load_model
 from vepcli.nn.tokenizer import encode
 from vepcli.regions import Interval, subtract
 from vepcli.train.baseline import KmerTable, _codes, kmer_baseline
+from vepcli.train.config import PretrainConfig
 from vepcli.train.data import (
     WindowSampler,
     base_fraction,
@@ -28,9 +29,9 @@ from vepcli.train.data import (
     split_intervals,
     tile_windows,
 )
-from vepcli.train.loop import PretrainConfig, build_model, pretrain
 from vepcli.train.masking import mask_window
 from vepcli.train.optim import build_scheduler, param_groups
+from vepcli.train.pretrain import build_model, pretrain
 from vepcli.train.report import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -187,6 +188,20 @@ def test_resumed_run_matches_uninterrupted_step_for_step(tmp_path: Path):
         for key in ("lr", "train_loss", "train_acc", "grad_norm", "val_loss", "val_acc"):
             assert ra[key] == rb[key], (ra["step"], key)  # bit for bit
     assert full["val_loss"] == resumed["val_loss"]
+    wa, wb = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
+    assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_resume_may_change_the_settings_that_only_change_logging_and_checkpoints(tmp_path: Path):
+    """Run identity is every setting not declared operational: these may differ, and the steps are the same."""
+    pretrain(tiny(tmp_path, "full", steps=4, val_every=2, checkpoint_every=2))
+    a, b = tmp_path / "full", tmp_path / "resumed"
+    (b / "checkpoints").mkdir(parents=True)
+    shutil.copytree(a / "checkpoints" / "step-2", b / "checkpoints" / "step-2")
+    changed = dict(val_every=1, checkpoint_every=1, log_every=2, keep_checkpoints=1)
+    pretrain(tiny(tmp_path, "resumed", steps=4, resume=True, **changed))
+    assert [p.name for p in (b / "checkpoints").iterdir()] == ["step-4"]
+    assert [r["step"] for r in read_metrics(b / "metrics.csv")] == [3, 4]
     wa, wb = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 

@@ -16,18 +16,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from vepcli.defaults import LAYOUTS
 from vepcli.errors import UserError
 
 POSITIVE_NAMES = ("1", "true", "yes", "pos", "positive", "causal")
-
-# Feature layouts: the blocks concatenated, in order. `ref-alt` is the paper's [ref | alt]; `alt-ref` is the
-# difference, which a head on raw features would otherwise barely see; `seq` is one window (intervals).
-LAYOUTS: dict[str, tuple[str, ...]] = {
-    "ref-alt-diff": ("ref", "alt", "alt-ref"),
-    "ref-alt": ("ref", "alt"),
-    "diff": ("alt-ref",),
-    "seq": ("seq",),
-}
 
 
 def as_text(value: Any) -> str:

@@ -9,7 +9,6 @@ second pass on the reverse complement, flipped back) and returns only the small 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
@@ -17,8 +16,7 @@ import torch
 from vepcli.errors import UserError
 from vepcli.nn.caduceus import CaduceusForMaskedLM
 from vepcli.nn.tokenizer import COMPLEMENT, MASK, batch_encode, reverse_complement_ids
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+from vepcli.runtime import PRECISIONS, autocast, default_batch_size, pick_device
 
 
 @dataclass(frozen=True)
@@ -37,22 +35,8 @@ class Result:
     logp: torch.Tensor | None  # (len(logp_at), vocab) float32, strand-averaged log-probabilities
 
 
-def pick_device(device: str) -> torch.device:
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError("--device cuda was asked for but no CUDA GPU is visible; use --device cpu or auto")
-    return torch.device(device)
-
-
 def _is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.cuda.OutOfMemoryError) or "out of memory" in str(err).lower()
-
-
-def default_batch_size(device: torch.device) -> int:
-    """Windows per forward pass when none is asked for: 8 fill a GPU; on a CPU one window keeps a layer's
-    tensors in cache, which made `embed` 1.7x faster than 8 (docs/benchmarks.md). Outputs do not depend on it."""
-    return 8 if device.type == "cuda" else 1
 
 
 class Engine:
@@ -85,9 +69,7 @@ class Engine:
         return scan_backend(self.device, self.dtype)
 
     def _autocast(self):
-        if self.dtype == torch.float32:
-            return nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return autocast(self.device, self.dtype)
 
     def run(self, requests: Sequence[Request], progress: Callable[[int], None] | None = None) -> list[Result]:
         """Results in the order of `requests`; the batch is halved on GPU out-of-memory."""

@@ -16,13 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from vepcli import __version__
-from vepcli.defaults import DEFAULT_MODEL_NAME
 from vepcli.errors import UserError
 from vepcli.genome import Genome
 from vepcli.infer import Engine, Request
 from vepcli.modelcheck import load_checked
 from vepcli.modelinfo import config_hash, file_sha256
-from vepcli.nn.hub import bundled_model_dir
+from vepcli.nn.hub import default_model
 from vepcli.outpath import check_output_path
 from vepcli.output import PartialStore, output_format, write_output
 from vepcli.scores import POOL_DEFAULT, SCORE_NAMES, emb_cos, emb_l2, llr, pool_span
@@ -40,19 +39,6 @@ SCORE_DESCRIPTIONS = {
     "probe": "Probability of the positive class from the probe given with --probe",
     "finetune": "Probability from the head of the fine-tuned model given with --model",
 }
-
-
-def default_model() -> str:
-    """$VEPCLI_MODEL, else the model shipped with vepcli (in the wheel, or models/ of a checkout)."""
-    if os.environ.get("VEPCLI_MODEL"):
-        return os.environ["VEPCLI_MODEL"]
-    bundled = bundled_model_dir(DEFAULT_MODEL_NAME)
-    if bundled is None:
-        raise UserError(
-            f"no default model {DEFAULT_MODEL_NAME} in this installation; pass --model DIR_OR_HUB_ID "
-            "or set VEPCLI_MODEL"
-        )
-    return str(bundled)
 
 
 @dataclass

@@ -21,7 +21,7 @@ def info(path_or_id: str | None, as_json: bool) -> None:
     from vepcli.modelinfo import model_info
 
     if path_or_id is None:
-        from vepcli.pipeline import default_model
+        from vepcli.nn.hub import default_model
 
         path_or_id = default_model()
     facts = model_info(path_or_id)

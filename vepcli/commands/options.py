@@ -7,6 +7,9 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Callable
+from dataclasses import MISSING, fields
+from typing import Any
 
 import click
 
@@ -14,6 +17,7 @@ from vepcli.defaults import SCORE_NAMES
 from vepcli.modelcheck import MODEL_INT_LIMITS, SSM_INT_LIMITS
 
 MAX_WINDOW = 131_072
+Decorator = Callable[[Callable], Callable]  # what click.option returns
 
 
 class FiniteFloat(click.FloatRange):
@@ -44,18 +48,90 @@ FOLDS = click.IntRange(min=2)  # cross-validation needs a fold to hold out and o
 D_MODEL = click.IntRange(1, MODEL_INT_LIMITS["d_model"])
 N_LAYER = click.IntRange(1, MODEL_INT_LIMITS["n_layer"])
 D_STATE = click.IntRange(1, SSM_INT_LIMITS["d_state"])
-TRAIN_DEVICE = click.Choice(["auto", "cpu", "cuda"])
-TRAIN_PRECISION = click.Choice(["auto", "fp32", "bf16", "fp16"])
+TRAIN_DEVICE = click.Choice(["auto", "cpu", "cuda"])  # each process of a torchrun launch takes its own GPU
+SCORE_PRECISIONS = ("fp32", "bf16", "fp16")  # the weights run in this precision
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16", "fp16")  # autocast over fp32 weights; auto: bf16/fp16 on a GPU
 
 
-def seed_option(default: int = 0):
+def config_defaults(config: type) -> dict[str, Any]:
+    """The defaults of a command's config dataclass: the command shows and uses the library's own values."""
+    return {f.name: f.default for f in fields(config) if f.default is not MISSING}
+
+
+def seed_option(default: int = 0) -> Decorator:
     """--seed, the same in every command that draws random numbers."""
     return click.option("--seed", type=SEED, default=default, show_default=True, help="Random seed (0..2^32-1).")
 
 
-def train_threads_option(default: int = 1):
-    """--threads of pretrain and finetune: CPU threads per process."""
-    return click.option("--threads", type=THREADS, default=default, show_default=True, help="CPU threads per process.")
+def fasta_option() -> Decorator:
+    """-f/--fasta, the reference genome of every command that reads one."""
+    return click.option(
+        "-f",
+        "--fasta",
+        required=True,
+        type=click.Path(exists=True, dir_okay=False),
+        help="Reference FASTA (bgzip with .fai/.gzi, or plain).",
+    )
+
+
+def threads_option(default: int | None, help: str) -> Decorator:
+    """--threads: CPU threads (torch's, per process; for `probe`, numpy's and scikit-learn's)."""
+    return click.option("--threads", type=THREADS, default=default, show_default=default is not None, help=help)
+
+
+def device_option(training: bool, default: str = "auto") -> Decorator:
+    """--device: auto, cpu or cuda (scoring also takes cuda:K; a training process takes the GPU of its rank)."""
+    if training:
+        return click.option("--device", type=TRAIN_DEVICE, default=default, show_default=True)
+    return click.option("--device", type=DEVICE, default=default, show_default=True, help="auto, cpu or cuda[:k].")
+
+
+def precision_option(training: bool, default: str | None = None) -> Decorator:
+    """--precision: the weights' precision when scoring (fp32 by default), autocast when training (auto)."""
+    choices = TRAIN_PRECISIONS if training else SCORE_PRECISIONS
+    return click.option("--precision", type=click.Choice(choices), default=default or choices[0], show_default=True)
+
+
+def apply(decorators: list[Decorator]) -> Decorator:
+    """Apply click decorators in the order listed (the first is the first in --help)."""
+
+    def decorate(fn: Callable) -> Callable:
+        for decorator in reversed(decorators):
+            fn = decorator(fn)
+        return fn
+
+    return decorate
+
+
+def training_run_options(config: type) -> Decorator:
+    """The options pretrain and finetune share: the fields of `train.config.RunControl`, defaults from the
+    command's config."""
+    defaults = config_defaults(config)
+    return apply(
+        [
+            click.option(
+                "--micro-batch",
+                type=BATCH,
+                default=defaults["micro_batch"],
+                help="Samples per forward pass and process (gradient accumulation makes up the rest) "
+                "[default: the whole per-process batch].",
+            ),
+            click.option(
+                "--keep-checkpoints",
+                default=defaults["keep_checkpoints"],
+                show_default=True,
+                type=COUNT,
+                help="Newest checkpoints kept (0: all).",
+            ),
+            click.option("--log-every", default=defaults["log_every"], show_default=True, type=POSITIVE),
+            seed_option(defaults["seed"]),
+            device_option(training=True, default=defaults["device"]),
+            precision_option(training=True, default=defaults["precision"]),
+            threads_option(defaults["threads"], "CPU threads per process."),
+            click.option("--resume", is_flag=True, help="Continue the run in -o from its newest checkpoint."),
+            click.option("-q", "--quiet", is_flag=True),
+        ]
+    )
 
 
 class Device(click.ParamType):
@@ -94,20 +170,14 @@ DEVICE = Device()
 SCORES = ScoreList()
 
 
-def windows_and_run_options(output_help: str):
+def windows_and_run_options(output_help: str) -> Decorator:
     """The options `score` and `embed` share (input, model, output, windows, device and run control): declared
     once, so both commands take the same values with the same rules and help; each adds its own after them."""
     from vepcli.defaults import POOL_DEFAULT
 
     shared = [
         click.argument("variants", type=click.Path(exists=True, dir_okay=False)),
-        click.option(
-            "-f",
-            "--fasta",
-            required=True,
-            type=click.Path(exists=True, dir_okay=False),
-            help="Reference FASTA (bgzip with .fai/.gzi, or plain).",
-        ),
+        fasta_option(),
         click.option(
             "-m", "--model", default=None, help="Model directory or Hugging Face id [default: bundled model]."
         ),
@@ -125,31 +195,24 @@ def windows_and_run_options(output_help: str):
         click.option("--no-share-ref", is_flag=True, help="Compute the ref window again for every allele."),
         click.option("--ref-mismatch", type=click.Choice(["skip", "error"]), default="skip", show_default=True),
         click.option("--shard", default=None, help="I/N: only shard I of N (1-based)."),
-        click.option("--device", type=DEVICE, default="auto", show_default=True, help="auto, cpu or cuda[:k]."),
-        click.option("--precision", type=click.Choice(["fp32", "bf16", "fp16"]), default="fp32", show_default=True),
+        device_option(training=False),
+        precision_option(training=False),
         click.option(
             "--batch-size", type=BATCH, default=None, help="Windows per forward pass [default: 8 on a GPU, 1 on a CPU]."
         ),
-        click.option("--threads", type=THREADS, default=None, help="CPU threads [default: all cores]."),
+        threads_option(None, "CPU threads [default: all cores]."),
         click.option("--resume", is_flag=True, help="Continue a stopped run with the same inputs and settings."),
         click.option("-q", "--quiet", is_flag=True, help="Only errors on stderr."),
     ]
-
-    def decorate(fn):
-        for decorator in reversed(shared):
-            fn = decorator(fn)
-        return fn
-
-    return decorate
+    return apply(shared)
 
 
 def score_settings(*, no_strand_average: bool, no_share_ref: bool, shard: str | None, threads: int | None, **values):
     """ScoreSettings from the shared options (and any of the command's own fields), threads applied."""
-    if threads:
-        import torch  # imported here: `vepcli --help` and `vepcli merge` stay quick
+    from vepcli.pipeline import ScoreSettings  # torch loads here: `vepcli --help` and `vepcli merge` stay quick
+    from vepcli.runtime import set_threads
 
-        torch.set_num_threads(threads)
-    from vepcli.pipeline import ScoreSettings
+    set_threads(threads)
 
     return ScoreSettings(
         strand_average=not no_strand_average, share_ref=not no_share_ref, shard=parse_shard(shard), **values

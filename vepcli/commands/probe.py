@@ -77,8 +77,8 @@ def probe() -> None:
 @click.option("--C", "c_values", default=None, help="C values to try [default: svm 1,5,10; logistic 0.01,0.1,1,10].")
 @click.option("--class-weights", default="none,balanced", show_default=True, help="Class weights to try.")
 @click.option("--positive", default=None, help="The positive label value [default: 1/true/yes, else the larger].")
-@click.option("--seed", type=opt.SEED, default=0, show_default=True)
-@click.option("--threads", type=opt.THREADS, default=None, help="CPU threads for numpy/scikit-learn.")
+@opt.seed_option()
+@opt.threads_option(None, "CPU threads for numpy/scikit-learn.")
 @click.option("-q", "--quiet", is_flag=True)
 def train(
     embeddings,
@@ -144,8 +144,8 @@ def train(
     show_default=True,
     help="Resamples for the AUROC 95% interval (0: none).",
 )
-@click.option("--seed", type=opt.SEED, default=0, show_default=True)
-@click.option("--threads", type=opt.THREADS, default=None, help="CPU threads for numpy/scikit-learn.")
+@opt.seed_option()
+@opt.threads_option(None, "CPU threads for numpy/scikit-learn.")
 @click.option("-q", "--quiet", is_flag=True)
 def eval_(probe_file, embeddings, label, bucket_by, buckets, plots, table_out, bootstrap, seed, threads, quiet) -> None:
     """AUROC and AUPRC of PROBE's decision scores on EMBEDDINGS, overall and per bucket; ROC/PR PNGs."""

@@ -10,6 +10,9 @@ from __future__ import annotations
 import click
 
 from vepcli.commands import options as opt
+from vepcli.train.config import PretrainConfig
+
+PRETRAIN = opt.config_defaults(PretrainConfig)  # the data options must match the run's to rebuild its validation set
 
 
 @click.group()
@@ -18,7 +21,7 @@ def tools() -> None:
 
 
 @tools.command("kmer-baseline")
-@click.option("--fasta", required=True, type=click.Path(exists=True, dir_okay=False), help="Genome FASTA.")
+@opt.fasta_option()
 @click.option("--intervals", type=click.Path(dir_okay=False), help="Training BED, as given to `vepcli pretrain`.")
 @click.option("--val-intervals", type=click.Path(dir_okay=False), help="Validation BED, as for `vepcli pretrain`.")
 @click.option(
@@ -28,12 +31,12 @@ def tools() -> None:
     metavar="CHR:START-END",
     help="Held-out validation region; repeatable.",
 )
-@click.option("--val-fraction", default=0.05, show_default=True, type=opt.FRACTION)
-@click.option("--seq-len", default=1024, show_default=True, type=opt.WINDOW)
-@click.option("--val-windows", default=128, show_default=True, type=opt.POSITIVE)
-@click.option("--mask-prob", default=0.15, show_default=True, type=opt.FRACTION)
-@click.option("--min-base-fraction", default=0.5, show_default=True, type=opt.UNIT)
-@opt.seed_option()
+@click.option("--val-fraction", default=PRETRAIN["val_fraction"], show_default=True, type=opt.FRACTION)
+@click.option("--seq-len", default=PRETRAIN["seq_len"], show_default=True, type=opt.WINDOW)
+@click.option("--val-windows", default=PRETRAIN["val_windows"], show_default=True, type=opt.POSITIVE)
+@click.option("--mask-prob", default=PRETRAIN["mask_prob"], show_default=True, type=opt.FRACTION)
+@click.option("--min-base-fraction", default=PRETRAIN["min_base_fraction"], show_default=True, type=opt.UNIT)
+@opt.seed_option(PRETRAIN["seed"])
 @click.option("--max-k", default=7, show_default=True, type=opt.POSITIVE, help="Largest k (bases on each side).")
 @click.option(
     "--model",
@@ -76,7 +79,7 @@ def model_card(run_dir: str, baseline_json: str, out: str) -> None:
     type=click.Path(exists=True, dir_okay=False),
     help="Labelled SNV table (tests/data/make_probe_set.py).",
 )
-@click.option("--fasta", required=True, type=click.Path(exists=True, dir_okay=False))
+@opt.fasta_option()
 @click.option("--model", required=True, help="Base model directory or Hugging Face id.")
 @click.option("-o", "--output", required=True)
 @click.option("--window", default=256, show_default=True, type=opt.WINDOW)
@@ -100,7 +103,7 @@ def model_card(run_dir: str, baseline_json: str, out: str) -> None:
     help="Paired resamples for the pooled AUROC differences.",
 )
 @opt.seed_option()
-@click.option("--threads", default=1, show_default=True, type=opt.THREADS)
+@opt.threads_option(1, "CPU threads.")
 def compare_finetune(set_: str, only_fold: tuple[int, ...], **options) -> None:
     """Held-out AUROC of a probe, a frozen head and a fine-tuned model on the same folds (docs/finetuning.md)."""
     from vepcli.finetune.compare import CompareOptions, run

@@ -25,8 +25,8 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from vepcli.atomic import atomic_dir
+from vepcli.defaults import LAYOUTS
 from vepcli.errors import UserError
-from vepcli.features import LAYOUTS  # one layout vocabulary with the probe; finetune/loop.py imports it from here
 from vepcli.modelinfo import file_sha256
 from vepcli.nn.caduceus import CaduceusForMaskedLM
 from vepcli.nn.checkpoint import load_model, save_model

@@ -28,6 +28,19 @@ def bundled_model_dir(name: str = DEFAULT_MODEL_NAME) -> Path | None:
     return None
 
 
+def default_model() -> str:
+    """$VEPCLI_MODEL, else the model shipped with vepcli (in the wheel, or models/ of a checkout)."""
+    if os.environ.get("VEPCLI_MODEL"):
+        return os.environ["VEPCLI_MODEL"]
+    bundled = bundled_model_dir(DEFAULT_MODEL_NAME)
+    if bundled is None:
+        raise UserError(
+            f"no default model {DEFAULT_MODEL_NAME} in this installation; pass --model DIR_OR_HUB_ID "
+            "or set VEPCLI_MODEL"
+        )
+    return str(bundled)
+
+
 def hub_cache_dir() -> Path:
     if os.environ.get("HF_HUB_CACHE"):
         return Path(os.environ["HF_HUB_CACHE"])

@@ -186,10 +186,11 @@ def score_model(path: str, val: list[tuple[np.ndarray, np.ndarray]]) -> dict:
 
     from vepcli.nn.checkpoint import load_model
     from vepcli.train.distributed import Dist
-    from vepcli.train.loop import evaluate
+    from vepcli.train.engine import Placement
+    from vepcli.train.pretrain import evaluate
 
     model = load_model(path)
-    figures = evaluate(model, val, 1, torch.device("cpu"), None, Dist())
+    figures = evaluate(model, val, Placement(Dist(), torch.device("cpu"), None, micro=1, accum=1))
     weights = Path(path) / "model.safetensors"
     cfg = model.config
     return {

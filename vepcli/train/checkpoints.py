@@ -2,7 +2,8 @@
 
 `checkpoints/step-N/` holds `model/` (the published layout, so any checkpoint can be scored with),
 `optimizer.pt` (AdamW moments), `trainer.pt` (scheduler, grad scaler, torch RNG states) and
-`state.json` (step, settings, elapsed time, Python and NumPy RNG states). The data position is the
+`state.json` (step, settings, elapsed time, Python and NumPy RNG states), and any files of the task
+(fine-tuning: `head.safetensors`). The data position is the
 step: sampling is a function of (seed, step, sample index). A checkpoint is written into a
 temporary folder and renamed, so a run killed while saving leaves the previous one intact.
 """
@@ -14,6 +15,7 @@ import os
 import random
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -48,19 +50,22 @@ def save_checkpoint(
     model: torch.nn.Module,
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
-    scaler: Any,
+    scaler: torch.amp.GradScaler,
     state: dict[str, Any],
+    extras: Callable[[Path], None] | None = None,
 ) -> Path:
-    """Write checkpoints/step-{step}/ atomically and return its path."""
+    """Write checkpoints/step-{step}/ atomically and return its path; `extras(folder)` adds a task's files."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
     final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
     shutil.rmtree(tmp, ignore_errors=True)
     save_model(model, tmp / "model")
+    if extras is not None:
+        extras(tmp)
     torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
     trainer = {
         "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict() if scaler else {},
+        "scaler": scaler.state_dict(),  # {} for a disabled (bf16, fp32) scaler
         "torch_rng": torch.get_rng_state(),
         "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
     }
@@ -92,7 +97,7 @@ def read_state(path: Path) -> dict[str, Any]:
 
 
 def load_checkpoint(
-    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: Any
+    path: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, scheduler: Any, scaler: torch.amp.GradScaler
 ) -> dict[str, Any]:
     """Restore model, optimizer, scheduler, scaler and RNG states in place; return state.json."""
     path = Path(path)
@@ -105,7 +110,7 @@ def load_checkpoint(
     except (OSError, ValueError, RuntimeError, KeyError) as err:
         raise UserError(f"cannot resume from {path}: {err}") from None
     scheduler.load_state_dict(trainer["scheduler"])
-    if scaler and trainer["scaler"]:
+    if trainer["scaler"]:
         scaler.load_state_dict(trainer["scaler"])
     torch.set_rng_state(trainer["torch_rng"])
     if trainer["cuda_rng"] and torch.cuda.is_available():

@@ -1,12 +1,30 @@
-"""The settings of `vepcli pretrain`, importable without torch (the CLI reads their defaults at start-up)."""
+"""The settings of `vepcli pretrain`, importable without torch (the CLI reads their defaults at start-up).
+
+A training config is a dataclass whose fields are the command's options. Fields made with `operational`
+change only speed, logging or where files go; every other field defines the run, so that `run_identity`
+(what a resume must match, and what the outputs record) follows from the dataclass itself.
+"""
 
 from __future__ import annotations
 
 import sys
-from dataclasses import dataclass, field
+from dataclasses import MISSING, dataclass, field, fields
 from typing import Any
 
 from vepcli.errors import UserError
+
+ARCHS = {"caduceus-ps": True, "caduceus-ph": False}
+_OPERATIONAL = {"defines_run": False}
+
+
+def operational(default: Any = MISSING, *, factory: Any = MISSING) -> Any:
+    """A field that a resumed run may change (device, threads, logging and checkpoint cadence, ...)."""
+    return field(default=default, default_factory=factory, metadata=_OPERATIONAL)
+
+
+def run_identity(cfg: Any) -> dict[str, Any]:
+    """The settings a resumed run must share with the run it continues: every field not `operational`."""
+    return {f.name: jsonable(getattr(cfg, f.name)) for f in fields(cfg) if f.metadata.get("defines_run", True)}
 
 
 def jsonable(v: Any) -> Any:
@@ -14,41 +32,55 @@ def jsonable(v: Any) -> Any:
     return list(v) if isinstance(v, tuple) else v
 
 
-ARCHS = {"caduceus-ps": True, "caduceus-ph": False}
-# settings a resumed run must share with the run it continues (the others only change speed or logging)
-_RUN_DEFINING = (
-    "fasta",
-    "intervals",
-    "val_intervals",
-    "val_regions",
-    "val_fraction",
-    "arch",
+def command_line() -> str:
+    """The command as typed, recorded in the run's outputs."""
+    return " ".join(["vepcli", *sys.argv[1:]])
+
+
+def require_at_least_one(cfg: Any, names: tuple[str, ...]) -> None:
+    """One line naming the option, for settings that count something (steps, epochs, threads, ...)."""
+    for name in names:
+        if getattr(cfg, name) < 1:
+            raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+
+
+@dataclass(kw_only=True)
+class RunControl:
+    """The settings every training command has that change only how a run goes, not what it learns
+    (the options of `commands.options.training_run_options`, and --micro-batch)."""
+
+    micro_batch: int | None = operational(None)  # default: the whole per-process batch in one pass
+    keep_checkpoints: int = operational(2)  # 0: all
+    log_every: int = operational(10)
+    device: str = operational("auto")
+    precision: str = operational("auto")
+    threads: int = operational(1)
+    resume: bool = operational(False)
+    quiet: bool = operational(False)
+    command: str = operational(factory=command_line)
+
+
+_COUNTS = (
     "d_model",
     "n_layer",
     "d_state",
     "seq_len",
     "batch_size",
     "steps",
-    "lr",
-    "min_lr",
-    "warmup_frac",
-    "weight_decay",
-    "betas",
-    "grad_clip",
-    "mask_prob",
-    "min_base_fraction",
-    "rc_aug",
-    "seed",
+    "val_every",
     "val_windows",
+    "checkpoint_every",
+    "log_every",
+    "threads",
 )
 
 
 @dataclass
-class PretrainConfig:
+class PretrainConfig(RunControl):
     """Every setting of `vepcli pretrain`; the defaults are the published recipe scaled to one machine."""
 
     fasta: str
-    output: str
+    output: str = operational()
     intervals: str | None = None
     val_intervals: str | None = None
     val_regions: tuple[str, ...] = ()
@@ -59,7 +91,6 @@ class PretrainConfig:
     d_state: int = 16
     seq_len: int = 1024
     batch_size: int = 16
-    micro_batch: int | None = None
     steps: int = 1000
     lr: float = 8e-3
     min_lr: float = 1e-4
@@ -70,18 +101,10 @@ class PretrainConfig:
     mask_prob: float = 0.15
     min_base_fraction: float = 0.5
     rc_aug: bool | None = None  # default: on for Ph, off for PS (which is equivariant by construction)
-    val_every: int = 100
+    val_every: int = operational(100)
     val_windows: int = 128
-    checkpoint_every: int = 500
-    keep_checkpoints: int = 2
-    log_every: int = 10
+    checkpoint_every: int = operational(500)
     seed: int = 0
-    device: str = "auto"
-    precision: str = "auto"
-    threads: int = 1
-    resume: bool = False
-    quiet: bool = False
-    command: str = field(default_factory=lambda: " ".join(["vepcli", *sys.argv[1:]]))
 
     def __post_init__(self) -> None:
         self.val_regions = tuple(self.val_regions)
@@ -90,23 +113,6 @@ class PretrainConfig:
             raise UserError(f"--arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
         if self.rc_aug is None:
             self.rc_aug = not ARCHS[self.arch]
-        for name in (
-            "d_model",
-            "n_layer",
-            "d_state",
-            "seq_len",
-            "batch_size",
-            "steps",
-            "val_every",
-            "val_windows",
-            "checkpoint_every",
-            "log_every",
-            "threads",
-        ):
-            if getattr(self, name) < 1:
-                raise UserError(f"--{name.replace('_', '-')} must be at least 1")
+        require_at_least_one(self, _COUNTS)
         if not 0 < self.mask_prob < 1:
             raise UserError("--mask-prob must be between 0 and 1")
-
-    def run_defining(self) -> dict[str, Any]:
-        return {k: jsonable(getattr(self, k)) for k in _RUN_DEFINING}

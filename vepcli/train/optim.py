@@ -38,9 +38,14 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
 
 
 def build_optimizer(
-    model: nn.Module, lr: float, weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95)
+    parts: list[tuple[nn.Module, float]], weight_decay: float = 0.1, betas: tuple[float, float] = (0.9, 0.95)
 ) -> torch.optim.AdamW:
-    return torch.optim.AdamW(param_groups(model, weight_decay), lr=lr, betas=betas)
+    """AdamW over each part's decay / no-decay groups, each part at its own peak rate.
+
+    Pretraining has one part, the model; fine-tuning two, the head and the backbone (unless frozen).
+    """
+    groups = [{**g, "lr": lr} for module, lr in parts for g in param_groups(module, weight_decay) if g["params"]]
+    return torch.optim.AdamW(groups, lr=parts[0][1], betas=betas)
 
 
 class WarmupCosine:
@@ -59,8 +64,16 @@ class WarmupCosine:
         return self.min_ratio + (1 - self.min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
 
 
+def warmup_cosine(
+    optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float, min_ratio: float
+) -> torch.optim.lr_scheduler.LambdaLR:
+    """Every group's rate follows WarmupCosine; warmup_frac of the steps (at least one, unless 0) warm up."""
+    warmup = max(1, round(warmup_frac * total_steps)) if warmup_frac > 0 else 0
+    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total_steps, warmup, min_ratio))
+
+
 def build_scheduler(
     optimizer: torch.optim.Optimizer, total_steps: int, warmup_frac: float, lr: float, min_lr: float
 ) -> torch.optim.lr_scheduler.LambdaLR:
-    warmup = max(1, round(warmup_frac * total_steps)) if warmup_frac > 0 else 0
-    return torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(total_steps, warmup, min(1.0, min_lr / lr)))
+    """Pretraining's schedule: the floor given as a rate (--min-lr) rather than a ratio."""
+    return warmup_cosine(optimizer, total_steps, warmup_frac, min(1.0, min_lr / lr))

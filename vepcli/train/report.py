@@ -1,4 +1,5 @@
-"""Training metrics: `metrics.csv`, TensorBoard events when tensorboard is installed, `curves.png`."""
+"""Training metrics: `metrics.csv` (pretraining and fine-tuning), TensorBoard events for pretraining when
+tensorboard is installed, and pretraining's `curves.png`."""
 
 from __future__ import annotations
 
@@ -7,38 +8,28 @@ import math
 from pathlib import Path
 from typing import Any
 
-COLUMNS = (
-    "step",
-    "lr",
-    "train_loss",
-    "train_acc",
-    "grad_norm",
-    "tokens",
-    "elapsed_s",
-    "tokens_per_s",
-    "val_loss",
-    "val_acc",
-    "val_acc_masked",
-)
-
 
 class MetricsLog:
-    """Append-only CSV of one row per logged step. On resume, rows past the checkpoint are dropped
-    (a run killed after its last checkpoint logged steps that the resumed run does again)."""
+    """Append-only CSV of one row per logged step, in `columns`. On resume, rows past the checkpoint are
+    dropped (a run killed after its last checkpoint logged steps that the resumed run does again)."""
 
-    def __init__(self, run_dir: Path, resume_step: int | None = None) -> None:
-        self.path = Path(run_dir) / "metrics.csv"
-        rows = read_metrics(self.path) if resume_step is not None and self.path.exists() else []
-        rows = [r for r in rows if int(r["step"]) <= (resume_step or 0)]
+    def __init__(
+        self, run_dir: Path, columns: tuple[str, ...], resume_step: int | None = None, tensorboard: bool = False
+    ) -> None:
+        self.path, self.columns = Path(run_dir) / "metrics.csv", columns
+        rows = []
+        if resume_step is not None and self.path.exists():
+            with open(self.path, newline="") as fh:
+                rows = [r for r in csv.DictReader(fh) if float(r["step"]) <= resume_step]
         with open(self.path, "w", newline="") as fh:
-            writer = csv.DictWriter(fh, COLUMNS)
+            writer = csv.DictWriter(fh, columns, extrasaction="ignore")
             writer.writeheader()
-            writer.writerows({k: r.get(k, "") for k in COLUMNS} for r in rows)
-        self.tb = _tensorboard(Path(run_dir) / "tensorboard")
+            writer.writerows(rows)
+        self.tb = _tensorboard(Path(run_dir) / "tensorboard") if tensorboard else None
 
     def log(self, row: dict[str, Any]) -> None:
         with open(self.path, "a", newline="") as fh:
-            csv.DictWriter(fh, COLUMNS).writerow({k: _fmt(row.get(k)) for k in COLUMNS})
+            csv.DictWriter(fh, self.columns).writerow({k: _fmt(row.get(k)) for k in self.columns})
         if self.tb is not None:
             for k, v in row.items():
                 if k != "step" and v is not None:
@@ -58,7 +49,7 @@ def _fmt(v: Any) -> str:
     return str(v)
 
 
-def _tensorboard(path: Path):
+def _tensorboard(path: Path) -> Any:
     try:
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard is optional; the CSV has everything
