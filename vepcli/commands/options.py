@@ -182,7 +182,12 @@ def windows_and_run_options(output_help: str) -> Decorator:
             "-m", "--model", default=None, help="Model directory or Hugging Face id [default: bundled model]."
         ),
         click.option("-o", "--output", required=True, help=output_help),
-        click.option("-r", "--regions", default=None, help="chr:beg-end[,...] or a BED file."),
+        click.option(
+            "-r",
+            "--regions",
+            default=None,
+            help="chr, chr:pos, chr:beg-end, chr:beg- (comma-separated, no thousands separators) or a BED file.",
+        ),
         click.option("--window", type=WINDOW, default=None, help="Window in bp [default: the model's trained length]."),
         click.option(
             "--pool",

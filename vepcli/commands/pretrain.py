@@ -23,8 +23,9 @@ D = opt.config_defaults(PretrainConfig)
     "--val-region",
     "val_regions",
     multiple=True,
-    metavar="CHR:START-END",
-    help="Held-out validation region (1-based, inclusive); repeatable.",
+    metavar="REGION",
+    help="Held-out validation region: chr, chr:beg-end or chr:beg- (1-based, inclusive; no thousands "
+    "separators); repeatable.",
 )
 @click.option(
     "--val-fraction",

@@ -90,7 +90,8 @@ def embed_all(set_path: Path, fasta: str, model: str, window: int, pool: int, ou
 def finetune_auroc(
     table_path: Path, fasta: str, model: str, out: Path, options: dict[str, Any], frozen: bool
 ) -> dict[str, float]:
-    from vepcli.finetune.loop import FinetuneConfig, finetune
+    from vepcli.finetune.config import FinetuneConfig
+    from vepcli.finetune.loop import finetune
     from vepcli.finetune.model import read_meta
 
     t0 = time.perf_counter()

@@ -49,7 +49,9 @@ def predict(
 
 def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]:
     """Loss (mean cross-entropy), accuracy, AUROC (binary; macro one-vs-rest for more classes), AUPRC (binary)."""
-    from sklearn.metrics import average_precision_score, roc_auc_score
+    from sklearn.metrics import roc_auc_score
+
+    from vepcli.features import binary_metrics
 
     p = np.clip(proba, 1e-12, 1.0)
     out = {
@@ -61,8 +63,7 @@ def classification_metrics(y: np.ndarray, proba: np.ndarray) -> dict[str, float]
     }
     if len(np.unique(y)) == proba.shape[1]:
         if proba.shape[1] == 2:
-            out["auroc"] = float(roc_auc_score(y, proba[:, 1]))
-            out["auprc"] = float(average_precision_score(y, proba[:, 1]))
+            out["auroc"], out["auprc"] = binary_metrics(y, proba[:, 1])
         else:
             out["auroc"] = float(roc_auc_score(y, proba, multi_class="ovr", average="macro"))
     return out

@@ -10,15 +10,14 @@ loads what we write.
 from __future__ import annotations
 
 import json
-import os
 import re
-import tempfile
 from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from vepcli.atomic import atomic_file
 from vepcli.errors import UserError
 from vepcli.nn.caduceus import Caduceus, CaduceusForMaskedLM
 from vepcli.nn.config import CaduceusConfig
@@ -105,15 +104,14 @@ def load_model(
 def save_model(model: CaduceusForMaskedLM | Caduceus, directory: str | Path) -> Path:
     """Write config.json and model.safetensors as the published checkpoints have them.
 
-    Both files are written to a temporary directory first and moved in place, so a stopped save
-    never leaves a half-written model.
+    Each file is written under a temporary name and renamed into place (vepcli.atomic), so a stopped
+    save never leaves a half-written file.
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if not _TIED.search(k)}
-    with tempfile.TemporaryDirectory(dir=directory, prefix=".saving-") as tmp:
-        save_file(state, os.path.join(tmp, WEIGHTS_NAME), metadata={"format": "pt"})
-        Path(tmp, CONFIG_NAME).write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
-        for name in (WEIGHTS_NAME, CONFIG_NAME):
-            os.replace(os.path.join(tmp, name), directory / name)
+    with atomic_file(directory / WEIGHTS_NAME) as tmp:
+        save_file(state, str(tmp), metadata={"format": "pt"})
+    with atomic_file(directory / CONFIG_NAME) as tmp:
+        tmp.write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
     return directory

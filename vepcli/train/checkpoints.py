@@ -11,7 +11,6 @@ temporary folder and renamed, so a run killed while saving leaves the previous o
 from __future__ import annotations
 
 import json
-import os
 import random
 import re
 import shutil
@@ -22,6 +21,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from vepcli.atomic import atomic_dir
 from vepcli.errors import UserError
 from vepcli.nn.checkpoint import load_into, read_state_dict, save_model
 
@@ -57,23 +57,20 @@ def save_checkpoint(
     """Write checkpoints/step-{step}/ atomically and return its path; `extras(folder)` adds a task's files."""
     root = Path(run_dir) / "checkpoints"
     root.mkdir(parents=True, exist_ok=True)
-    final, tmp = root / f"step-{step}", root / f".tmp-step-{step}"
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_model(model, tmp / "model")
-    if extras is not None:
-        extras(tmp)
-    torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
-    trainer = {
-        "scheduler": scheduler.state_dict(),
-        "scaler": scaler.state_dict(),  # {} for a disabled (bf16, fp32) scaler
-        "torch_rng": torch.get_rng_state(),
-        "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-    }
-    torch.save(trainer, tmp / "trainer.pt")
-    (tmp / "state.json").write_text(json.dumps({**state, "step": step, "rng": _rng_state()}, indent=1) + "\n")
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(tmp, final)
+    final = root / f"step-{step}"
+    with atomic_dir(final) as tmp:
+        save_model(model, tmp / "model")
+        if extras is not None:
+            extras(tmp)
+        torch.save(optimizer.state_dict(), tmp / "optimizer.pt")
+        trainer = {
+            "scheduler": scheduler.state_dict(),
+            "scaler": scaler.state_dict(),  # {} for a disabled (bf16, fp32) scaler
+            "torch_rng": torch.get_rng_state(),
+            "cuda_rng": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
+        }
+        torch.save(trainer, tmp / "trainer.pt")
+        (tmp / "state.json").write_text(json.dumps({**state, "step": step, "rng": _rng_state()}, indent=1) + "\n")
     return final
 
 

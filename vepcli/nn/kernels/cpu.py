@@ -21,11 +21,11 @@ import platform
 import shutil
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
 
+from vepcli.atomic import atomic_file
 from vepcli.nn.kernels.common import needs_grad
 
 SOURCE = Path(__file__).with_name("cpu_scan.cpp")
@@ -74,18 +74,12 @@ def _build() -> Path:
     if target.is_file():
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
-    os.close(fd)
-    try:
+    with atomic_file(target) as tmp:  # processes building at once each rename a complete file
         proc = subprocess.run(
-            [cc, *CFLAGS, f"-march={march()}", str(SOURCE), "-o", tmp], capture_output=True, text=True
+            [cc, *CFLAGS, f"-march={march()}", str(SOURCE), "-o", str(tmp)], capture_output=True, text=True
         )
         if proc.returncode != 0:
             raise OSError(f"{Path(cc).name} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
-        os.replace(tmp, target)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
     return target
 
 
