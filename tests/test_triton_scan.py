@@ -9,16 +9,16 @@ from pathlib import Path
 
 os.environ.setdefault("TRITON_INTERPRET", "1")
 
-import pytest  # noqa: E402
-import torch  # noqa: E402
+import pytest
+import torch
 
 pytest.importorskip("triton", reason="Triton is not installed (pip install triton, or the dev extra)")
 
-from triton.runtime import interpreter  # noqa: E402
+from triton.runtime import interpreter
 
-from vepcli.nn.kernels import selective_scan  # noqa: E402
-from vepcli.nn.kernels import triton_scan as ts  # noqa: E402
-from vepcli.nn.kernels.reference import selective_scan_reference  # noqa: E402
+from vepcli.nn.kernels import selective_scan
+from vepcli.nn.kernels import triton_scan as ts
+from vepcli.nn.kernels.reference import selective_scan_reference
 
 pytestmark = pytest.mark.skipif(not ts.available(), reason="Triton imported before TRITON_INTERPRET=1 was set")
 

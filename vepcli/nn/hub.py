@@ -73,7 +73,7 @@ def _download(repo_id: str, revision: str) -> Path | None:
         return Path(
             snapshot_download(repo_id, revision=revision, allow_patterns=["config.json", "*.safetensors", "*.bin"])
         )
-    except Exception:  # no network, unknown id: fall through to the one-line error
+    except Exception:  # noqa: BLE001 - no network, unknown id, hub errors: fall through to the one-line error
         return None
 
 
