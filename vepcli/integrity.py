@@ -86,7 +86,7 @@ def check_compressed(path: Path) -> None:
 def open_binary(path: Path) -> IO[bytes]:
     """The decompressed bytes of a plain or gzip/bgzip file (by its first bytes), after the EOF check."""
     check_compressed(path)
-    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")
+    return gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")  # the caller closes it
 
 
 def first_bytes(path: Path, n: int = 3) -> bytes:
