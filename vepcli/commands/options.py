@@ -10,8 +10,8 @@ import re
 
 import click
 
-from vepcli.defaults import SCORE_NAMES
 from vepcli.modelcheck import MODEL_INT_LIMITS, SSM_INT_LIMITS
+from vepcli.scoring import zero_shot_names
 
 MAX_WINDOW = 131_072
 
@@ -80,10 +80,10 @@ class ScoreList(click.ParamType):
             return value
         names = tuple(s.strip() for s in str(value).split(",") if s.strip())
         if not names:
-            self.fail(f"no score named; choose from {', '.join(SCORE_NAMES)}", param, ctx)
-        unknown = [s for s in names if s not in SCORE_NAMES]
+            self.fail(f"no score named; choose from {', '.join(zero_shot_names())}", param, ctx)
+        unknown = [s for s in names if s not in zero_shot_names()]
         if unknown:
-            self.fail(f"unknown score(s) {', '.join(unknown)}; choose from {', '.join(SCORE_NAMES)}", param, ctx)
+            self.fail(f"unknown score(s) {', '.join(unknown)}; choose from {', '.join(zero_shot_names())}", param, ctx)
         twice = sorted({s for s in names if names.count(s) > 1})
         if twice:
             self.fail(f"{', '.join(twice)} named twice; name each score once", param, ctx)
