@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,6 +26,7 @@ import pandas as pd
 from vepcli import __version__
 from vepcli.defaults import PROBE_FOLDS, PROBE_KINDS, PROBE_LAYOUTS
 from vepcli.errors import UserError
+from vepcli.runheader import RunHeader, embedding_fields, same_digest
 
 FORMAT = "vepcli-probe"
 FORMAT_VERSION = 1
@@ -68,32 +68,22 @@ class Embeddings:
     path: str = ""
 
 
-def _header_fields(value: str) -> dict[str, str]:
-    """`<a=1,b=x,y>` -> {a: 1, b: x,y}: a value runs to the next `,key=` so paths may hold commas."""
-    body = value.strip().removeprefix("<").removesuffix(">")
-    return {m.group(1): m.group(2) for m in re.finditer(r"(\w+)=(.*?)(?=,\w+=|$)", body)}
-
-
 def parse_identity(lines: list[str], source: str = "embeddings") -> EmbeddingIdentity:
     """The identity recorded in `vepcli embed` header lines (##vepcli_embedding, ##vepcli_model, ...)."""
-    heads = {}
-    for line in lines:
-        key, _, value = line.removeprefix("##").partition("=")
-        heads[key] = value
-    if "vepcli_embedding" not in heads:
+    emb = embedding_fields(lines)
+    if emb is None:
         raise UserError(f"{source} has no ##vepcli_embedding header; make it with `vepcli embed`")
-    emb = _header_fields(heads["vepcli_embedding"])
-    model = _header_fields(heads.get("vepcli_model", ""))
+    run = RunHeader.from_lines(lines, source)
     try:
         return EmbeddingIdentity(
             config_hash=emb["config_hash"],
             window=int(emb["window"]),
             pool=int(emb["pool"]),
             d_model=int(emb["d_model"]),
-            strand_average=heads.get("vepcli_strand_average", "true") == "true",
-            weights_sha256=model.get("weights_sha256", "unknown"),
-            arch=model.get("arch", "unknown"),
-            model_path=model.get("path", ""),
+            strand_average=run.strand_average is not False,
+            weights_sha256=run.model.weights_sha256 if run.model else "unknown",
+            arch=run.model.arch if run.model else "unknown",
+            model_path=run.model.path if run.model else "",
         )
     except (KeyError, ValueError) as err:
         raise UserError(
@@ -427,8 +417,7 @@ class Probe:
         if config_hash != mine.config_hash:
             wrong.append(f"model config {config_hash} (probe: {mine.config_hash})")
         if weights_sha256 and "unknown" not in (weights_sha256, mine.weights_sha256):
-            n = min(len(weights_sha256), len(mine.weights_sha256))
-            if weights_sha256[:n] != mine.weights_sha256[:n]:
+            if not same_digest(weights_sha256, mine.weights_sha256):
                 wrong.append(f"model weights {weights_sha256[:16]} (probe: {mine.weights_sha256[:16]})")
         if int(window) != mine.window:
             wrong.append(f"window {window} (probe: {mine.window})")
@@ -479,15 +468,6 @@ class Probe:
             return out
         cal = self.meta["calibration"]
         return 1.0 / (1.0 + np.exp(-(cal["a"] * self.decision(ref, alt, covariates) + cal["b"])))
-
-    def header_line(self) -> str:
-        """A `##vepcli_probe=<...>` line for outputs scored with this probe."""
-        m = self.meta
-        return (
-            f"##vepcli_probe=<path={self.path},kind={m['kind']},features={m['features']['layout']},"
-            f"covariates={'+'.join(self.covariates) or 'none'},label={m['label']['column']},"
-            f"positive={m['label']['classes'][1]},cv_auroc={m['cv']['mean_auroc']:.4f}>"
-        )
 
 
 def train_probe(
