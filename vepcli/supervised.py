@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -20,8 +20,11 @@ from vepcli.runheader import Record, RunHeader, short
 from vepcli.scoring import SupervisedLoader, SupervisedModel
 from vepcli.scoring import get as get_score
 
+if TYPE_CHECKING:
+    from vepcli.pipeline import ScoreSettings
 
-def loaders(settings: Any) -> list[SupervisedLoader]:
+
+def loaders(settings: ScoreSettings) -> list[SupervisedLoader]:
     """The loaders `vepcli score` and `embed` use: the probe of `settings.probe`, then a fine-tuned head."""
     out: list[SupervisedLoader] = [partial(load_probe_score, settings.probe)] if settings.probe else []
     return [*out, load_head_score]

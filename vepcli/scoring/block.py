@@ -7,7 +7,7 @@ masked pass per site: every allele of an SNV/MNV site reads the same masked wind
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,7 +56,9 @@ class BlockScorer:
         self.want_pooled = POOLED in wanted or settings.embeddings or bool(self.supervised)
         self.want_logp = MASKED_LOGP in wanted
 
-    def score_block(self, block: list[Variant], progress=None) -> dict[int, dict[str, Any]]:
+    def score_block(
+        self, block: list[Variant], progress: Callable[[int], None] | None = None
+    ) -> dict[int, dict[str, Any]]:
         """{variant index: {score name or ref_emb/alt_emb: value, reason: why a score is empty}}."""
         s = self.settings
         windows = build_windows(block, self.genome, s.window, share=s.share_ref, max_n_fraction=s.max_n_fraction)

@@ -47,7 +47,7 @@ class Score:
     info_type: str = "Float"  # VCF INFO Type
     dtype: str = "float64"  # TSV/parquet column type (pandas)
     default: bool = True  # in the default of `--scores`
-    order: int = 50  # place among the output's score columns and in `--scores`' default (then by name)
+    order: int = 50  # place in `--scores`' default and list of choices (then by name); columns follow --scores
 
     @property
     def supervised(self) -> bool:
