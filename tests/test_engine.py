@@ -16,7 +16,9 @@ import torch
 from vepcli.errors import UserError
 from vepcli.infer import Engine, Request
 from vepcli.nn.checkpoint import load_model
-from vepcli.scores import emb_cos, emb_l2, llr, pool_span
+from vepcli.scores import pool_span
+from vepcli.scoring.plugins.embedding import emb_cos, emb_l2
+from vepcli.scoring.plugins.llr import llr
 
 torch.set_num_threads(1)
 
@@ -213,3 +215,18 @@ def test_engine_rejects_bad_settings(models):
     if not torch.cuda.is_available():
         with pytest.raises(UserError, match="cuda"):
             Engine(models["ph"], "cuda")
+
+
+@pytest.mark.parametrize("arch", ["ps", "ph"])
+def test_engine_and_finetuning_pool_the_strands_bitwise_alike(models, seqs, arch):
+    """`vepcli score`'s pooled vectors are the ones a fine-tuned head was trained on, to the last bit."""
+    from vepcli.finetune.model import pooled_strand_average
+
+    model = models[arch]
+    seq = seqs[0][:64]
+    span = pool_span(64, 32, 16)
+    engine = Engine(model, device="cpu", batch_size=1)
+    (got,) = engine.run([Request(seq, pool=span)])
+    with torch.no_grad():
+        trained = pooled_strand_average(model, ids_of(seq)[None], span)[0]
+    assert torch.equal(got.pooled, trained)

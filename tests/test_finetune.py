@@ -483,10 +483,12 @@ def test_score_with_a_finetuned_model_adds_its_probability(full_run, snvs, tmp_p
     """`vepcli score --model run/model` adds a `finetune` column equal to the head's own probability."""
     from vepcli.output import read_scores
     from vepcli.pipeline import ScoreSettings, score_file
+    from vepcli.supervised import loaders
 
     model_dir = full_run / "model"
     out = tmp_path / "scored.tsv"
-    score_file(str(snvs), str(FASTA), str(out), ScoreSettings(model=str(model_dir), device="cpu"), quiet=True)
+    settings = ScoreSettings(model=str(model_dir), device="cpu")
+    score_file(str(snvs), str(FASTA), str(out), settings, quiet=True, supervised=loaders(settings))
     got = read_scores(out)
     assert "finetune" in got.columns and got["finetune"].notna().sum() == (got["status"] == "ok").sum() > 0
     header = [line for line in out.read_text().splitlines() if line.startswith("##vepcli_finetune=")]

@@ -451,16 +451,20 @@ def test_list_typed_parquet_columns_are_carried_as_text(tmp_path):
 def _stopped_run(tmp_path: Path, monkeypatch, src: Path, out: Path) -> Path:
     """A run stopped (Ctrl-C) after its first block of 1: the resume folder it leaves."""
     import vepcli.pipeline as pipeline
+    from vepcli.output import PartialStore
 
-    def stop(block):
+    store_block = PartialStore.add_block
+
+    def store_then_interrupt(self, block, rows):  # Ctrl-C arriving just after the first block is stored
+        store_block(self, block, rows)
         raise KeyboardInterrupt
 
     monkeypatch.setattr(pipeline, "BLOCK", 1)
-    monkeypatch.setattr(pipeline, "_test_abort_hook", stop)
-    code, err = run("score", str(src), "-o", str(out))
+    with monkeypatch.context() as m:
+        m.setattr(PartialStore, "add_block", store_then_interrupt)
+        code, err = run("score", str(src), "-o", str(out))
     assert code == 130 and not out.exists(), err  # one line, never "Aborted!"; the store is kept for --resume
     assert err == "vepcli: interrupted; rerun with --resume to continue\n"
-    monkeypatch.setattr(pipeline, "_test_abort_hook", lambda block: None)
     return out.with_name(out.name + ".partial")
 
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import signal
 import stat
 import subprocess
 import sys
@@ -123,7 +124,7 @@ def expected_scores(model, seq: str, pos: int, ref: str, alt: str, w: int, pool:
 
 
 def run_cli(*args, env: dict | None = None, quiet: bool = True) -> subprocess.CompletedProcess:
-    full_env = {k: v for k, v in os.environ.items() if k != "VEPCLI_ABORT_AFTER_BLOCK"}
+    full_env = dict(os.environ)
     full_env.update({"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", **(env or {})})
     cmd = [sys.executable, "-m", "vepcli", "score", *map(str, args), "--threads", "1", "--device", "cpu"]
     if quiet:
@@ -132,12 +133,26 @@ def run_cli(*args, env: dict | None = None, quiet: bool = True) -> subprocess.Co
 
 
 def score_lib(
-    variants: Path, out: Path, model: str = "ps", fasta: Path | None = None, resume: bool = False, **kw
+    variants: Path, out: Path, model: str = "ps", fasta: Path | None = None, resume: bool = False, progress=None, **kw
 ) -> Path:
     kw.setdefault("window", W)
     settings = ScoreSettings(model=str(MODELS[model]), device="cpu", **kw)
     fasta = fasta or Path(__file__).resolve().parent / "data" / "chr22_slice.fa"
-    return score_file(str(variants), str(fasta), str(out), settings, resume=resume, quiet=True)
+    return score_file(str(variants), str(fasta), str(out), settings, resume=resume, quiet=True, progress=progress)
+
+
+KILL_AFTER_FIRST_BLOCK = """
+import os, signal, sys
+from vepcli.pipeline import ScoreSettings, score_file
+variants, fasta, out, model, window = sys.argv[1:]
+settings = ScoreSettings(model=model, window=int(window), scores=("llr",), device="cpu")
+score_file(variants, fasta, out, settings, quiet=True, progress=lambda n: os.kill(os.getpid(), signal.SIGKILL))
+"""
+
+
+def interrupt(*args) -> None:
+    """A `progress` callback that stops the run as Ctrl-C does, after the first block is stored."""
+    raise KeyboardInterrupt
 
 
 def error_lines(proc: subprocess.CompletedProcess) -> list[str]:
@@ -279,7 +294,8 @@ def test_vcf_header_and_tabix(main_run):
     raw = out.read_bytes()
     assert raw[:4] == b"\x1f\x8b\x08\x04" and raw[12:14] == b"BC"  # BGZF, not plain gzip
     assert Path(str(out) + ".tbi").is_file()
-    header = [line for line in gzip.open(out, "rt") if line.startswith("##")]
+    with gzip.open(out, "rt") as fh:
+        header = [line for line in fh if line.startswith("##")]
     info_ids = [line.split("ID=")[1].split(",")[0] for line in header if line.startswith("##INFO=")]
     assert len(info_ids) == len(set(info_ids))  # one ##INFO per field
     used = {k for r in main_run["rows"] for k in r["info"]}
@@ -598,8 +614,15 @@ def test_killed_run_resumes_to_the_same_bytes(tmp_path, chr22_slice):
     args = [vcf, "-f", chr22_slice.fa, "-m", MODELS["ph"], "--window", W, "--scores", "llr"]
     out, partial = tmp_path / "out.vcf", tmp_path / "out.vcf.partial"
 
-    killed = run_cli(*args, "-o", out, env={"VEPCLI_ABORT_AFTER_BLOCK": "0"})
-    assert killed.returncode == 137, killed.stderr
+    # killed (SIGKILL, no chance to clean up) right after its first block is stored
+    killed = subprocess.run(
+        [sys.executable, "-c", KILL_AFTER_FIRST_BLOCK, *map(str, (vcf, chr22_slice.fa, out, MODELS["ph"], W))],
+        capture_output=True,
+        text=True,
+        env={**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"},
+        timeout=600,
+    )
+    assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert not out.exists() and partial.is_dir()
     stored = (partial / "rows.jsonl").read_bytes()
     marks = [json.loads(line) for line in stored.splitlines() if b"block_end" in line]
@@ -637,14 +660,8 @@ def test_resume_reuses_stored_blocks(tmp_path, chr22_slice, monkeypatch):
     vcf = write_vcf(tmp_path / "in.vcf", recs)
     out, partial = tmp_path / "out.tsv", tmp_path / "out.tsv.partial"
     monkeypatch.setattr(pipeline, "BLOCK", 4)
-
-    def stop(block):
-        if block == 0:
-            raise KeyboardInterrupt
-
-    monkeypatch.setattr(pipeline, "_test_abort_hook", stop)
     with pytest.raises(KeyboardInterrupt):
-        score_lib(vcf, out, "ph", scores=("llr",))
+        score_lib(vcf, out, "ph", scores=("llr",), progress=interrupt)
     assert not out.exists()
     rows_path = partial / "rows.jsonl"
     first = json.loads(rows_path.read_text().splitlines()[0])
@@ -652,7 +669,6 @@ def test_resume_reuses_stored_blocks(tmp_path, chr22_slice, monkeypatch):
     first["llr"] = 123.5
     lines = rows_path.read_text().splitlines(keepends=True)
     rows_path.write_text(json.dumps(first) + "\n" + "".join(lines[1:]) + '{"index": 99, "chro')  # torn write
-    monkeypatch.setattr(pipeline, "_test_abort_hook", lambda block: None)
     got = read_scores(score_lib(vcf, out, "ph", scores=("llr",), resume=True))
     assert len(got) == 10 and got["llr"][0] == 123.5 and not partial.exists()
     fresh = read_scores(score_lib(vcf, tmp_path / "fresh.tsv", "ph", scores=("llr",)))
@@ -668,10 +684,8 @@ def test_resume_refused_in_process_with_other_settings(tmp_path, chr22_slice, mo
         tmp_path / "in.vcf", [("22", p, ".", seq[p - 1].upper(), other(seq[p - 1])) for p in (100, 110, 120)]
     )
     monkeypatch.setattr(pipeline, "BLOCK", 1)
-    monkeypatch.setattr(pipeline, "_test_abort_hook", lambda b: (_ for _ in ()).throw(KeyboardInterrupt))
     with pytest.raises(KeyboardInterrupt):
-        score_lib(vcf, tmp_path / "o.tsv", "ph", scores=("llr",))
-    monkeypatch.setattr(pipeline, "_test_abort_hook", lambda b: None)
+        score_lib(vcf, tmp_path / "o.tsv", "ph", scores=("llr",), progress=interrupt)
     with pytest.raises(UserError, match="without --resume"):
         score_lib(vcf, tmp_path / "o.tsv", "ph", scores=("llr",), pool=64, resume=True)
     # batch size is not part of a run's identity: resuming with another one is accepted

@@ -37,9 +37,41 @@ pytestmark = [
 
 
 def _env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "VEPCLI_ABORT_AFTER_BLOCK"}
+    env = dict(os.environ)
     env["PATH"] = f"{BIN}{os.pathsep}{env.get('PATH', '')}"  # the venv's vepcli first
     return {**env, **extra}
+
+
+KILLED_VEPCLI = """#!{python}
+# vepcli, killed with SIGKILL (as a node failure or an OOM killer would) once a score run has stored block {block}
+import os, signal
+from vepcli.cli import main
+from vepcli.output import PartialStore
+
+store_block = PartialStore.add_block
+
+
+def store_then_die(self, block, rows):
+    store_block(self, block, rows)
+    if block >= {block}:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+
+PartialStore.add_block = store_then_die
+main()
+"""
+
+
+def _env_killed_after_block(tmp_path: Path, block: int) -> dict[str, str]:
+    """An environment whose `vepcli` is killed after storing block `block` of each score job."""
+    bin_dir = tmp_path / "killed-bin"
+    bin_dir.mkdir()
+    script = bin_dir / "vepcli"
+    script.write_text(KILLED_VEPCLI.format(python=sys.executable, block=block))
+    script.chmod(0o755)
+    env = _env()
+    env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
+    return env
 
 
 def snakemake(workdir: Path, config: dict, *args: str, env: dict | None = None) -> subprocess.CompletedProcess:
@@ -199,7 +231,7 @@ def test_by_chromosome_killed_job_is_redone_alone_and_resumes(tmp_path):
     parts = wd / "out" / "scored.parts"
     # contig X's job is killed (as by a signal) after its second block; contig 22's finishes
     try:
-        killed = snakemake(wd, config, "--keep-going", env=_env(VEPCLI_ABORT_AFTER_BLOCK="1"))
+        killed = snakemake(wd, config, "--keep-going", env=_env_killed_after_block(tmp_path, 1))
     finally:
         finish(whole)
     assert killed.returncode != 0

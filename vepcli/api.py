@@ -14,6 +14,7 @@ import torch
 
 from vepcli.nn.caduceus import Caduceus, CaduceusForMaskedLM
 from vepcli.nn.checkpoint import load_model, save_model
+from vepcli.nn.strand import strand_average
 from vepcli.nn.tokenizer import batch_encode, decode, encode, reverse_complement, reverse_complement_ids
 
 __all__ = [
@@ -62,21 +63,6 @@ def hidden_states(model: Caduceus | CaduceusForMaskedLM, x) -> torch.Tensor:
 def logits(model: CaduceusForMaskedLM, x) -> torch.Tensor:
     """Masked-LM logits (batch, L, 16) in fp32."""
     return model(_ids(model, x))
-
-
-def strand_average(hidden_fwd: torch.Tensor, hidden_rc: torch.Tensor | None, rcps: bool) -> torch.Tensor:
-    """Average the two strands of a hidden state, aligned to forward-strand positions: (batch, L, d_model).
-
-    PS: its two halves. The second half is stored flipped in length and channels, so position p of
-    the reverse strand's forward-half representation is flip_C(b[p]): only the channels flip back.
-    Ph: the pass on the reverse-complement sequence (`hidden_rc`), flipped back in length.
-    """
-    if rcps:
-        d = hidden_fwd.shape[-1] // 2
-        return 0.5 * (hidden_fwd[..., :d] + hidden_fwd[..., d:].flip(-1))
-    if hidden_rc is None:
-        return hidden_fwd
-    return 0.5 * (hidden_fwd + hidden_rc.flip(-2))
 
 
 @torch.no_grad()

@@ -1,6 +1,5 @@
 """Defaults shared by the commands and the library, importable without loading torch."""
 
-SCORE_NAMES = ("llr", "emb_l2", "emb_cos")
 POOL_DEFAULT = 1536  # bp, centred on the variant, as in the Caduceus variant effect protocol
 DEFAULT_MODEL_NAME = "caduceus-ps-chr22-small"  # bundled: models/ in the repository, vepcli/models/ in the wheel
 PROBE_KINDS = ("svm", "logistic")  # vepcli probe train --kind

@@ -15,6 +15,7 @@ import torch
 
 from vepcli.errors import UserError
 from vepcli.nn.caduceus import CaduceusForMaskedLM
+from vepcli.nn.strand import mean_of_strands, pooled_strand_average
 from vepcli.nn.tokenizer import COMPLEMENT, MASK, batch_encode, reverse_complement_ids
 from vepcli.runtime import PRECISIONS, autocast, default_batch_size, pick_device
 
@@ -111,24 +112,14 @@ class Engine:
         n = len(batch)
         out = []
         for i, req in enumerate(batch):
-            pooled = self._pool(hidden, i, n, L, req.pool) if req.pool else None
+            pooled = self._pool(hidden, i, n, req.pool) if req.pool else None
             logp = self._logp(hidden, i, n, L, req.logp_at) if req.logp_at else None
             out.append(Result(pooled, logp))
         return out
 
-    def _pool(self, hidden: torch.Tensor, i: int, n: int, L: int, span: tuple[int, int]) -> torch.Tensor:
-        s, e = span
-        d = self.d_model
-        if self.rcps:
-            fwd = hidden[i, s:e, :d].float().mean(0)
-            if not self.strand_average:
-                return fwd.cpu()
-            return (0.5 * (fwd + hidden[i, s:e, d:].float().mean(0).flip(-1))).cpu()
-        fwd = hidden[i, s:e].float().mean(0)
-        if not self.strand_average:
-            return fwd.cpu()
-        rev = hidden[n + i, L - e : L - s].float().mean(0)  # the same bases on the reverse pass
-        return (0.5 * (fwd + rev)).cpu()
+    def _pool(self, hidden: torch.Tensor, i: int, n: int, span: tuple[int, int]) -> torch.Tensor:
+        rc = hidden[n + i] if self.strand_average and not self.rcps else None
+        return pooled_strand_average(hidden[i], rc, span, self.rcps, self.strand_average).cpu()
 
     def _logp(self, hidden: torch.Tensor, i: int, n: int, L: int, positions: tuple[int, ...]) -> torch.Tensor:
         pos = torch.tensor(positions, device=hidden.device)
@@ -138,5 +129,5 @@ class Engine:
         if self.strand_average and not self.rcps:
             rc_logits = self.model.lm_head(hidden[n + i, L - 1 - pos]).float()
             logp_rc = torch.log_softmax(rc_logits, -1)[:, self.complement]  # back to forward-strand bases
-            logp = 0.5 * (logp + logp_rc)
+            logp = mean_of_strands(logp, logp_rc)
         return logp.cpu()

@@ -32,12 +32,10 @@ from pathlib import Path
 
 from vepcli.errors import UserError
 from vepcli.integrity import READ_ERRORS, truncated_message
-from vepcli.merge_parts import FAMILY, check_parts, merged_contigs, merged_header, read_part
+from vepcli.merge_parts import FAMILY, Part, check_parts, merged_contigs, merged_header, read_part
 from vepcli.merge_rows import write_parquet, write_table, write_vcf
 from vepcli.outpath import check_output_path
 from vepcli.output import atomic_output, output_format
-
-# ---------------------------------------------------------------- entry point
 
 
 def merge_files(
@@ -53,30 +51,9 @@ def merge_files(
         raise UserError("give the files to merge: vepcli merge PART... -o OUTPUT")
     out = check_output_path(output, inputs)
     out_fmt = output_format(str(out), output_type)
-    paths = [Path(p) for p in inputs]
-    seen: dict[Path, Path] = {}
-    for p in paths:
-        if not p.is_file():
-            raise UserError(f"{p} does not exist")
-        real = p.resolve()
-        if real in seen:
-            raise UserError(f"{p} is given twice")
-        seen[real] = p
-    if out.resolve() in seen:
-        raise UserError(f"the output {out} is also one of the inputs; write the merge to a new file")
+    paths = _distinct_inputs(inputs, out)
     fmts = [output_format(str(p), None) for p in paths]
-    for p, f in zip(paths, fmts, strict=True):
-        if f not in FAMILY:
-            raise UserError(f"{p}: {f} files cannot be merged; merge VCF, TSV or parquet outputs")
-    family = FAMILY[fmts[0]]
-    for p, f in zip(paths, fmts, strict=True):
-        if FAMILY[f] != family:
-            raise UserError(f"mixed formats: {paths[0]} is {family} but {p} is {FAMILY[f]}; merge parts of one format")
-    if FAMILY.get(out_fmt) != family:
-        raise UserError(
-            f"the parts are {family} but the output {out} would be {out_fmt}; name the output "
-            f"{'.vcf.gz' if family == 'VCF' else '.tsv' if family == 'TSV' else '.parquet'}"
-        )
+    family = _one_family(paths, fmts, out, out_fmt)
     parts = [read_part(p, f) for p, f in zip(paths, fmts, strict=True)]
     kind = check_parts(parts)
     renumber = kind == "regions"
@@ -89,16 +66,53 @@ def merge_files(
         command = " ".join(["vepcli", "merge", *map(str, inputs), "-o", str(output)])
     contigs = merged_contigs(parts) if family == "VCF" else []
     header = merged_header(parts, command, contigs)
+    return out, _write(parts, family, out, out_fmt, header, renumber), kind
+
+
+def _distinct_inputs(inputs: Sequence[str | os.PathLike[str]], out: Path) -> list[Path]:
+    """The parts as paths: each an existing file, none given twice, none the output."""
+    paths = [Path(p) for p in inputs]
+    seen: dict[Path, Path] = {}
+    for p in paths:
+        if not p.is_file():
+            raise UserError(f"{p} does not exist")
+        real = p.resolve()
+        if real in seen:
+            raise UserError(f"{p} is given twice")
+        seen[real] = p
+    if out.resolve() in seen:
+        raise UserError(f"the output {out} is also one of the inputs; write the merge to a new file")
+    return paths
+
+
+def _one_family(paths: list[Path], fmts: list[str], out: Path, out_fmt: str) -> str:
+    """VCF, TSV or parquet: the one family of every part and of the output."""
+    for p, f in zip(paths, fmts, strict=True):
+        if f not in FAMILY:
+            raise UserError(f"{p}: {f} files cannot be merged; merge VCF, TSV or parquet outputs")
+    family = FAMILY[fmts[0]]
+    for p, f in zip(paths, fmts, strict=True):
+        if FAMILY[f] != family:
+            raise UserError(f"mixed formats: {paths[0]} is {family} but {p} is {FAMILY[f]}; merge parts of one format")
+    if FAMILY.get(out_fmt) != family:
+        raise UserError(
+            f"the parts are {family} but the output {out} would be {out_fmt}; name the output "
+            f"{'.vcf.gz' if family == 'VCF' else '.tsv' if family == 'TSV' else '.parquet'}"
+        )
+    return family
+
+
+def _write(parts: list[Part], family: str, out: Path, out_fmt: str, header: list[str], renumber: bool) -> int:
+    """Write the merged rows to `out` all-or-nothing; the number of rows."""
     import pyarrow as pa
 
     try:
         with atomic_output(out) as tmp:
             if family == "VCF":
-                total = write_vcf(parts, out_fmt, tmp, header, renumber)
-            elif family == "TSV":
-                total = write_table(parts, out_fmt, tmp, header, renumber)
-            else:
-                total = write_parquet(parts, tmp, header, renumber)
+                return write_vcf(parts, out_fmt, tmp, header, renumber)
+            if family == "TSV":
+                return write_table(parts, out_fmt, tmp, header, renumber)
+            return write_parquet(parts, tmp, header, renumber)
     except READ_ERRORS as err:
         raise UserError(truncated_message(Path(getattr(err, "filename", "") or "a part"), err)) from None
     except pa.ArrowException as err:
@@ -107,4 +121,3 @@ def merge_files(
         ) from None
     except OSError as err:
         raise UserError(f"cannot write {out} ({err.strerror or err}); nothing was written") from None
-    return out, total, kind

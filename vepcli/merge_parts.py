@@ -18,15 +18,13 @@ from pathlib import Path
 from vepcli.errors import UserError
 from vepcli.integrity import check_compressed, reading
 from vepcli.output import INFO_PREFIX
+from vepcli.runheader import RunHeader, same_digest
 
 FAMILY = {"vcf": "VCF", "vcf.gz": "VCF", "tsv": "TSV", "tsv.gz": "TSV", "parquet": "parquet"}
 INDEX_KEY = f"{INFO_PREFIX}INDEX="
 INDEX_COLUMN = "index"
 _VARYING = ("##vepcli_command=", "##vepcli_shard=", "##contig=")
-_INPUT = "##vepcli_input_sha256="
-_FASTA = "##vepcli_fasta_sha256="
 _CONTIG_ID = re.compile(r"^##contig=<ID=([^,>]+)")
-_SHARD = re.compile(r"^(\d+)/(\d+)$")
 
 
 @dataclass
@@ -40,6 +38,7 @@ class Part:
     contigs: list[str] = field(default_factory=list)  # the ##contig lines, in order
     rows: int = 0  # number of data rows (region parts: for renumbering)
     offset: int = 0  # added to every index of this part
+    run: RunHeader = field(default_factory=RunHeader)  # the ##vepcli_* lines, parsed
 
     @property
     def name(self) -> str:
@@ -53,7 +52,7 @@ def open_text(path: Path):
         magic = f.read(2)
     if magic == b"\x1f\x8b":
         return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")  # noqa: SIM115 - the caller closes it
+    return open(path, encoding="utf-8", newline="")
 
 
 # ---------------------------------------------------------------- reading headers
@@ -68,47 +67,48 @@ def read_part(path: Path, fmt: str) -> Part:
 
 
 def _read_part_unguarded(path: Path, fmt: str) -> Part:
-    part = Part(path, fmt, [])
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        try:
-            meta = pq.read_schema(path).metadata or {}
-        except Exception as err:  # noqa: BLE001 - any pyarrow error: not a parquet file
-            raise UserError(f"{path} is not a readable parquet file ({err})") from None
-        if b"vepcli" not in meta:
-            raise UserError(f"{path} has no vepcli header (schema metadata 'vepcli'); is it a vepcli output?")
-        part.header = json.loads(meta[b"vepcli"])
-        if not isinstance(part.header, list) or not all(isinstance(h, str) for h in part.header):
-            raise UserError(f"{path}: its vepcli header is not a list of lines; is it a vepcli output?")
-        part.rows = pq.ParquetFile(path).metadata.num_rows
-        part.columns = "\t".join(pq.read_schema(path).names)
-    else:
-        with open_text(path) as f:
-            for line in f:
-                line = line.rstrip("\r\n")
-                if line.startswith("##"):
-                    part.header.append(line)
-                    continue
-                part.columns = line
-                break
-            if fmt in ("tsv", "tsv.gz"):
-                part.rows = sum(1 for _ in csv.reader(f, delimiter="\t"))
-            else:
-                part.rows = sum(1 for line in f if line.strip())
-        if not part.columns:
-            raise UserError(f"{path} has no column header line; is it a vepcli {FAMILY[fmt]} output?")
+    part = _read_parquet_part(path, fmt) if fmt == "parquet" else _read_text_part(path, fmt)
     part.contigs = [h for h in part.header if h.startswith("##contig=")]
-    for line in part.header:
-        if line.startswith("##vepcli_settings_hash="):
-            part.settings_hash = line.split("=", 1)[1]
-        elif line.startswith("##vepcli_shard="):
-            m = _SHARD.match(line.split("=", 1)[1])
-            if not m:
-                raise UserError(f"{path}: bad line {line!r}; expected ##vepcli_shard=I/N")
-            part.shard = (int(m[1]), int(m[2]))
+    part.run = RunHeader.from_lines(part.header, str(path))
+    part.settings_hash = part.run.settings_hash or ""
+    part.shard = part.run.shard
     if not part.settings_hash:
         raise UserError(f"{path} has no ##vepcli_settings_hash line; merge only outputs of 'vepcli score'")
+    return part
+
+
+def _read_parquet_part(path: Path, fmt: str) -> Part:
+    import pyarrow.parquet as pq
+
+    try:
+        meta = pq.read_schema(path).metadata or {}
+    except Exception as err:  # noqa: BLE001 - any pyarrow error: not a parquet file
+        raise UserError(f"{path} is not a readable parquet file ({err})") from None
+    if b"vepcli" not in meta:
+        raise UserError(f"{path} has no vepcli header (schema metadata 'vepcli'); is it a vepcli output?")
+    header = json.loads(meta[b"vepcli"])
+    if not isinstance(header, list) or not all(isinstance(h, str) for h in header):
+        raise UserError(f"{path}: its vepcli header is not a list of lines; is it a vepcli output?")
+    rows = pq.ParquetFile(path).metadata.num_rows
+    return Part(path, fmt, header, columns="\t".join(pq.read_schema(path).names), rows=rows)
+
+
+def _read_text_part(path: Path, fmt: str) -> Part:
+    part = Part(path, fmt, [])
+    with open_text(path) as f:
+        for line in f:
+            line = line.rstrip("\r\n")
+            if line.startswith("##"):
+                part.header.append(line)
+                continue
+            part.columns = line
+            break
+        if fmt in ("tsv", "tsv.gz"):
+            part.rows = sum(1 for _ in csv.reader(f, delimiter="\t"))
+        else:
+            part.rows = sum(1 for line in f if line.strip())
+    if not part.columns:
+        raise UserError(f"{path} has no column header line; is it a vepcli {FAMILY[fmt]} output?")
     return part
 
 
@@ -121,16 +121,35 @@ def check_parts(parts: list[Part]) -> str:
                 f"{p.name} (settings {p.settings_hash}) and {first.name} (settings {first.settings_hash}) "
                 "were scored with a different model, window or settings; rescore them alike"
             )
-    _same_line(parts, _INPUT, "input sha256", "were scored from different input files; merge parts of one input")
-    _same_line(
+    _same_digest(
+        parts, "input_sha256", "input sha256", "were scored from different input files; merge parts of one input"
+    )
+    _same_digest(
         parts,
-        _FASTA,
+        "fasta_sha256",
         "FASTA contigs sha256",
         "were scored against different reference FASTAs; rescore them against one",
     )
+    _same_header(parts)
+    sharded = [p for p in parts if p.shard]
+    if sharded and len(sharded) != len(parts):
+        plain = next(p for p in parts if not p.shard)
+        raise UserError(
+            f"{plain.name} is not a shard (no ##vepcli_shard line) but {sharded[0].name} is; "
+            "merge either one complete shard set or unsharded parts"
+        )
+    if not sharded:
+        return "regions"
+    _one_shard_set(parts)
+    return "shards"
+
+
+def _same_header(parts: list[Part]) -> None:
+    """The same header lines (but command, shard and contigs) and, among parts with rows, the same columns."""
+    first = parts[0]
+    theirs = [h for h in first.header if not h.startswith(_VARYING)]
     for p in parts[1:]:
         mine = [h for h in p.header if not h.startswith(_VARYING)]
-        theirs = [h for h in first.header if not h.startswith(_VARYING)]
         if mine != theirs:
             diff = next((a for a, b in zip(mine, theirs, strict=False) if a != b), None)
             if diff is None:
@@ -144,15 +163,11 @@ def check_parts(parts: list[Part]) -> str:
     for p in with_rows[1:]:
         if p.columns != with_rows[0].columns:
             raise UserError(f"{p.name} and {with_rows[0].name} have different columns; merge only parts of one run")
-    sharded = [p for p in parts if p.shard]
-    if sharded and len(sharded) != len(parts):
-        plain = next(p for p in parts if not p.shard)
-        raise UserError(
-            f"{plain.name} is not a shard (no ##vepcli_shard line) but {sharded[0].name} is; "
-            "merge either one complete shard set or unsharded parts"
-        )
-    if not sharded:
-        return "regions"
+
+
+def _one_shard_set(parts: list[Part]) -> None:
+    """Shards 1/N .. N/N, each exactly once."""
+    first = parts[0]
     n = first.shard[1]
     seen: dict[int, Part] = {}
     for p in parts:
@@ -170,19 +185,21 @@ def check_parts(parts: list[Part]) -> str:
             f"shard{'s' if len(missing) > 1 else ''} {', '.join(missing)} "
             f"{'are' if len(missing) > 1 else 'is'} missing; give all {n} shards of the set"
         )
-    return "shards"
 
 
-def _same_line(parts: list[Part], prefix: str, what: str, why: str) -> None:
-    """Every part must carry the same `prefix` header line (or all none): else one line naming two parts."""
-    values = {p.name: next((h for h in p.header if h.startswith(prefix)), None) for p in parts}
+def _same_digest(parts: list[Part], field_name: str, what: str, why: str) -> None:
+    """Every part must record the same digest (or all none): else one line naming two parts."""
+    values = {p.name: getattr(p.run, field_name) for p in parts}
     first = parts[0]
 
     def digest(name: str) -> str:
-        return (values[name] or "=none (made by an older vepcli)").split("=", 1)[1]
+        return values[name] or "none (made by an older vepcli)"
+
+    def same(a: str | None, b: str | None) -> bool:
+        return a == b if a is None or b is None else same_digest(a, b)
 
     for p in parts[1:]:
-        if values[p.name] != values[first.name]:
+        if not same(values[p.name], values[first.name]):
             raise UserError(f"{p.name} ({what} {digest(p.name)}) and {first.name} ({what} {digest(first.name)}) {why}")
 
 

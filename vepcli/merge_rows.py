@@ -233,21 +233,7 @@ def write_parquet(parts: list[Part], tmp: Path, header: list[str], renumber: boo
     tables = []
     contigs = _Contigs(parts, renumber)
     for k, p in enumerate(parts):
-        table = pq.read_table(p.path)
-        if renumber and "chrom" in table.column_names:
-            for chrom in dict.fromkeys(table["chrom"].to_pylist()):
-                contigs.add(chrom, k)
-        if INDEX_COLUMN not in table.column_names:
-            raise UserError(f"{p.name} has no '{INDEX_COLUMN}' column; rescore it with this version of vepcli")
-        if renumber:
-            index = table[INDEX_COLUMN].to_numpy()
-            if len(index) and (index.min() < 0 or index.max() >= p.rows):
-                raise UserError(
-                    f"{p.name}: index outside 0..{p.rows - 1}; was it made with --shard? Then give all "
-                    "shards of the set instead"
-                )
-            at = table.column_names.index(INDEX_COLUMN)
-            table = table.set_column(at, INDEX_COLUMN, pa.array(index + p.offset, type=pa.int64()))
+        table = _parquet_part(p, k, renumber, contigs)
         if p.rows or not tables:
             tables.append(table.replace_schema_metadata(None))
     if len(tables) > 1 and not tables[0].num_rows:
@@ -258,22 +244,51 @@ def write_parquet(parts: list[Part], tmp: Path, header: list[str], renumber: boo
         raise UserError(f"the parts' columns do not match ({err}); merge only parts of one run") from None
     index = merged[INDEX_COLUMN].to_numpy()
     order = np.argsort(index, kind="stable")
-    sorted_index = index[order]
-    repeated = np.flatnonzero(sorted_index[1:] == sorted_index[:-1])
-    if len(repeated):
-        raise UserError(
-            f"the allele with index {sorted_index[repeated[0]]} is in two parts: the parts overlap "
-            "(were they made from the same input, with other --shard/--regions?)"
-        )
-    holes = np.flatnonzero(sorted_index != np.arange(len(index)))
-    if len(holes):
-        raise UserError(
-            f"the parts do not cover the input: index {holes[0]} is in none of them (a part of the "
-            "split is missing or was cut short)"
-        )
+    _check_cover(index[order])
     merged = merged.take(pa.array(order))
     first_meta = pq.read_schema(parts[0].path).metadata or {}
     meta = {**first_meta, b"vepcli": json.dumps(list(header)).encode()}
     merged = merged.replace_schema_metadata(meta)
     pq.write_table(merged, tmp)
     return len(index)
+
+
+def _parquet_part(p: Part, k: int, renumber: bool, contigs: _Contigs):
+    """Part `k` as a table, its index renumbered for region parts."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(p.path)
+    if renumber and "chrom" in table.column_names:
+        for chrom in dict.fromkeys(table["chrom"].to_pylist()):
+            contigs.add(chrom, k)
+    if INDEX_COLUMN not in table.column_names:
+        raise UserError(f"{p.name} has no '{INDEX_COLUMN}' column; rescore it with this version of vepcli")
+    if not renumber:
+        return table
+    index = table[INDEX_COLUMN].to_numpy()
+    if len(index) and (index.min() < 0 or index.max() >= p.rows):
+        raise UserError(
+            f"{p.name}: index outside 0..{p.rows - 1}; was it made with --shard? Then give all "
+            "shards of the set instead"
+        )
+    at = table.column_names.index(INDEX_COLUMN)
+    return table.set_column(at, INDEX_COLUMN, pa.array(index + p.offset, type=pa.int64()))
+
+
+def _check_cover(sorted_index) -> None:
+    """The merged indexes, sorted, must be 0..n-1 each once: no overlap, no hole."""
+    import numpy as np
+
+    repeated = np.flatnonzero(sorted_index[1:] == sorted_index[:-1])
+    if len(repeated):
+        raise UserError(
+            f"the allele with index {sorted_index[repeated[0]]} is in two parts: the parts overlap "
+            "(were they made from the same input, with other --shard/--regions?)"
+        )
+    holes = np.flatnonzero(sorted_index != np.arange(len(sorted_index)))
+    if len(holes):
+        raise UserError(
+            f"the parts do not cover the input: index {holes[0]} is in none of them (a part of the "
+            "split is missing or was cut short)"
+        )

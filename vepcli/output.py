@@ -20,6 +20,8 @@ import pandas as pd
 
 from vepcli.atomic import atomic_file as atomic_output  # the older name, kept for its callers
 from vepcli.errors import UserError
+from vepcli.scoring import get as get_score
+from vepcli.scoring import numeric_columns
 
 FORMATS = ("vcf", "vcf.gz", "tsv", "tsv.gz", "parquet", "npz")
 BASE_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "status", "reason", "index")
@@ -210,7 +212,8 @@ def vcf_header(
         'scored, or a note on a score left empty (percent-encoded)">'
     )
     for column, description in score_columns:
-        lines.append(f'##INFO=<ID={INFO_PREFIX}{column.upper()},Number=1,Type=Float,Description="{description}">')
+        kind = get_score(column).info_type
+        lines.append(f'##INFO=<ID={INFO_PREFIX}{column.upper()},Number=1,Type={kind},Description="{description}">')
     lines.extend(meta_lines)
     lines.append("#CHROM\tPOS\tID\tREF\tALT\tQUAL\tFILTER\tINFO")
     return "\n".join(lines) + "\n"
@@ -289,7 +292,7 @@ def _frame(rows, scores, extra_columns) -> pd.DataFrame:
     frame["pos"] = frame["pos"].astype("int64")
     frame["index"] = frame["index"].astype("int64")
     for s in scores:
-        frame[s] = frame[s].astype("float64")
+        frame[s] = frame[s].astype(get_score(s).dtype)
     return frame
 
 
@@ -352,7 +355,7 @@ def read_scores(path: str | Path) -> pd.DataFrame:
             if not line.startswith("##"):
                 break
             skip += 1
-    numeric = ("llr", "emb_l2", "emb_cos", "probe", "finetune")
+    numeric = numeric_columns()
     return pd.read_csv(
         path,
         sep="\t",

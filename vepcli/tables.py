@@ -40,24 +40,18 @@ TABLE_COLUMNS: dict[str, tuple[str, ...]] = {
     "alt": ("alt",),
     "id": ("id",),
 }
-# every column name an output of score or embed may have: carried input columns never take these names
-RESERVED_COLUMNS = (
-    "chrom",
-    "pos",
-    "id",
-    "ref",
-    "alt",
-    "status",
-    "reason",
-    "index",
-    "llr",
-    "emb_l2",
-    "emb_cos",
-    "probe",
-    "finetune",
-    "ref_emb",
-    "alt_emb",
-)
+# the columns of every score or embed output besides the scores (vepcli.scoring registers those)
+OUTPUT_COLUMNS = ("chrom", "pos", "id", "ref", "alt", "status", "reason", "index", "ref_emb", "alt_emb")
+
+
+def reserved_columns() -> frozenset[str]:
+    """Every column name an output of score or embed may have, registered plug-in scores included:
+    carried input columns never take these names."""
+    from vepcli.scoring import numeric_columns
+
+    return frozenset((*OUTPUT_COLUMNS, *numeric_columns()))
+
+
 CARRIED_PREFIX = "input_"
 _BAD_TEXT = ("\t", "\n", "\r", "\x00")
 
@@ -66,7 +60,8 @@ def carried_name(name: str, taken: set[str]) -> str:
     """The output name of a carried input column: `input_<name>` (repeated) while it names an output
     column (case-insensitively) or one already taken."""
     out = name
-    while out.lower() in RESERVED_COLUMNS or out.lower() in taken:
+    reserved = reserved_columns()
+    while out.lower() in reserved or out.lower() in taken:
         out = CARRIED_PREFIX + out
     return out
 
@@ -198,7 +193,8 @@ def _table_variants(
     counter = itertools.count()
     extra_names = [c for c in df.columns if c not in roles.values()]
     # names no output column has stay as they are; the others become input_<name>, clear of those
-    taken = {n.lower() for n in extra_names if n.lower() not in RESERVED_COLUMNS}
+    reserved = reserved_columns()
+    taken = {n.lower() for n in extra_names if n.lower() not in reserved}
     out_names = []
     for name in extra_names:
         out_names.append(name if name.lower() in taken else carried_name(name, taken))

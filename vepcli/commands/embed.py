@@ -12,8 +12,9 @@ from vepcli.commands import options as opt
 def embed(variants, fasta, output, resume, quiet, **options) -> None:
     """Write strand-averaged, pooled ref and alt embeddings of every ALT in VARIANTS, with its columns."""
     from vepcli.pipeline import score_file
+    from vepcli.supervised import loaders
 
     settings = opt.score_settings(scores=(), embeddings=True, **options)
-    out = score_file(variants, fasta, output, settings, resume=resume, quiet=quiet)
+    out = score_file(variants, fasta, output, settings, resume=resume, quiet=quiet, supervised=loaders(settings))
     if not quiet:
         click.echo(f"vepcli: wrote {out}", err=True)

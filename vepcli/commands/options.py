@@ -13,7 +13,6 @@ from typing import Any
 
 import click
 
-from vepcli.defaults import SCORE_NAMES
 from vepcli.modelcheck import MODEL_INT_LIMITS, SSM_INT_LIMITS
 
 MAX_WINDOW = 131_072
@@ -146,28 +145,7 @@ class Device(click.ParamType):
         self.fail(f"{value!r} is not a device; use auto, cpu, cuda or cuda:K", param, ctx)
 
 
-class ScoreList(click.ParamType):
-    """A comma-separated list of distinct score names."""
-
-    name = "scores"
-
-    def convert(self, value, param, ctx):
-        if isinstance(value, tuple):
-            return value
-        names = tuple(s.strip() for s in str(value).split(",") if s.strip())
-        if not names:
-            self.fail(f"no score named; choose from {', '.join(SCORE_NAMES)}", param, ctx)
-        unknown = [s for s in names if s not in SCORE_NAMES]
-        if unknown:
-            self.fail(f"unknown score(s) {', '.join(unknown)}; choose from {', '.join(SCORE_NAMES)}", param, ctx)
-        twice = sorted({s for s in names if names.count(s) > 1})
-        if twice:
-            self.fail(f"{', '.join(twice)} named twice; name each score once", param, ctx)
-        return names
-
-
 DEVICE = Device()
-SCORES = ScoreList()
 
 
 def windows_and_run_options(output_help: str) -> Decorator:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import click
 
 from vepcli.commands import options as opt
-from vepcli.defaults import SCORE_NAMES
+from vepcli.scoring import default_names
 
 
 @click.command()
 @opt.windows_and_run_options(output_help="Output: .vcf, .vcf.gz, .tsv, .tsv.gz or .parquet.")
 @click.option("-O", "--output-type", default=None, help="v|z|t|p: VCF, bgzipped VCF, TSV, parquet.")
-@click.option("--scores", default=",".join(SCORE_NAMES), show_default=True, help="Scores to compute.")
+@click.option("--scores", default=",".join(default_names()), show_default=True, help="Scores to compute.")
 @click.option(
     "--probe",
     default=None,
@@ -22,8 +22,11 @@ from vepcli.defaults import SCORE_NAMES
 def score(variants, fasta, output, output_type, scores, resume, quiet, **options) -> None:
     """Score every ALT allele in VARIANTS (VCF/BCF or TSV/CSV/parquet with chrom,pos,ref,alt)."""
     from vepcli.pipeline import score_file
+    from vepcli.supervised import loaders
 
     settings = opt.score_settings(scores=tuple(s.strip() for s in scores.split(",") if s.strip()), **options)
-    out = score_file(variants, fasta, output, settings, output_type, resume=resume, quiet=quiet)
+    out = score_file(
+        variants, fasta, output, settings, output_type, resume=resume, quiet=quiet, supervised=loaders(settings)
+    )
     if not quiet:
         click.echo(f"vepcli: wrote {out}", err=True)

@@ -30,7 +30,9 @@ from vepcli.errors import UserError
 from vepcli.modelinfo import file_sha256
 from vepcli.nn.caduceus import CaduceusForMaskedLM
 from vepcli.nn.checkpoint import load_model, save_model
+from vepcli.nn.strand import pooled_strand_average as strand_pool
 from vepcli.nn.tokenizer import reverse_complement_ids
+from vepcli.runheader import Record, short
 
 FORMAT = "vepcli-finetune"
 FORMAT_VERSION = 1
@@ -43,21 +45,14 @@ META_NAME, HEAD_NAME = "finetune.json", "head.safetensors"
 def pooled_strand_average(lm: CaduceusForMaskedLM, ids: torch.Tensor, span: tuple[int, int]) -> torch.Tensor:
     """(B, d_model) float32: the hidden state mean-pooled over [start, end), both strands averaged.
 
-    The same arithmetic as `Engine._pool`, so pooled vectors from `vepcli score`/`embed` with the
+    The engine's arithmetic (`vepcli.nn.strand`), so pooled vectors from `vepcli score`/`embed` with the
     fine-tuned backbone feed the head as they were during training.
     """
-    s, e = span
     if lm.config.rcps:
-        hidden = lm.caduceus(ids)
-        d = hidden.shape[-1] // 2
-        fwd = hidden[:, s:e, :d].float().mean(1)
-        rev = hidden[:, s:e, d:].float().mean(1).flip(-1)
-        return 0.5 * (fwd + rev)
-    n, length = ids.shape
+        return strand_pool(lm.caduceus(ids), None, span, rcps=True)
+    n = ids.shape[0]
     hidden = lm.caduceus(torch.cat([ids, reverse_complement_ids(ids)]))
-    fwd = hidden[:n, s:e].float().mean(1)
-    rev = hidden[n:, length - e : length - s].float().mean(1)  # the same bases on the reverse pass
-    return 0.5 * (fwd + rev)
+    return strand_pool(hidden[:n], hidden[n:], span, rcps=False)
 
 
 def layout_features(blocks: dict[str, torch.Tensor], layout: str) -> torch.Tensor:
@@ -366,13 +361,23 @@ class ScoreHead:
             "backbone of --model"
         )
 
-    def header_line(self) -> str:
+    def header_record(self) -> Record:
+        """Its `##vepcli_finetune` header line."""
         m, v = self.meta, self.meta["validation"]
-        return (
-            f"##vepcli_finetune=<path={self.directory},label={m['label']['column']},"
-            f"positive={m['label']['positive']},features={m['features']['layout']},"
-            f"head_sha256={m['model']['head_sha256'][:16]},val_{v['metric']}={v[v['metric']]:.4f}>"
+        return Record(
+            "finetune",
+            {
+                "path": str(self.directory),
+                "label": m["label"]["column"],
+                "positive": str(m["label"]["positive"]),
+                "features": m["features"]["layout"],
+                "head_sha256": short(m["model"]["head_sha256"]),
+                f"val_{v['metric']}": f"{v[v['metric']]:.4f}",
+            },
         )
+
+    def header_line(self) -> str:
+        return self.header_record().to_line()
 
     def __call__(self, ref: np.ndarray, alt: np.ndarray, extras: list[dict[str, Any]]) -> np.ndarray:
         covariates = pd.DataFrame(extras) if self.meta["covariates"] else None

@@ -7,7 +7,6 @@ on, so the identity is read from the file's header lines together with the vecto
 from __future__ import annotations
 
 import json
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -16,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from vepcli.errors import UserError
+from vepcli.runheader import RunHeader, embedding_fields
 
 if TYPE_CHECKING:
     import pyarrow as pa
@@ -47,32 +47,22 @@ class Embeddings:
     path: str = ""
 
 
-def _header_fields(value: str) -> dict[str, str]:
-    """`<a=1,b=x,y>` -> {a: 1, b: x,y}: a value runs to the next `,key=` so paths may hold commas."""
-    body = value.strip().removeprefix("<").removesuffix(">")
-    return {m.group(1): m.group(2) for m in re.finditer(r"(\w+)=(.*?)(?=,\w+=|$)", body)}
-
-
 def parse_identity(lines: list[str], source: str = "embeddings") -> EmbeddingIdentity:
     """The identity recorded in `vepcli embed` header lines (##vepcli_embedding, ##vepcli_model, ...)."""
-    heads = {}
-    for line in lines:
-        key, _, value = line.removeprefix("##").partition("=")
-        heads[key] = value
-    if "vepcli_embedding" not in heads:
+    emb = embedding_fields(lines)
+    if emb is None:
         raise UserError(f"{source} has no ##vepcli_embedding header; make it with `vepcli embed`")
-    emb = _header_fields(heads["vepcli_embedding"])
-    model = _header_fields(heads.get("vepcli_model", ""))
+    run = RunHeader.from_lines(lines, source)
     try:
         return EmbeddingIdentity(
             config_hash=emb["config_hash"],
             window=int(emb["window"]),
             pool=int(emb["pool"]),
             d_model=int(emb["d_model"]),
-            strand_average=heads.get("vepcli_strand_average", "true") == "true",
-            weights_sha256=model.get("weights_sha256", "unknown"),
-            arch=model.get("arch", "unknown"),
-            model_path=model.get("path", ""),
+            strand_average=run.strand_average is not False,
+            weights_sha256=run.model.weights_sha256 if run.model else "unknown",
+            arch=run.model.arch if run.model else "unknown",
+            model_path=run.model.path if run.model else "",
         )
     except (KeyError, ValueError) as err:
         raise UserError(

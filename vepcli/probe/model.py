@@ -37,6 +37,7 @@ from vepcli.probe.cv import (
     platt_scale,
 )
 from vepcli.probe.embeddings import EmbeddingIdentity, Embeddings
+from vepcli.runheader import same_digest
 
 if TYPE_CHECKING:
     from sklearn.pipeline import Pipeline
@@ -82,8 +83,7 @@ class Probe:
         if config_hash != mine.config_hash:
             wrong.append(f"model config {config_hash} (probe: {mine.config_hash})")
         if weights_sha256 and "unknown" not in (weights_sha256, mine.weights_sha256):
-            n = min(len(weights_sha256), len(mine.weights_sha256))
-            if weights_sha256[:n] != mine.weights_sha256[:n]:
+            if not same_digest(weights_sha256, mine.weights_sha256):
                 wrong.append(f"model weights {weights_sha256[:16]} (probe: {mine.weights_sha256[:16]})")
         if int(window) != mine.window:
             wrong.append(f"window {window} (probe: {mine.window})")
@@ -134,15 +134,6 @@ class Probe:
             return out
         cal = self.meta["calibration"]
         return 1.0 / (1.0 + np.exp(-(cal["a"] * self.decision(ref, alt, covariates) + cal["b"])))
-
-    def header_line(self) -> str:
-        """A `##vepcli_probe=<...>` line for outputs scored with this probe."""
-        m = self.meta
-        return (
-            f"##vepcli_probe=<path={self.path},kind={m['kind']},features={m['features']['layout']},"
-            f"covariates={'+'.join(self.covariates) or 'none'},label={m['label']['column']},"
-            f"positive={m['label']['classes'][1]},cv_auroc={m['cv']['mean_auroc']:.4f}>"
-        )
 
 
 def train_probe(

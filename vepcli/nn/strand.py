@@ -1,0 +1,53 @@
+"""Strand averaging, written once: the engine, the Python API and the fine-tuning head all use it.
+
+A DNA model's reading of a window should not depend on the strand it was given. Caduceus-PS (RC
+parameter sharing) carries both strands in its hidden state: the second half of the channels is the
+reverse strand, stored flipped in channels, so only the channels flip back. Caduceus-Ph sees one
+strand: a second pass on the reverse-complement sequence is read at the same bases (flipped back in
+length, or read at mirrored indexes). The average of the two readings is `mean_of_strands`.
+"""
+
+from __future__ import annotations
+
+import torch
+
+
+def mean_of_strands(fwd: torch.Tensor, rev: torch.Tensor) -> torch.Tensor:
+    """The strand average of two readings aligned to forward-strand positions and channels."""
+    return 0.5 * (fwd + rev)
+
+
+def strand_average(hidden_fwd: torch.Tensor, hidden_rc: torch.Tensor | None, rcps: bool) -> torch.Tensor:
+    """Average the two strands of a hidden state per position: (..., L, d_model).
+
+    PS: its two halves (`hidden_rc` unused). Ph: the pass on the reverse-complement sequence
+    (`hidden_rc`), flipped back in length; without it, the forward pass alone.
+    """
+    if rcps:
+        d = hidden_fwd.shape[-1] // 2
+        return mean_of_strands(hidden_fwd[..., :d], hidden_fwd[..., d:].flip(-1))
+    if hidden_rc is None:
+        return hidden_fwd
+    return mean_of_strands(hidden_fwd, hidden_rc.flip(-2))
+
+
+def pooled_strand_average(
+    hidden: torch.Tensor, hidden_rc: torch.Tensor | None, span: tuple[int, int], rcps: bool, average: bool = True
+) -> torch.Tensor:
+    """The hidden state mean-pooled over positions [start, end), in float32: (..., d_model).
+
+    `hidden` is (..., L, C) of the forward pass; `hidden_rc` that of the reverse-complement pass (Ph
+    only), whose bases [start, end) sit at [L - end, L - start). `average=False`: the forward strand only.
+    """
+    s, e = span
+    if rcps:
+        d = hidden.shape[-1] // 2
+        fwd = hidden[..., s:e, :d].float().mean(-2)
+        if not average:
+            return fwd
+        return mean_of_strands(fwd, hidden[..., s:e, d:].float().mean(-2).flip(-1))
+    fwd = hidden[..., s:e, :].float().mean(-2)
+    if not average or hidden_rc is None:
+        return fwd
+    length = hidden.shape[-2]
+    return mean_of_strands(fwd, hidden_rc[..., length - e : length - s, :].float().mean(-2))
