@@ -1,4 +1,7 @@
-"""The Python API under the CLI: load a model, tokenize, get hidden states and masked-LM logits.
+"""The Python API under the CLI: load a model, tokenize, get hidden states and LM logits.
+
+Every call takes a backbone (`vepcli.nn.backbone.Backbone`, what `load` returns); `hidden_states` also
+takes a family's model without its LM head (`load(..., masked_lm=False)`).
 
 >>> import vepcli.api as vep
 >>> model = vep.load("path/to/model")            # or a Hugging Face id in the local cache
@@ -12,9 +15,9 @@ from collections.abc import Sequence
 
 import torch
 
-from vepcli.nn.caduceus import Caduceus, CaduceusForMaskedLM
+from vepcli.nn.backbone import Backbone
 from vepcli.nn.checkpoint import load_model, save_model
-from vepcli.nn.strand import strand_average
+from vepcli.nn.strand import carries_both_strands, strand_average
 from vepcli.nn.tokenizer import batch_encode, decode, encode, reverse_complement, reverse_complement_ids
 
 __all__ = [
@@ -47,31 +50,33 @@ def _ids(model: torch.nn.Module, x: torch.Tensor | str | Sequence[str]) -> torch
 
 
 @torch.no_grad()
-def forward(model: CaduceusForMaskedLM, x: torch.Tensor | str | Sequence[str]):
+def forward(model: Backbone, x: torch.Tensor | str | Sequence[str]) -> tuple[torch.Tensor, torch.Tensor]:
     """(logits, last hidden state) for token ids or DNA strings, in one pass."""
-    return model(_ids(model, x), return_hidden=True)
+    hidden = model.hidden_states(_ids(model, x))
+    return model.lm_logits(hidden), hidden
 
 
 @torch.no_grad()
-def hidden_states(model: Caduceus | CaduceusForMaskedLM, x) -> torch.Tensor:
-    """Last hidden state after the final norm: (batch, L, 2*d_model) for PS, (batch, L, d_model) for Ph."""
-    base = model.caduceus if isinstance(model, CaduceusForMaskedLM) else model
-    return base(_ids(model, x))
+def hidden_states(model: Backbone | torch.nn.Module, x) -> torch.Tensor:
+    """Last hidden state after the final norm: (batch, L, 2 * hidden_width) for PS, (batch, L, hidden_width)
+    otherwise. A model without its LM head returns it from its forward."""
+    ids = _ids(model, x)
+    return model.hidden_states(ids) if isinstance(model, Backbone) else model(ids)
 
 
 @torch.no_grad()
-def logits(model: CaduceusForMaskedLM, x) -> torch.Tensor:
-    """Masked-LM logits (batch, L, 16) in fp32."""
+def logits(model: Backbone, x) -> torch.Tensor:
+    """LM logits (batch, L, vocab_size) in fp32 (masked or next-token, as `model.objective` says)."""
     return model(_ids(model, x))
 
 
 @torch.no_grad()
-def embed(model: Caduceus | CaduceusForMaskedLM, x, strand_average_: bool = True) -> torch.Tensor:
-    """Strand-averaged last hidden state per position, (batch, L, d_model)."""
+def embed(model: Backbone, x, strand_average_: bool = True) -> torch.Tensor:
+    """Strand-averaged last hidden state per position, (batch, L, hidden_width)."""
     ids = _ids(model, x)
-    rcps = model.config.rcps
+    rcps = carries_both_strands(model.strands, model.arch)
     h = hidden_states(model, ids)
     if not strand_average_:
-        return h[..., : model.config.d_model] if rcps else h
+        return h[..., : model.hidden_width] if rcps else h
     h_rc = None if rcps else hidden_states(model, reverse_complement_ids(ids))
     return strand_average(h, h_rc, rcps)

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from vepcli.errors import UserError
-from vepcli.nn.caduceus import CaduceusForMaskedLM
-from vepcli.nn.strand import mean_of_strands, pooled_strand_average
+from vepcli.nn.backbone import Backbone
+from vepcli.nn.strand import carries_both_strands, mean_of_strands, pooled_strand_average
 from vepcli.nn.tokenizer import COMPLEMENT, MASK, batch_encode, reverse_complement_ids
 from vepcli.runtime import PRECISIONS, autocast, default_batch_size, pick_device
 
@@ -32,7 +32,7 @@ class Request:
 
 @dataclass
 class Result:
-    pooled: torch.Tensor | None  # (d_model,) float32, strand-averaged
+    pooled: torch.Tensor | None  # (hidden_width,) float32, strand-averaged
     logp: torch.Tensor | None  # (len(logp_at), vocab) float32, strand-averaged log-probabilities
 
 
@@ -41,11 +41,11 @@ def _is_oom(err: BaseException) -> bool:
 
 
 class Engine:
-    """Runs Requests through a Caduceus masked-LM model in batches."""
+    """Runs Requests through a backbone (`vepcli.nn.backbone`) in batches."""
 
     def __init__(
         self,
-        model: CaduceusForMaskedLM,
+        model: Backbone,
         device: str = "auto",
         precision: str = "fp32",
         batch_size: int | None = None,
@@ -54,9 +54,9 @@ class Engine:
         if precision not in PRECISIONS:
             raise UserError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
         self.device = pick_device(device)
+        self.rcps = carries_both_strands(model.strands, model.arch)
         self.model = model.to(self.device).eval()
-        self.rcps = model.config.rcps
-        self.d_model = model.config.d_model
+        self.hidden_width = model.hidden_width
         self.dtype = PRECISIONS[precision]
         self.batch_size = max(1, batch_size or default_batch_size(self.device))
         self.strand_average = strand_average
@@ -108,7 +108,7 @@ class Engine:
         if two_pass:
             ids = torch.cat([ids, reverse_complement_ids(ids)])
         with self._autocast():
-            hidden = self.model.caduceus(ids)
+            hidden = self.model.hidden_states(ids)
         n = len(batch)
         out = []
         for i, req in enumerate(batch):
@@ -122,12 +122,14 @@ class Engine:
         return pooled_strand_average(hidden[i], rc, span, self.rcps, self.strand_average).cpu()
 
     def _logp(self, hidden: torch.Tensor, i: int, n: int, L: int, positions: tuple[int, ...]) -> torch.Tensor:
+        if self.model.objective != "masked":
+            raise UserError(f"masked-LM log-probabilities need a masked LM; {self.model.arch} is not one")
         pos = torch.tensor(positions, device=hidden.device)
         with self._autocast():
-            logits = self.model.lm_head(hidden[i, pos]).float()
+            logits = self.model.lm_logits(hidden[i, pos])
         logp = torch.log_softmax(logits, -1)
         if self.strand_average and not self.rcps:
-            rc_logits = self.model.lm_head(hidden[n + i, L - 1 - pos]).float()
+            rc_logits = self.model.lm_logits(hidden[n + i, L - 1 - pos])
             logp_rc = torch.log_softmax(rc_logits, -1)[:, self.complement]  # back to forward-strand bases
             logp = mean_of_strands(logp, logp_rc)
         return logp.cpu()

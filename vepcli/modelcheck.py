@@ -59,6 +59,7 @@ def check_config(directory: Path) -> None:
     path = directory / "config.json"
     config = _read_config(directory, path)
     _check_model_fields(path, config)
+    _check_family(path, config)
     _check_ssm_fields(path, config.get("ssm_cfg"))
     cmap = config.get("complement_map")
     if cmap is not None and (
@@ -71,7 +72,7 @@ def check_config(directory: Path) -> None:
 def _read_config(directory: Path, path: Path) -> dict[str, Any]:
     """config.json as a JSON object, or one line that says what the file is instead."""
     if not path.is_file():
-        raise UserError(f"{directory} has no config.json; is it a Caduceus model directory?")
+        raise UserError(f"{directory} has no config.json; is it a model directory?")
     if path.stat().st_size > 1 << 22:
         raise UserError(f"{path} is over 4 MB; it is not a model config")
     try:
@@ -99,6 +100,13 @@ def _check_model_fields(path: Path, config: dict[str, Any]) -> None:
     for name in ("model_type", "bidirectional_strategy"):
         if name in config and not isinstance(config[name], str):
             raise UserError(f"{path}: {name} must be a string")
+
+
+def _check_family(path: Path, config: dict[str, Any]) -> None:
+    """Refuse a `model_type` no registered backbone family reads, naming the ones it does."""
+    from vepcli.nn.backbone import family_of
+
+    family_of(config, str(path))
 
 
 def _check_ssm_fields(path: Path, ssm: Any) -> None:

@@ -22,26 +22,29 @@ def config_hash(config_dict: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(config_dict, sort_keys=True).encode()).hexdigest()[:16]
 
 
+STRAND_HANDLING = {
+    "ps": "ps (reverse-complement equivariant by construction)",
+    "ph": "ph (average over the window and its reverse complement)",
+    "echo": "echo (the input repeated, the second copy read)",
+}
+
+
 def model_info(path_or_id: str) -> dict[str, Any]:
+    """What `vepcli model info` prints: the interface's facts, then the family's own."""
     from vepcli.modelcheck import load_checked
 
     directory, model, _ = load_checked(path_or_id)
-    c = model.config
+    length = model.trained_length
     return {
         "path": str(directory),
-        "architecture": "Caduceus",
-        "variant": "PS (RC-equivariant)" if c.rcps else "Ph (strand-average at inference)",
-        "d_model": c.d_model,
-        "n_layer": c.n_layer,
-        "hidden_width": c.hidden_width,
-        "d_state": c.d_state,
-        "d_inner": c.d_inner,
-        "dt_rank": c.dt_rank,
-        "bidirectional": f"{c.bidirectional} ({c.bidirectional_strategy}, weight tie {c.bidirectional_weight_tie})",
-        "vocab_size": c.vocab_size,
+        "family": model.model_type,
+        "objective": f"{model.objective} LM",
+        "strands": STRAND_HANDLING.get(model.strands, model.strands),
+        **model.describe(),
+        "pooled_width": model.hidden_width,
         "parameters": model.num_parameters(),
-        "max_length": c.max_length if c.max_length else "unknown (not in config.json)",
-        "config_hash": config_hash(c.to_dict()),
+        "max_length": length if length else "unknown (not in config.json)",
+        "config_hash": config_hash(model.config.to_dict()),
         "scan_kernel": scan_kernels(),
     }
 

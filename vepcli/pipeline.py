@@ -226,10 +226,10 @@ def _open_run(
 ) -> _Run:
     """Load the model and the reference, record the run's identity, load its supervised models."""
     model_dir, model, weights_digest = load_checked(settings.model or default_model())
-    window = resolve_window(settings.window, model.config.max_length)
+    window = resolve_window(settings.window, model.trained_length)
     genome = Genome(fasta)
-    c = model.config
-    record = ModelRecord(str(model_dir), c.arch, c.d_model, c.n_layer, config_hash(c.to_dict()), weights_digest)
+    config_digest = config_hash(model.config.to_dict())
+    record = ModelRecord(str(model_dir), model.arch, model.hidden_width, model.n_layer, config_digest, weights_digest)
     meta = {
         "version": __version__,
         "variants": _file_identity(variants_path, digest=True),

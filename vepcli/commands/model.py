@@ -16,8 +16,8 @@ def model() -> None:
 @click.argument("path_or_id", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 def info(path_or_id: str | None, as_json: bool) -> None:
-    """Architecture, PS/Ph, sizes, parameter count and max length of PATH_OR_ID [default: the default model,
-    $VEPCLI_MODEL or the one shipped with vepcli]."""
+    """Family, objective (masked or causal LM), strand handling, sizes, parameter count and max length of
+    PATH_OR_ID [default: the default model, $VEPCLI_MODEL or the one shipped with vepcli]."""
     from vepcli.modelinfo import model_info
 
     if path_or_id is None:

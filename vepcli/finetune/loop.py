@@ -79,8 +79,8 @@ class FinetuneTask(Task):
         base_dir = resolve_model_dir(cfg.model or default_model())
         lm = load_model(base_dir)
         base = base_identity(base_dir, lm)
-        self.data = load_data(cfg, Genome(cfg.fasta), lm.config.max_length)
-        lm.config.max_length = self.data.window  # `vepcli score --model` then defaults to the fine-tuning window
+        self.data = load_data(cfg, Genome(cfg.fasta), lm.trained_length)
+        lm.trained_length = self.data.window  # `vepcli score --model` then defaults to the fine-tuning window
         steps_per_epoch = len(self.data.split.train) // cfg.batch_size
         if steps_per_epoch == 0:
             raise UserError(
@@ -100,7 +100,7 @@ class FinetuneTask(Task):
         """Head, model, optimizer, schedule, gradient scaler; cached features for a frozen backbone."""
         cfg, data = self.cfg, self.data
         torch.manual_seed(cfg.seed)
-        n_feat = len(LAYOUTS[cfg.layout]) * lm.config.d_model
+        n_feat = len(LAYOUTS[cfg.layout]) * lm.hidden_width
         head = Head(n_feat, data.covariates.shape[1], data.labels.n_classes, cfg.head_hidden, cfg.dropout)
         self.net = FinetuneNet(lm, head, data.examples.mode, cfg.layout, data.span, cfg.freeze_backbone)
         self.net.to(self.place.device)

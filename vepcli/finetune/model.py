@@ -1,4 +1,4 @@
-"""The fine-tuning model: a Caduceus backbone, strand-conjoined pooling, and a small classification head.
+"""The fine-tuning model: a backbone (`vepcli.nn.backbone`), strand-conjoined pooling, and a small classification head.
 
 Pooling is the engine's (`vepcli/infer.py`): the last hidden state is mean-pooled over a span and the two
 strands are averaged (PS: its two halves, the second flipped back in channels; Ph: a second pass on the
@@ -28,8 +28,9 @@ from vepcli.atomic import atomic_dir
 from vepcli.defaults import LAYOUTS
 from vepcli.errors import UserError
 from vepcli.modelinfo import file_sha256
-from vepcli.nn.caduceus import CaduceusForMaskedLM
+from vepcli.nn.backbone import Backbone
 from vepcli.nn.checkpoint import load_model, save_model
+from vepcli.nn.strand import carries_both_strands
 from vepcli.nn.strand import pooled_strand_average as strand_pool
 from vepcli.nn.tokenizer import reverse_complement_ids
 from vepcli.runheader import Record, short
@@ -42,16 +43,16 @@ META_NAME, HEAD_NAME = "finetune.json", "head.safetensors"
 # ---------------------------------------------------------------- pooling
 
 
-def pooled_strand_average(lm: CaduceusForMaskedLM, ids: torch.Tensor, span: tuple[int, int]) -> torch.Tensor:
-    """(B, d_model) float32: the hidden state mean-pooled over [start, end), both strands averaged.
+def pooled_strand_average(lm: Backbone, ids: torch.Tensor, span: tuple[int, int]) -> torch.Tensor:
+    """(B, hidden_width) float32: the hidden state mean-pooled over [start, end), both strands averaged.
 
     The engine's arithmetic (`vepcli.nn.strand`), so pooled vectors from `vepcli score`/`embed` with the
     fine-tuned backbone feed the head as they were during training.
     """
-    if lm.config.rcps:
-        return strand_pool(lm.caduceus(ids), None, span, rcps=True)
+    if carries_both_strands(lm.strands, lm.arch):
+        return strand_pool(lm.hidden_states(ids), None, span, rcps=True)
     n = ids.shape[0]
-    hidden = lm.caduceus(torch.cat([ids, reverse_complement_ids(ids)]))
+    hidden = lm.hidden_states(torch.cat([ids, reverse_complement_ids(ids)]))
     return strand_pool(hidden[:n], hidden[n:], span, rcps=False)
 
 
@@ -123,7 +124,7 @@ class FinetuneNet(nn.Module):
     """Backbone + head as one module (what DDP wraps). `frozen`: the backbone runs without gradients."""
 
     def __init__(
-        self, lm: CaduceusForMaskedLM, head: Head, mode: str, layout: str, span: tuple[int, int], frozen: bool = False
+        self, lm: Backbone, head: Head, mode: str, layout: str, span: tuple[int, int], frozen: bool = False
     ) -> None:
         super().__init__()
         self.lm, self.head = lm, head
@@ -181,7 +182,7 @@ def load_head_state(head: Head, path: Path) -> None:
     head.load_state_dict(state)
 
 
-def save_finetuned(lm: CaduceusForMaskedLM, head: Head, meta: dict[str, Any], directory: Path) -> Path:
+def save_finetuned(lm: Backbone, head: Head, meta: dict[str, Any], directory: Path) -> Path:
     """Write the model directory into a temporary sibling and rename it: a stopped save leaves the old one."""
     directory = Path(directory)
     with atomic_dir(directory) as tmp:
@@ -202,7 +203,7 @@ def save_finetuned(lm: CaduceusForMaskedLM, head: Head, meta: dict[str, Any], di
 class Finetuned(NamedTuple):
     """What `load_finetuned` returns: unpack as `model, head, meta = load_finetuned(path)`."""
 
-    model: CaduceusForMaskedLM
+    model: Backbone
     head: Head
     meta: dict[str, Any]
 

@@ -13,21 +13,21 @@ from vepcli import __version__
 from vepcli.finetune.batches import Data
 from vepcli.finetune.config import LAYOUTS, FinetuneConfig
 from vepcli.modelinfo import config_hash
-from vepcli.nn.caduceus import CaduceusForMaskedLM
+from vepcli.nn.backbone import Backbone
 from vepcli.train.config import run_identity
 from vepcli.train.engine import Placement
 
 
-def base_identity(base_dir: Path, lm: CaduceusForMaskedLM) -> dict[str, Any]:
+def base_identity(base_dir: Path, lm: Backbone) -> dict[str, Any]:
     """The base model as finetune.json records it: path, config hash, sizes, weights digest."""
     from vepcli.modelcheck import weights_digest  # safetensors or pytorch_model.bin: every format has a digest
 
     return {
         "path": str(base_dir),
         "config_hash": config_hash(lm.config.to_dict()),
-        "arch": lm.config.arch,
-        "d_model": lm.config.d_model,
-        "n_layer": lm.config.n_layer,
+        "arch": lm.arch,
+        "d_model": lm.hidden_width,
+        "n_layer": lm.n_layer,
         "weights_sha256": weights_digest(base_dir),
     }
 
@@ -43,20 +43,20 @@ class RunPlan:
     steps_per_epoch: int
 
 
-def describe(plan: RunPlan, lm: CaduceusForMaskedLM, place: Placement) -> str:
+def describe(plan: RunPlan, lm: Backbone, place: Placement) -> str:
     cfg, data, s = plan.cfg, plan.data, plan.data.split
     counts = np.bincount(data.labels.y[s.train], minlength=data.labels.n_classes)
     classes = ", ".join(f"{c}: {k}" for c, k in zip(data.labels.classes, counts, strict=True))
     return (
         f"{data.examples.mode}: {len(s.train)} training rows ({classes}), {len(s.val)} validation, "
         f"{len(s.test)} test ({s.method}: {s.description}); window {data.window}, pool span {list(data.span)}; "
-        f"{lm.config.arch} d_model {lm.config.d_model} ({'frozen' if cfg.freeze_backbone else 'fine-tuned'}); "
+        f"{lm.arch} d_model {lm.hidden_width} ({'frozen' if cfg.freeze_backbone else 'fine-tuned'}); "
         f"{plan.total} steps ({plan.steps_per_epoch} per epoch) on {place.d.world} process(es) x {place.accum} "
         f"micro-batch(es) of {place.micro} on {place.device}"
     )
 
 
-def finetune_meta(plan: RunPlan, lm: CaduceusForMaskedLM, val: dict[str, float], step: int) -> dict[str, Any]:
+def finetune_meta(plan: RunPlan, lm: Backbone, val: dict[str, float], step: int) -> dict[str, Any]:
     """finetune.json of the model validated at `step` with figures `val`."""
     cfg, data = plan.cfg, plan.data
     d = plan.base["d_model"]

@@ -1,9 +1,11 @@
-"""The model layer: tokenizer, selective scan, Mamba mixer, Caduceus (PS and Ph), checkpoint I/O.
+"""The model layer: tokenizer, selective scan, the backbone interface and its families, checkpoint I/O.
 
-No file or network I/O happens here except in `checkpoint.py` and `hub.py`.
+Importing the package registers the built-in backbone families (Caduceus PS and Ph), so every loader
+knows them. No file or network I/O happens here except in `checkpoint.py` and `hub.py`.
 """
 
+from vepcli.nn.backbone import Backbone, Family, register
 from vepcli.nn.caduceus import Caduceus, CaduceusForMaskedLM
 from vepcli.nn.config import CaduceusConfig
 
-__all__ = ["Caduceus", "CaduceusConfig", "CaduceusForMaskedLM"]
+__all__ = ["Backbone", "Caduceus", "CaduceusConfig", "CaduceusForMaskedLM", "Family", "register"]

@@ -13,10 +13,13 @@ Module and parameter names follow the published checkpoints so their state dicts
 from __future__ import annotations
 
 import math
+import re
+from typing import Any
 
 import torch
 from torch import nn
 
+from vepcli.nn.backbone import Backbone, Family, register
 from vepcli.nn.config import CaduceusConfig
 from vepcli.nn.mamba import BiMamba, Mamba
 from vepcli.nn.norm import RMSNorm, apply_norm
@@ -114,10 +117,6 @@ class CaduceusPreTrained(nn.Module):
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
-    def num_parameters(self) -> int:
-        """Distinct parameters (tied tensors counted once), as the published model cards count them."""
-        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
-
 
 class Caduceus(CaduceusPreTrained):
     """The base model: token ids (batch, L) -> last hidden state (batch, L, hidden_width)."""
@@ -132,8 +131,11 @@ class Caduceus(CaduceusPreTrained):
         return self.backbone(input_ids)
 
 
-class CaduceusForMaskedLM(CaduceusPreTrained):
+class CaduceusForMaskedLM(CaduceusPreTrained, Backbone):
     """Caduceus with the tied masked-LM head: ids -> logits (batch, L, vocab_size) in fp32."""
+
+    model_type = "caduceus"
+    objective = "masked"
 
     def __init__(self, config: CaduceusConfig) -> None:
         super().__init__()
@@ -155,7 +157,75 @@ class CaduceusForMaskedLM(CaduceusPreTrained):
             if mixer.tied:
                 mixer.tie_weights()
 
+    # the backbone interface -----------------------------------------------------------------------
+    @property
+    def strands(self) -> str:
+        return "ps" if self.config.rcps else "ph"
+
+    @property
+    def arch(self) -> str:
+        return self.config.arch
+
+    @property
+    def n_layer(self) -> int:
+        return self.config.n_layer
+
+    @property
+    def hidden_width(self) -> int:
+        return self.config.d_model
+
+    @property
+    def trained_length(self) -> int | None:
+        return self.config.max_length
+
+    @trained_length.setter
+    def trained_length(self, length: int | None) -> None:
+        self.config.max_length = length
+
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        return self.caduceus(input_ids)
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        return self.lm_head(hidden).float()
+
     def forward(self, input_ids: torch.Tensor, return_hidden: bool = False):
         hidden = self.caduceus(input_ids)
-        logits = self.lm_head(hidden).float()
+        logits = self.lm_logits(hidden)
         return (logits, hidden) if return_hidden else logits
+
+    def describe(self) -> dict[str, Any]:
+        c = self.config
+        return {
+            "architecture": "Caduceus",
+            "variant": "PS (RC-equivariant)" if c.rcps else "Ph (strand-average at inference)",
+            "d_model": c.d_model,
+            "n_layer": c.n_layer,
+            "hidden_width": c.hidden_width,
+            "d_state": c.d_state,
+            "d_inner": c.d_inner,
+            "dt_rank": c.dt_rank,
+            "bidirectional": f"{c.bidirectional} ({c.bidirectional_strategy}, weight tie {c.bidirectional_weight_tie})",
+            "vocab_size": c.vocab_size,
+        }
+
+
+def published_state(state: dict[str, torch.Tensor], with_head: bool) -> dict[str, torch.Tensor]:
+    """A published state dict in our keys: base-model uploads lack the `caduceus.` prefix."""
+    if with_head:
+        if not any(k.startswith("caduceus.") for k in state):
+            return {f"caduceus.{k}": v for k, v in state.items()}
+        return state
+    return {k.removeprefix("caduceus."): v for k, v in state.items() if not k.startswith("lm_head.")}
+
+
+register(
+    Family(
+        model_type="caduceus",
+        config_from_dict=CaduceusConfig.from_dict,
+        model=CaduceusForMaskedLM,
+        # the published files leave these out: mamba_rev's projections and the LM head are tied
+        tied=re.compile(r"(mamba_rev\.(in_proj|out_proj)\.(weight|bias)|^lm_head\.weight|^lm_head\.lm_head\.weight)$"),
+        adapt_state=published_state,
+        base=Caduceus,
+    )
+)

@@ -1,17 +1,17 @@
-"""Read and write Caduceus checkpoints in the published Hugging Face layout.
+"""Read and write backbone checkpoints in the published Hugging Face layout, for every registered family.
 
 A directory holds `config.json` and `model.safetensors` (older uploads: `pytorch_model.bin`, read
-with `weights_only=True`). The files omit tied tensors (mamba_rev's in/out projections, the LM
-head); we re-tie them, and a loader that left them untied would silently give wrong numbers, so
-any other missing or unexpected tensor is an error. We save the same way, so the official code
-loads what we write.
+with `weights_only=True`); the config's `model_type` picks the family (`vepcli.nn.backbone`). The
+files omit tied tensors (Caduceus: mamba_rev's in/out projections, the LM head); we re-tie them, and
+a loader that left them untied would silently give wrong numbers, so any other missing or unexpected
+tensor is an error. We save the same way, so the official code loads what we write.
 """
 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors import SafetensorError
@@ -19,22 +19,29 @@ from safetensors.torch import load_file, save_file
 
 from vepcli.atomic import atomic_file
 from vepcli.errors import UserError
-from vepcli.nn.caduceus import Caduceus, CaduceusForMaskedLM
-from vepcli.nn.config import CaduceusConfig
+from vepcli.nn.backbone import Backbone, Family, family_of
 
 CONFIG_NAME, WEIGHTS_NAME, TORCH_WEIGHTS_NAME = "config.json", "model.safetensors", "pytorch_model.bin"
-# tensors the published files leave out because they are the same tensor as another
-_TIED = re.compile(r"(mamba_rev\.(in_proj|out_proj)\.(weight|bias)|^lm_head\.weight|^lm_head\.lm_head\.weight)$")
 
 
-def read_config(directory: Path) -> CaduceusConfig:
+def read_config_dict(directory: Path) -> dict[str, Any]:
     path = Path(directory) / CONFIG_NAME
     try:
-        return CaduceusConfig.from_dict(json.loads(path.read_text()))
+        config = json.loads(path.read_text())
     except FileNotFoundError:
-        raise UserError(f"{directory} has no {CONFIG_NAME}; is it a Caduceus model directory?") from None
+        raise UserError(f"{directory} has no {CONFIG_NAME}; is it a model directory?") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"{path} holds a JSON {type(config).__name__}, not an object; it is not a model config")
+    return config
+
+
+def read_config(directory: Path) -> tuple[Family, Any]:
+    """(family, its config) of a model directory; an unknown `model_type` is one refusal line."""
+    d = read_config_dict(directory)
+    family = family_of(d, str(Path(directory) / CONFIG_NAME))
+    return family, family.config_from_dict(d)
 
 
 def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
@@ -53,15 +60,14 @@ def read_state_dict(directory: Path) -> dict[str, torch.Tensor]:
     raise UserError(f"{directory} has neither {WEIGHTS_NAME} nor {TORCH_WEIGHTS_NAME}")
 
 
-def load_into(model: CaduceusForMaskedLM | Caduceus, state: dict[str, torch.Tensor], source: str) -> None:
-    """Copy a published state dict into `model`, accepting only the omission of tied tensors."""
-    if isinstance(model, CaduceusForMaskedLM):
-        if not any(k.startswith("caduceus.") for k in state):  # a base-model checkpoint
-            state = {f"caduceus.{k}": v for k, v in state.items()}
-    else:
-        state = {k.removeprefix("caduceus."): v for k, v in state.items() if not k.startswith("lm_head.")}
+def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Copy a published state dict into `model` (a backbone, or a family's model without its LM head),
+    accepting only the omission of tied tensors."""
+    family = family_of(model.config.to_dict())
+    with_head = isinstance(model, Backbone)
+    state = family.adapt_state(state, with_head)
     own = model.state_dict()
-    missing = [k for k in own if k not in state and not _TIED.search(k)]
+    missing = [k for k in own if k not in state and not family.tied.search(k)]
     unexpected = [k for k in state if k not in own]
     wrong = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
@@ -81,7 +87,7 @@ def load_into(model: CaduceusForMaskedLM | Caduceus, state: dict[str, torch.Tens
         for k, v in own.items():
             if k in state:
                 v.copy_(state[k])
-    if isinstance(model, CaduceusForMaskedLM):
+    if with_head:
         model.tie_weights()
 
 
@@ -90,18 +96,22 @@ def load_model(
     masked_lm: bool = True,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-) -> CaduceusForMaskedLM | Caduceus:
-    """Load a model from a local directory or a Hugging Face id found in the local hub cache."""
+) -> Backbone:
+    """Load a model from a local directory or a Hugging Face id found in the local hub cache.
+
+    `masked_lm=False`: the family's model without its LM head (Caduceus: the base `Caduceus`)."""
     from vepcli.nn.hub import resolve_model_dir
 
     directory = resolve_model_dir(path_or_id)
-    config = read_config(directory)
-    model = (CaduceusForMaskedLM if masked_lm else Caduceus)(config)
+    family, config = read_config(directory)
+    if not masked_lm and family.base is None:
+        raise UserError(f"model_type {family.model_type!r} has no model without its LM head; load it whole")
+    model = family.model(config) if masked_lm else family.base(config)
     load_into(model, read_state_dict(directory), str(directory))
     return model.to(device=device, dtype=dtype).eval()
 
 
-def save_model(model: CaduceusForMaskedLM | Caduceus, directory: str | Path) -> Path:
+def save_model(model: torch.nn.Module, directory: str | Path) -> Path:
     """Write config.json and model.safetensors as the published checkpoints have them.
 
     Each file is written under a temporary name and renamed into place (vepcli.atomic), so a stopped
@@ -109,9 +119,11 @@ def save_model(model: CaduceusForMaskedLM | Caduceus, directory: str | Path) -> 
     """
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
-    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if not _TIED.search(k)}
+    config = model.config.to_dict()
+    tied = family_of(config).tied
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if not tied.search(k)}
     with atomic_file(directory / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})
     with atomic_file(directory / CONFIG_NAME) as tmp:
-        tmp.write_text(json.dumps(model.config.to_dict(), indent=2) + "\n")
+        tmp.write_text(json.dumps(config, indent=2) + "\n")
     return directory

@@ -99,7 +99,7 @@ class CaduceusConfig:
         """Build from a published config dict; refuse in one line what this code cannot honour."""
         d = copy.deepcopy(d)
         if d.get("model_type", "caduceus") != "caduceus":
-            raise UserError(f"model_type is {d.get('model_type')!r}; vepcli reads Caduceus models only")
+            raise UserError(f"model_type is {d.get('model_type')!r}, not 'caduceus'; this is not a Caduceus config")
         strategy = d.get("bidirectional_strategy", "add")
         if d.get("bidirectional", True) and strategy not in ("add", "ew_multiply"):
             raise UserError(f"bidirectional_strategy {strategy!r} is not supported (use 'add' or 'ew_multiply')")

@@ -1,15 +1,26 @@
 """Strand averaging, written once: the engine, the Python API and the fine-tuning head all use it.
 
-A DNA model's reading of a window should not depend on the strand it was given. Caduceus-PS (RC
-parameter sharing) carries both strands in its hidden state: the second half of the channels is the
-reverse strand, stored flipped in channels, so only the channels flip back. Caduceus-Ph sees one
-strand: a second pass on the reverse-complement sequence is read at the same bases (flipped back in
-length, or read at mirrored indexes). The average of the two readings is `mean_of_strands`.
+A DNA model's reading of a window should not depend on the strand it was given. A backbone says how
+it reads the two strands (`Backbone.strands`). "ps" (RC parameter sharing, Caduceus-PS) carries both
+strands in its hidden state: the second half of the channels is the reverse strand, stored flipped in
+channels, so only the channels flip back. "ph" (Caduceus-Ph) sees one strand: a second pass on the
+reverse-complement sequence is read at the same bases (flipped back in length, or read at mirrored
+indexes). The average of the two readings is `mean_of_strands`.
 """
 
 from __future__ import annotations
 
 import torch
+
+from vepcli.errors import UserError
+
+
+def carries_both_strands(strands: str, arch: str) -> bool:
+    """True for "ps" (one pass holds both strands), False for "ph" (a second pass on the reverse
+    complement); a strand handling these averages do not implement yet is one refusal line."""
+    if strands not in ("ps", "ph"):
+        raise UserError(f"{arch} reads strands by {strands!r}, which this vepcli cannot average yet")
+    return strands == "ps"
 
 
 def mean_of_strands(fwd: torch.Tensor, rev: torch.Tensor) -> torch.Tensor:

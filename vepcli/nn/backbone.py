@@ -1,0 +1,138 @@
+"""The backbone interface: what every DNA language model family gives the rest of vepcli.
+
+The engine, the Python API, fine-tuning and `vepcli model info` see a model only through `Backbone`:
+its training objective, how it reads the two strands, the width of its pooled vectors, its trained
+length, and token ids -> hidden states -> logits. A family (Caduceus today) registers the class that
+reads its `config.json` and builds its model under the config's `model_type`; `nn/checkpoint.py` and
+`modelcheck.py` look families up here, so a new family adds a module and one `register` call.
+
+Strand handling (`strands`):
+- "ps": reverse-complement equivariant by construction; the hidden state carries both strands in
+  2 * hidden_width channels, the second half the reverse strand flipped in channels (Caduceus-PS).
+- "ph": one strand per pass; the engine averages a second pass on the reverse complement (Caduceus-Ph).
+- "echo": a causal model reads `[x ; x]` and keeps the second copy's states (HybriDNA; not yet run here).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Protocol
+
+import torch
+from torch import nn
+
+from vepcli.errors import UserError
+
+OBJECTIVES = ("masked", "causal")
+STRANDS = ("ps", "ph", "echo")
+DEFAULT_MODEL_TYPE = "caduceus"  # what a config.json without `model_type` is (the first published uploads)
+
+
+class BackboneConfig(Protocol):
+    """A family's config: read from and written back to the published `config.json`, field for field."""
+
+    def to_dict(self) -> dict[str, Any]: ...
+
+
+class Backbone(nn.Module):
+    """A DNA language model as the rest of vepcli uses it. Subclasses set the class attributes and
+    implement `hidden_states`, `lm_logits` and the two length/width properties."""
+
+    model_type: ClassVar[str]
+    objective: ClassVar[str]  # "masked" (predicts [MASK]ed tokens) or "causal" (next token)
+    config: BackboneConfig
+
+    @property
+    def strands(self) -> str:
+        """One of "ps", "ph", "echo": how a reading of a window is made independent of its strand."""
+        raise NotImplementedError
+
+    @property
+    def arch(self) -> str:
+        """The short name output headers and model cards record (e.g. "caduceus-ps")."""
+        raise NotImplementedError
+
+    @property
+    def n_layer(self) -> int:
+        raise NotImplementedError
+
+    @property
+    def hidden_width(self) -> int:
+        """Channels of a strand-averaged (pooled) hidden vector; PS hidden states carry twice as many."""
+        raise NotImplementedError
+
+    @property
+    def trained_length(self) -> int | None:
+        """The sequence length the model was trained at (`max_length` in config.json), None if unknown."""
+        raise NotImplementedError
+
+    @trained_length.setter
+    def trained_length(self, length: int | None) -> None:
+        raise NotImplementedError
+
+    def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (batch, L) -> last hidden state after the final norm, (batch, L, channels)."""
+        raise NotImplementedError
+
+    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
+        """The LM head on hidden vectors (..., channels) -> float32 logits (..., vocab_size).
+
+        Separate from `forward` so that the engine runs the head only at the positions it reads."""
+        raise NotImplementedError
+
+    def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """Token ids (batch, L) -> logits (batch, L, vocab_size) in float32."""
+        return self.lm_logits(self.hidden_states(input_ids))
+
+    def tie_weights(self) -> None:
+        """Re-tie the tensors a checkpoint stores once (an LM head that is the embedding table)."""
+
+    def describe(self) -> dict[str, Any]:
+        """Family-specific facts for `vepcli model info`, in display order."""
+        return {}
+
+    def num_parameters(self) -> int:
+        """Distinct parameters (tied tensors counted once), as published model cards count them."""
+        return sum(p.numel() for p in {id(p): p for p in self.parameters()}.values())
+
+
+@dataclass(frozen=True)
+class Family:
+    """How to read, build and write one family's checkpoints.
+
+    `tied`: state-dict keys the published files omit because they are the same tensor as another.
+    `adapt_state`: renames a published state dict into the model's keys (e.g. a base-model upload).
+    `base`: the family's model without an LM head, when it has one (`load_model(masked_lm=False)`)."""
+
+    model_type: str
+    config_from_dict: Callable[[dict[str, Any]], BackboneConfig]
+    model: Callable[[Any], Backbone]
+    tied: re.Pattern[str] = field(default_factory=lambda: re.compile(r"(?!)"))
+    adapt_state: Callable[[dict[str, torch.Tensor], bool], dict[str, torch.Tensor]] = lambda state, _: state
+    base: Callable[[Any], nn.Module] | None = None
+
+
+_FAMILIES: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    """Make a family loadable by the `model_type` of its config.json (re-registering replaces it)."""
+    _FAMILIES[family.model_type] = family
+    return family
+
+
+def known_model_types() -> tuple[str, ...]:
+    return tuple(sorted(_FAMILIES))
+
+
+def family_of(config: dict[str, Any], source: str = "config.json") -> Family:
+    """The registered family of a config dict, or one line naming the families this vepcli reads."""
+    model_type = config.get("model_type", DEFAULT_MODEL_TYPE)
+    if not isinstance(model_type, str) or model_type not in _FAMILIES:
+        raise UserError(
+            f"{source}: model_type {model_type!r} is not a model family vepcli reads "
+            f"(known: {', '.join(known_model_types())})"
+        )
+    return _FAMILIES[model_type]
