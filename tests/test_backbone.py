@@ -17,9 +17,11 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from click.testing import CliRunner
 from safetensors.torch import load_file
 from torch import nn
 
+from vepcli.cli import cli
 from vepcli.errors import UserError
 from vepcli.infer import Engine, Request
 from vepcli.modelcheck import load_checked
@@ -223,3 +225,16 @@ def test_an_unknown_model_type_is_one_refusal_naming_the_known_ones(tmp_path: Pa
         message = str(err.value)
         assert "'hyena'" in message and "\n" not in message
         assert all(name in message for name in known_model_types()) and "caduceus" in message
+    result = CliRunner().invoke(cli, ["model", "info", str(folder)])
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert result.exit_code == 1 and len(lines) == 1 and lines[0].startswith("vepcli: error: "), result.stderr
+    assert "'hyena'" in lines[0] and "known: " in lines[0]
+
+
+def test_model_info_json_carries_the_interface_fields(toy) -> None:
+    _, folder = toy
+    result = CliRunner().invoke(cli, ["model", "info", str(folder), "--json"])
+    assert result.exit_code == 0, result.output
+    facts = json.loads(result.output)
+    assert list(facts)[:4] == ["path", "family", "objective", "strands"]
+    assert (facts["family"], facts["objective"]) == ("running-mean", "causal LM")

@@ -96,7 +96,7 @@ def load_model(
     masked_lm: bool = True,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
-) -> Backbone:
+) -> Backbone | torch.nn.Module:
     """Load a model from a local directory or a Hugging Face id found in the local hub cache.
 
     `masked_lm=False`: the family's model without its LM head (Caduceus: the base `Caduceus`)."""
