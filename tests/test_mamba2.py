@@ -1,0 +1,185 @@
+"""The SSD scan of Mamba-2 against a float64 step-by-step recurrence and mamba_ssm's own `ssd_minimal`.
+
+The chunked matrix form must equal the recurrence for any length (not only whole chunks), chunk size,
+number of groups and batch, forward and backward; it must be causal, batch-size invariant and linear
+in memory. tests/fixtures/mamba2/README.md says how the public-code fixture was made.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from vepcli.nn.ssd import ssd, ssd_backend, ssd_chunked, ssd_reference
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mamba2"
+NAMES = ["x", "dt", "A", "B", "C", "D", "z", "initial_states"]
+
+
+def make_inputs(batch: int, L: int, nheads: int, ngroups: int, seed: int, headdim: int = 4, d_state: int = 6):
+    """Random SSD inputs in mamba_ssm's layout, dt positive and A negative as the mixer makes them."""
+    g = torch.Generator().manual_seed(seed)
+    x = torch.randn(batch, L, nheads, headdim, generator=g)
+    dt = F.softplus(torch.randn(batch, L, nheads, generator=g) - 1)
+    A = -torch.exp(torch.rand(nheads, generator=g) * 2)
+    B, C = (torch.randn(batch, L, ngroups, d_state, generator=g) for _ in range(2))
+    D = torch.randn(nheads, generator=g)
+    z = torch.randn(batch, L, nheads, headdim, generator=g)
+    h0 = torch.randn(batch, nheads, headdim, d_state, generator=g)
+    return [x, dt, A, B, C, D, z, h0]
+
+
+def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
+    a, b = a.detach().double(), b.detach().double()
+    return ((a - b).abs().max() / b.abs().max().clamp_min(1e-30)).item()
+
+
+def chunked(inputs, chunk_size: int):
+    x, dt, A, B, C, D, z, h0 = inputs
+    return ssd_chunked(x, dt, A, B, C, chunk_size, D, z, h0, return_final_state=True)
+
+
+def reference(inputs):
+    x, dt, A, B, C, D, z, h0 = inputs
+    return ssd_reference(x, dt, A, B, C, D, z, h0, return_final_state=True)
+
+
+# (batch, L, nheads, ngroups, chunk_size): lengths that are not whole chunks, chunks longer than L,
+# one-step chunks, one group, several, one per head
+CASES = [
+    (1, 1, 2, 1, 4),
+    (2, 37, 4, 2, 8),
+    (3, 50, 6, 3, 16),
+    (5, 64, 4, 1, 64),
+    (4, 129, 4, 4, 32),
+    (2, 23, 2, 1, 1),
+    (1, 45, 4, 2, 100),
+]
+
+
+@pytest.mark.parametrize(("batch", "L", "nheads", "ngroups", "chunk_size"), CASES)
+def test_chunked_equals_float64_recurrence_forward_and_backward(batch, L, nheads, ngroups, chunk_size) -> None:
+    inputs = make_inputs(batch, L, nheads, ngroups, seed=L + chunk_size)
+    ours = [t.clone().requires_grad_() for t in inputs]
+    refs = [t.double().requires_grad_() for t in inputs]
+    (y, h), (y_ref, h_ref) = chunked(ours, chunk_size), reference(refs)
+    assert y.dtype == torch.float32 and y.shape == inputs[0].shape and h.shape == inputs[-1].shape
+    assert rel_err(y, y_ref) < 1e-5
+    assert rel_err(h, h_ref) < 1e-5
+    g = torch.Generator().manual_seed(1)
+    wy, wh = torch.randn(y.shape, generator=g), torch.randn(h.shape, generator=g)
+    grads = torch.autograd.grad((y * wy).sum() + (h * wh).sum(), ours)
+    grads_ref = torch.autograd.grad((y_ref * wy.double()).sum() + (h_ref * wh.double()).sum(), refs)
+    for name, ga, gb in zip(NAMES, grads, grads_ref, strict=True):
+        assert rel_err(ga, gb) < 1e-4, name
+
+
+def test_chunked_in_float64_is_the_recurrence_to_rounding() -> None:
+    """In float64 the chunked form and the recurrence agree to ~1e-13: the same function, not a near one."""
+    inputs = [t.double() for t in make_inputs(3, 77, 4, 2, seed=5)]
+    (y, h), (y_ref, h_ref) = chunked(inputs, 16), reference(inputs)
+    assert y.dtype == torch.float64
+    assert rel_err(y, y_ref) < 1e-12 and rel_err(h, h_ref) < 1e-12
+
+
+def test_without_optional_inputs() -> None:
+    """No D, no gate, no initial state: y_t = C_t h_t alone, from h_0 = 0."""
+    x, dt, A, B, C, *_ = make_inputs(2, 30, 4, 2, seed=9)
+    y = ssd_chunked(x, dt, A, B, C, 8)
+    assert rel_err(y, ssd_reference(x, dt, A, B, C)) < 1e-5
+
+
+def test_D_per_head_and_channel() -> None:
+    """D of shape (nheads, headdim), mamba_ssm's D_has_hdim."""
+    x, dt, A, B, C, _, z, h0 = make_inputs(2, 19, 4, 1, seed=13)
+    D = torch.randn(4, x.shape[-1])
+    y = ssd_chunked(x, dt, A, B, C, 8, D, z, h0)
+    assert rel_err(y, ssd_reference(x, dt, A, B, C, D, z, h0)) < 1e-5
+
+
+@pytest.mark.parametrize("case", ["heads", "groups"])
+@pytest.mark.parametrize("chunk_size", [7, 16, 64])
+def test_matches_mamba_ssm_ssd_minimal(case: str, chunk_size: int) -> None:
+    """mamba_ssm's `ssd_minimal_discrete` (Listing 1 of the paper), run on these inputs in float64."""
+    f = load_file(FIXTURES / "ssd_minimal.safetensors")
+    t = {k.split(".", 1)[1]: v for k, v in f.items() if k.startswith(case + ".")}
+    x, dt, A, B, C, h0 = (t[k] for k in ("x", "dt", "A", "B", "C", "initial_states"))
+    y, h = ssd_chunked(x, dt, A, B, C, chunk_size, initial_states=h0, return_final_state=True)
+    assert rel_err(y, t["y"]) < 1e-5 and rel_err(h, t["final_state"]) < 1e-5
+    y0, h_end = ssd_chunked(x, dt, A, B, C, chunk_size, return_final_state=True)
+    assert rel_err(y0, t["y_zero_init"]) < 1e-5 and rel_err(h_end, t["final_state_zero_init"]) < 1e-5
+
+
+@pytest.mark.parametrize("name", ["x", "dt", "B", "C"])
+def test_causal(name: str) -> None:
+    """Changing an input at step t changes nothing before t, and does change step t onwards."""
+    inputs = make_inputs(2, 40, 4, 2, seed=17)
+    y = chunked(inputs, 8)[0]
+    t = 21  # inside a chunk, not at its start
+    changed = [v.clone() for v in inputs]
+    changed[NAMES.index(name)][:, t] += 1.0
+    y2 = chunked(changed, 8)[0]
+    assert torch.equal(y2[:, :t], y[:, :t])
+    assert (y2[:, t:] - y[:, t:]).abs().amax(dim=(0, 2, 3)).gt(1e-6).any()
+    assert (y2[:, t] - y[:, t]).abs().max() > 1e-6
+
+
+def test_batch_size_invariant() -> None:
+    """Each row of a batch of 5 gives what it gives alone."""
+    inputs = make_inputs(5, 53, 4, 2, seed=23)
+    y, h = chunked(inputs, 16)
+    for i in range(5):
+        row = [t if t.dim() == 1 else t[i : i + 1] for t in inputs]
+        yi, hi = chunked(row, 16)
+        assert rel_err(yi, y[i : i + 1]) < 1e-6 and rel_err(hi, h[i : i + 1]) < 1e-6
+
+
+def test_dispatch_on_this_machine() -> None:
+    """On CPU tensors `ssd` runs the pure-PyTorch chunked form and says so."""
+    inputs = make_inputs(2, 30, 4, 2, seed=29)
+    x, dt, A, B, C, D, z, h0 = inputs
+    assert ssd_backend(x.device) == "torch"
+    assert torch.equal(ssd(x, dt, A, B, C, 8, D, z, h0), ssd_chunked(x, dt, A, B, C, 8, D, z, h0))
+
+
+def test_refuses_heads_that_do_not_split_into_groups() -> None:
+    x, dt, A, B, C, *_ = make_inputs(1, 10, 4, 3, seed=31)
+    with pytest.raises(ValueError, match="4 heads do not split into 3 groups"):
+        ssd_chunked(x, dt, A, B, C, 8)
+
+
+def test_long_input_equals_recurrence() -> None:
+    """16,384 steps through 256 chunks: the state handed along stays exact."""
+    x, dt, A, B, C, D, z, h0 = make_inputs(1, 16384, 2, 1, seed=37)
+    y = ssd_chunked(x, dt, A, B, C, 64, D, None, h0)
+    assert rel_err(y, ssd_reference(x, dt, A, B, C, D, None, h0)) < 1e-5
+
+
+def test_long_input_runs_in_bounded_memory() -> None:
+    """16,384 steps forward and backward hold O(L chunk_size) memory, far below one (L, L) matrix."""
+    code = (
+        "import resource, torch\n"
+        "import torch.nn.functional as F\n"
+        "from vepcli.nn.ssd import ssd_chunked\n"
+        "torch.set_num_threads(1)\n"
+        "b, L, h, p, n = 1, 16384, 4, 16, 16\n"
+        "x = torch.randn(b, L, h, p, requires_grad=True)\n"
+        "dt = F.softplus(torch.randn(b, L, h) - 1).requires_grad_()\n"
+        "A = (-torch.rand(h) - 0.1).requires_grad_()\n"
+        "B, C = (torch.randn(b, L, 1, n, requires_grad=True) for _ in range(2))\n"
+        "base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss\n"
+        "y = ssd_chunked(x, dt, A, B, C, 64)\n"
+        "y.square().sum().backward()\n"
+        "assert torch.isfinite(y).all() and torch.isfinite(x.grad).all() and torch.isfinite(A.grad).all()\n"
+        "print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - base) // 1024)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    peak_mb = int(proc.stdout.strip())
+    one_LL_mb = 16384 * 16384 * 4 // 2**20  # a single (L, L) fp32 matrix: 1 GiB
+    assert peak_mb < one_LL_mb / 4, peak_mb
