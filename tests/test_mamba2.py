@@ -1,12 +1,15 @@
-"""The SSD scan of Mamba-2 against a float64 step-by-step recurrence and mamba_ssm's own `ssd_minimal`.
+"""Mamba-2: the SSD scan and the mixer, against float64 references and fixtures made by public code.
 
-The chunked matrix form must equal the recurrence for any length (not only whole chunks), chunk size,
-number of groups and batch, forward and backward; it must be causal, batch-size invariant and linear
-in memory. tests/fixtures/mamba2/README.md says how the public-code fixture was made.
+The chunked matrix form must equal the step-by-step recurrence for any length (not only whole
+chunks), chunk size, number of groups and batch, forward and backward, and reproduce mamba_ssm's own
+`ssd_minimal`; it must be causal, batch-size invariant and linear in memory. The mixer must equal its
+equations in float64, give Hugging Face's Mamba2Mixer's output on the same weights, and load mamba_ssm's
+Mamba2 state dicts by name. tests/fixtures/mamba2/README.md says how each fixture was made.
 """
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -14,8 +17,10 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors import safe_open
 from safetensors.torch import load_file
 
+from vepcli.nn.mamba2 import Mamba2, RMSNormGated
 from vepcli.nn.ssd import ssd, ssd_backend, ssd_chunked, ssd_reference
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "mamba2"
@@ -183,3 +188,137 @@ def test_long_input_runs_in_bounded_memory() -> None:
     peak_mb = int(proc.stdout.strip())
     one_LL_mb = 16384 * 16384 * 4 // 2**20  # a single (L, L) fp32 matrix: 1 GiB
     assert peak_mb < one_LL_mb / 4, peak_mb
+
+
+# ---- the mixer -------------------------------------------------------------------------------------
+
+
+def mixer_reference(m: Mamba2, params: dict[str, torch.Tensor], u: torch.Tensor) -> torch.Tensor:
+    """The Mamba-2 mixer written out from its equations in float64, on the step-by-step recurrence."""
+    batch, L, _ = u.shape
+    nh, hd, gn = m.nheads, m.headdim, m.ngroups * m.d_state
+    d_mlp = m.d_inner - m.d_ssm
+    z0, x0, z, xBC, dt = (u @ params["in_proj.weight"].T).split([d_mlp, d_mlp, m.d_ssm, m.d_ssm + 2 * gn, nh], -1)
+    conv = F.conv1d(
+        xBC.transpose(1, 2), params["conv1d.weight"], params["conv1d.bias"], padding=m.d_conv - 1, groups=xBC.shape[-1]
+    )
+    x, B, C = F.silu(conv[..., :L].transpose(1, 2)).split([m.d_ssm, gn, gn], -1)
+    dt = F.softplus(dt + params["dt_bias"]).clamp(*m.dt_limit)
+    D = params["D"].view(nh, hd) if m.D_has_hdim else params["D"]
+    heads = (batch, L, nh, hd)
+    gate = None if m.rmsnorm else z.reshape(heads)
+    y = ssd_reference(x.reshape(heads), dt, -torch.exp(params["A_log"]), B.unflatten(-1, (m.ngroups, -1)),
+                      C.unflatten(-1, (m.ngroups, -1)), D, gate).reshape(batch, L, m.d_ssm)  # fmt: skip
+    if m.rmsnorm:
+        y = (y * F.silu(z)).unflatten(-1, (m.ngroups, -1))
+        y = (y / torch.sqrt(y.square().mean(-1, keepdim=True) + 1e-5)).flatten(-2) * params["norm.weight"]
+    if d_mlp:
+        y = torch.cat([F.silu(z0) * x0, y], dim=-1)
+    return y @ params["out_proj.weight"].T
+
+
+def perturbed(m: Mamba2, seed: int) -> Mamba2:
+    """Every parameter moved off its initial value, so that each one shows in the output."""
+    g = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in m.parameters():
+            p.add_(0.3 * torch.randn(p.shape, generator=g))
+    return m
+
+
+MIXERS = {
+    "groups": dict(d_state=8, headdim=8, ngroups=2, chunk_size=16),
+    "one_group_long_conv": dict(d_state=4, headdim=4, ngroups=1, d_conv=6, chunk_size=8),
+    "d_ssm_D_per_channel": dict(d_state=8, headdim=8, ngroups=2, d_ssm=32, D_has_hdim=True, chunk_size=16),
+    "gate_in_scan_dt_limit": dict(d_state=8, headdim=8, ngroups=4, rmsnorm=False, dt_limit=(0.01, 0.5)),
+}
+
+
+@pytest.mark.parametrize("name", list(MIXERS))
+def test_mixer_equals_float64_reference_forward_and_backward(name: str) -> None:
+    torch.manual_seed(41)
+    m = perturbed(Mamba2(32, **MIXERS[name]), seed=43)
+    u = torch.randn(3, 45, 32, generator=torch.Generator().manual_seed(47), requires_grad=True)
+    params = {k: v.detach().double().requires_grad_() for k, v in m.named_parameters()}
+    u_ref = u.detach().double().requires_grad_()
+    y, y_ref = m(u), mixer_reference(m, params, u_ref)
+    assert y.shape == u.shape and rel_err(y, y_ref) < 1e-5
+    w = torch.randn(y.shape, generator=torch.Generator().manual_seed(53))
+    (y * w).sum().backward()
+    (y_ref * w.double()).sum().backward()
+    assert rel_err(u.grad, u_ref.grad) < 1e-4
+    for k, p in m.named_parameters():
+        assert rel_err(p.grad, params[k].grad) < 1e-4, k
+
+
+@pytest.mark.parametrize("case", ["groups", "onegroup"])
+def test_mixer_matches_transformers_mamba2(case: str) -> None:
+    """Hugging Face's Mamba2Mixer (its pure-PyTorch path): the same weights by name, the same output."""
+    path = FIXTURES / "hf_mamba2_mixer.safetensors"
+    with safe_open(path, "pt") as f:
+        cfg = json.loads(f.metadata()[f"{case}.ssm_cfg"])
+    t = load_file(path)
+    m = Mamba2(32, **cfg)
+    prefix = f"{case}.mixer."
+    m.load_state_dict({k[len(prefix) :]: v for k, v in t.items() if k.startswith(prefix)}, strict=True)
+    with torch.no_grad():
+        assert rel_err(m(t[f"{case}.hidden"]), t[f"{case}.y"]) < 1e-5
+
+
+@pytest.mark.parametrize("case", ["plain", "dssm"])
+def test_mamba_ssm_state_dict_loads_exactly(case: str) -> None:
+    """mamba_ssm's own Mamba2, built with the same keys: every name and shape, nothing missing or extra."""
+    path = FIXTURES / "mamba_ssm_mamba2.safetensors"
+    with safe_open(path, "pt") as f:
+        cfg = json.loads(f.metadata()[case])
+    theirs = {k.split(".", 1)[1]: v for k, v in load_file(path).items() if k.startswith(case + ".")}
+    m = Mamba2(**cfg)
+    assert {k: v.shape for k, v in m.state_dict().items()} == {k: v.shape for k, v in theirs.items()}
+    m.load_state_dict(theirs, strict=True)
+    assert all(torch.equal(m.state_dict()[k], v) for k, v in theirs.items())
+
+
+def test_initialisation_as_mamba_ssm() -> None:
+    """dt = softplus(dt_bias) in [dt_min, dt_max], A = -exp(A_log) in -[1, 16], D = 1: the ranges
+    mamba_ssm's own initialisation (the fixture) also keeps."""
+    path = FIXTURES / "mamba_ssm_mamba2.safetensors"
+    theirs = load_file(path)
+    ours = Mamba2(32, d_state=8, headdim=4, ngroups=2).state_dict()
+    for sd in (ours, {k.split(".", 1)[1]: v for k, v in theirs.items() if k.startswith("plain.")}):
+        dt, A = F.softplus(sd["dt_bias"]), torch.exp(sd["A_log"])
+        assert dt.min() >= 1e-3 - 1e-7 and dt.max() <= 0.1 + 1e-7
+        assert A.min() >= 1 - 1e-6 and A.max() <= 16 + 1e-5
+        assert torch.equal(sd["D"], torch.ones_like(sd["D"]))
+    assert len(set(ours["A_log"].tolist())) == ours["A_log"].numel()  # drawn, not a fixed ladder
+
+
+@pytest.mark.parametrize("norm_before_gate", [False, True])
+def test_gated_norm_matches_mamba_ssm_rms_norm_ref(norm_before_gate: bool) -> None:
+    t = load_file(FIXTURES / "mamba_ssm_mamba2.safetensors")
+    norm = RMSNormGated(32, eps=1e-5, norm_before_gate=norm_before_gate, group_size=16)
+    with torch.no_grad():
+        norm.weight.copy_(t["norm.weight"])
+        out = norm(t["norm.y"], t["norm.z"])
+    assert rel_err(out, t[f"norm.out_before_gate_{norm_before_gate}"]) < 1e-6
+
+
+def test_mixer_causal_and_batch_size_invariant() -> None:
+    m = perturbed(Mamba2(32, d_state=8, headdim=8, ngroups=2, chunk_size=16), seed=59)
+    u = torch.randn(4, 50, 32, generator=torch.Generator().manual_seed(61))
+    with torch.no_grad():
+        y = m(u)
+        changed = u.clone()
+        changed[:, 29] += 1.0
+        y2 = m(changed)
+        assert torch.equal(y2[:, :29], y[:, :29]) and (y2[:, 29] - y[:, 29]).abs().max() > 1e-4
+        for i in range(4):
+            assert rel_err(m(u[i : i + 1]), y[i : i + 1]) < 1e-6
+
+
+def test_mixer_refuses_what_it_cannot_build() -> None:
+    with pytest.raises(ValueError, match="heads of 24 channels"):
+        Mamba2(32, headdim=24)
+    with pytest.raises(ValueError, match="in 3 groups"):
+        Mamba2(32, headdim=16, ngroups=3)
+    with pytest.raises(TypeError):
+        Mamba2(32, d_sate=16)  # a misspelt ssm_cfg key is an error, not a silent default
