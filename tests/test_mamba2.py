@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file
 
+from vepcli.nn import ssd as ssd_module
 from vepcli.nn.mamba2 import Mamba2, RMSNormGated
 from vepcli.nn.ssd import ssd, ssd_backend, ssd_chunked, ssd_reference
 
@@ -68,8 +69,13 @@ CASES = [
 ]
 
 
+@pytest.mark.parametrize("block_steps", [ssd_module.BLOCK_STEPS, 24])
 @pytest.mark.parametrize(("batch", "L", "nheads", "ngroups", "chunk_size"), CASES)
-def test_chunked_equals_float64_recurrence_forward_and_backward(batch, L, nheads, ngroups, chunk_size) -> None:
+def test_chunked_equals_float64_recurrence_forward_and_backward(
+    batch, L, nheads, ngroups, chunk_size, block_steps, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also with short blocks (several per sequence), so that the state crosses block boundaries."""
+    monkeypatch.setattr(ssd_module, "BLOCK_STEPS", block_steps)
     inputs = make_inputs(batch, L, nheads, ngroups, seed=L + chunk_size)
     ours = [t.clone().requires_grad_() for t in inputs]
     refs = [t.double().requires_grad_() for t in inputs]

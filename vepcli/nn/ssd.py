@@ -28,7 +28,10 @@ try:  # mamba_ssm's fused Triton SSD, when the `gpu` extra is installed
 except Exception:  # noqa: BLE001 - any import failure (missing, broken build) means: not available
     _mamba_chunk_scan_combined = None
 
-__all__ = ["ssd", "ssd_backend", "ssd_chunked", "ssd_reference"]
+__all__ = ["BLOCK_STEPS", "ssd", "ssd_backend", "ssd_chunked", "ssd_reference"]
+
+# `ssd_chunked` walks the sequence in blocks of about this many steps (docs/benchmarks.md)
+BLOCK_STEPS = 512
 
 
 def ssd_backend(device: torch.device | str) -> str:
@@ -80,17 +83,37 @@ def ssd_chunked(
 ) -> Tensor | tuple[Tensor, Tensor]:
     """The chunked matrix form in pure PyTorch, fp32 (fp64 for fp64 inputs); any L, any chunk size.
 
-    L is padded to whole chunks with dt = 0 steps (A_bar = 1, no input), which change neither the
-    outputs before them nor the final state."""
+    The sequence goes through in blocks of about BLOCK_STEPS steps (whole chunks), the state carried
+    from block to block: the same arithmetic, on tensors that stay in cache."""
     batch, L, nheads, headdim = x.shape
     ngroups, d_state = B.shape[2], B.shape[3]
     if nheads % ngroups:
         raise ValueError(f"{nheads} heads do not split into {ngroups} groups of B and C")
     acc = torch.float64 if x.dtype == torch.float64 else torch.float32
+    state = (batch, ngroups, nheads // ngroups, headdim, d_state)
+    h = x.new_zeros(state, dtype=acc) if initial_states is None else initial_states.to(acc).reshape(state)
     Q = int(chunk_size)
-    x_bar = _chunks(x.to(acc) * dt.to(acc)[..., None], Q)  # (b, c, Q, h, p): dt x
-    a = _chunks(dt.to(acc) * A.to(acc), Q).transpose(2, 3)  # (b, c, h, Q): log A_bar
-    B_, C_ = (_chunks(t.to(acc), Q).transpose(2, 3) for t in (B, C))  # (b, c, g, Q, n)
+    T = Q * max(1, BLOCK_STEPS // Q)
+    ys = []
+    for s in range(0, L, T):
+        block = slice(s, s + T)
+        x_s, dt_s = x[:, block].to(acc), dt[:, block].to(acc)
+        y, h = _ssd_block(x_s * dt_s[..., None], dt_s * A.to(acc), B[:, block].to(acc), C[:, block].to(acc), h, Q)
+        ys.append(_epilogue(y, x_s, D, None if z is None else z[:, block]))
+    y = torch.cat(ys, dim=1).to(x.dtype)
+    return (y, h.reshape(batch, nheads, headdim, d_state).to(x.dtype)) if return_final_state else y
+
+
+def _ssd_block(x_bar: Tensor, a: Tensor, B: Tensor, C: Tensor, h: Tensor, Q: int) -> tuple[Tensor, Tensor]:
+    """SSD over one block of whole chunks from state h (b, g, h/g, p, n): (y without D x, state after).
+
+    The block is padded to whole chunks with a = 0, x_bar = 0 steps (A_bar = 1, no input), which change
+    neither the outputs before them nor the state."""
+    batch, L, nheads, headdim = x_bar.shape
+    ngroups = B.shape[2]
+    x_bar = _chunks(x_bar, Q)  # (b, c, Q, h, p)
+    a = _chunks(a, Q).transpose(2, 3)  # (b, c, h, Q)
+    B_, C_ = (_chunks(t, Q).transpose(2, 3) for t in (B, C))  # (b, c, g, Q, n)
     n_chunks = a.shape[1]
     # heads of one group side by side: (b, c, g, h/g, Q, p)
     x_bar = x_bar.transpose(2, 3).reshape(batch, n_chunks, ngroups, -1, Q, headdim)
@@ -105,22 +128,12 @@ def ssd_chunked(
     chunk_states = (x_bar * decay_to_end[..., None]).transpose(-1, -2) @ B_.unsqueeze(3)
 
     # 3. states handed from chunk to chunk: h_c = exp(sum of chunk c-1's a) h_{c-1} + chunk c-1's states
-    h0 = initial_states
-    if h0 is None:
-        h0 = x_bar.new_zeros(batch, ngroups, nheads // ngroups, headdim, d_state)
-    else:
-        h0 = h0.to(acc).reshape(batch, ngroups, -1, headdim, d_state)
-    h_start, h_final = _pass_states(h0, chunk_states, torch.exp(a_cumsum[..., -1]))
+    h_start, h = _pass_states(h, chunk_states, torch.exp(a_cumsum[..., -1]))
 
     # 4. the state at each chunk's start, read out by C_l and decayed to step l
     y = y + (C_.unsqueeze(3) @ h_start.transpose(-1, -2)) * torch.exp(a_cumsum)[..., None]
-
-    y = y.reshape(batch, n_chunks, nheads, Q, headdim).transpose(2, 3).reshape(batch, -1, nheads, headdim)[:, :L]
-    y = _epilogue(y, x.to(acc), D, z)
-    out = y.to(x.dtype)
-    if return_final_state:
-        return out, h_final.reshape(batch, nheads, headdim, d_state).to(x.dtype)
-    return out
+    y = y.reshape(batch, n_chunks, nheads, Q, headdim).transpose(2, 3).reshape(batch, -1, nheads, headdim)
+    return y[:, :L], h
 
 
 def ssd_reference(
