@@ -26,7 +26,7 @@ from vepcli.nn.kernels import conv1d_silu
 from vepcli.nn.ssd import ssd, ssd_backend
 
 # On a CPU, short chunks are faster (docs/benchmarks.md); the result does not depend on the chunk size.
-CPU_CHUNK_SIZE = 64
+CPU_CHUNK_SIZE = 32
 
 
 def upcast(t: Tensor) -> Tensor:

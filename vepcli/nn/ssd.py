@@ -95,11 +95,11 @@ def ssd_chunked(
     Q = int(chunk_size)
     T = Q * max(1, BLOCK_STEPS // Q)
     ys = []
-    for s in range(0, L, T):
-        block = slice(s, s + T)
-        x_s, dt_s = x[:, block].to(acc), dt[:, block].to(acc)
-        y, h = _ssd_block(x_s * dt_s[..., None], dt_s * A.to(acc), B[:, block].to(acc), C[:, block].to(acc), h, Q)
-        ys.append(_epilogue(y, x_s, D, None if z is None else z[:, block]))
+    zs = [None] * len(range(0, L, T)) if z is None else z.split(T, dim=1)
+    for x_s, dt_s, B_s, C_s, z_s in zip(*(t.split(T, dim=1) for t in (x, dt, B, C)), zs, strict=True):
+        x_s, dt_s = x_s.to(acc), dt_s.to(acc)  # split, not sliced: the backward then joins the blocks once
+        y, h = _ssd_block(x_s * dt_s[..., None], dt_s * A.to(acc), B_s.to(acc), C_s.to(acc), h, Q)
+        ys.append(_epilogue(y, x_s, D, z_s))
     y = torch.cat(ys, dim=1).to(x.dtype)
     return (y, h.reshape(batch, nheads, headdim, d_state).to(x.dtype)) if return_final_state else y
 
@@ -128,12 +128,12 @@ def _ssd_block(x_bar: Tensor, a: Tensor, B: Tensor, C: Tensor, h: Tensor, Q: int
     chunk_states = (x_bar * decay_to_end[..., None]).transpose(-1, -2) @ B_.unsqueeze(3)
 
     # 3. states handed from chunk to chunk: h_c = exp(sum of chunk c-1's a) h_{c-1} + chunk c-1's states
-    h_start, h = _pass_states(h, chunk_states, torch.exp(a_cumsum[..., -1]))
+    h_start, h = _pass_states(h, chunk_states, a_cumsum[..., -1])
 
     # 4. the state at each chunk's start, read out by C_l and decayed to step l
     y = y + (C_.unsqueeze(3) @ h_start.transpose(-1, -2)) * torch.exp(a_cumsum)[..., None]
-    y = y.reshape(batch, n_chunks, nheads, Q, headdim).transpose(2, 3).reshape(batch, -1, nheads, headdim)
-    return y[:, :L], h
+    y = _ContiguousGrad.apply(y).reshape(batch, n_chunks, nheads, Q, headdim)
+    return y.transpose(2, 3).reshape(batch, -1, nheads, headdim)[:, :L], h
 
 
 def ssd_reference(
@@ -162,6 +162,19 @@ def ssd_reference(
     return (y, h) if return_final_state else y
 
 
+class _ContiguousGrad(torch.autograd.Function):
+    """Identity whose backward makes the gradient contiguous: the head-major -> time-major transpose hands
+    back a strided gradient that CPU bmm would otherwise take one matrix at a time."""
+
+    @staticmethod
+    def forward(ctx, t: Tensor) -> Tensor:
+        return t.view_as(t)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor) -> Tensor:
+        return grad.contiguous()
+
+
 def _chunks(t: Tensor, Q: int) -> Tensor:
     """(b, L, ...) -> (b, L / Q, Q, ...), zero-padded at the end to whole chunks."""
     pad = -t.shape[1] % Q
@@ -178,14 +191,16 @@ def _segsum(a_cumsum: Tensor) -> Tensor:
     return seg.masked_fill(~causal, -torch.inf)
 
 
-def _pass_states(h: Tensor, chunk_states: Tensor, chunk_decay: Tensor) -> tuple[Tensor, Tensor]:
-    """The recurrence over chunks: the states at each chunk's start, (b, c, g, h/g, p, n), and after the
-    last. One small step per chunk (L / Q of them), so memory stays linear in L."""
-    starts = []
-    for c in range(chunk_states.shape[1]):
-        starts.append(h)
-        h = chunk_decay[:, c, ..., None, None] * h + chunk_states[:, c]
-    return torch.stack(starts, dim=1), h
+def _pass_states(h: Tensor, chunk_states: Tensor, chunk_sums: Tensor) -> tuple[Tensor, Tensor]:
+    """The recurrence over chunks, h_c = exp(sum of chunk c-1's a) h_{c-1} + chunk c-1's states, unrolled
+    into one product with the decays between chunks (the same segment sums as inside a chunk): the states
+    at each chunk's start, (b, c, g, h/g, p, n), and after the last. (c + 1)^2 per block, no step loop."""
+    batch, n_chunks, ngroups, heads, headdim, d_state = chunk_states.shape
+    states = torch.cat([h[:, None], chunk_states], dim=1).permute(0, 2, 3, 1, 4, 5).flatten(-2)
+    sums_cumsum = torch.cumsum(F.pad(chunk_sums, (0, 0, 0, 0, 1, 0)), dim=1).permute(0, 2, 3, 1)
+    states = torch.exp(_segsum(sums_cumsum)) @ states  # (b, g, h/g, c + 1, p n)
+    states = states.unflatten(-1, (headdim, d_state)).permute(0, 3, 1, 2, 4, 5)
+    return states[:, :n_chunks], states[:, n_chunks]
 
 
 def _epilogue(y: Tensor, x: Tensor, D: Tensor | None, z: Tensor | None) -> Tensor:
