@@ -126,7 +126,8 @@ def test_attention_float32_is_close_to_float64(name: str) -> None:
 
 
 def test_the_fallback_without_enable_gqa_gives_the_same_result(monkeypatch: pytest.MonkeyPatch) -> None:
-    """PyTorch < 2.5 gets K/V repeated per query head; the two paths must agree."""
+    """PyTorch < 2.5, and CUDA kernels that cannot broadcast K/V heads, get K and V repeated per query head;
+    the two paths must agree."""
     m = randomised(CausalSelfAttention(**CONFIGS["gqa4-rope-interleaved"]).double())
     x = torch.randn(2, 19, m.embed_dim, dtype=torch.float64)
     with torch.no_grad():

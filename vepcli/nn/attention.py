@@ -11,11 +11,12 @@ checkpoint in `MambaLMHeadModel`'s hybrid layout load by name (`attn_cfg` holds 
     out     = out_proj([o ; u * SiLU(g)])   (d_model, n_heads head_dim [+ mlp_dim / 2]) [+ bias]
 
 Each K/V head serves n_heads / n_heads_kv consecutive query heads (GQA; MQA when n_heads_kv = 1).
-The product goes through `F.scaled_dot_product_attention(is_causal=True)`, which on CPU (fp32, bf16
-and float64 alike) and on CUDA picks a fused kernel (flash or memory-efficient) that never holds the
-(L, L) score matrix, so memory stays linear in L (batch 1, 4 heads, L 8192 on CPU with PyTorch 2.13:
-about 11 MiB forward, 39 MiB forward + backward, where the scores alone are 1 GiB); only SDPA's "math"
-fallback, taken when no fused kernel accepts the inputs, builds them. Rotary
+The product goes through `F.scaled_dot_product_attention(is_causal=True)`, whose fused kernels never
+hold the (L, L) score matrix, so memory stays linear in L (on CPU, PyTorch 2.13, fp32, bf16 and float64
+alike: batch 1, 4 heads, L 8192, about 11 MiB forward and 39 MiB forward + backward, where the scores
+alone are 1 GiB). Only SDPA's "math" fallback builds them, and it is what a CUDA GPU falls back to when
+`enable_gqa` meets a kernel that cannot broadcast K/V heads (anything but flash: fp32, head_dim > 256);
+there K and V are repeated per query head instead, which keeps the memory-efficient kernel. Rotary
 tables are recomputed per call from the positions, so nothing but the two projections (and the conv)
 enters the state dict, as in mamba_ssm, whose rotary buffers are not persistent.
 """
@@ -30,9 +31,19 @@ from torch import nn
 
 from vepcli.errors import UserError
 
-# `enable_gqa` (PyTorch >= 2.5) lets the fused kernels read each K/V head for its whole group of query
-# heads; older versions get K and V repeated per query head, which costs memory but gives the same result.
+# `enable_gqa` (PyTorch >= 2.5) lets a fused kernel read each K/V head for its whole group of query heads;
+# where no fused kernel would take it, K and V are repeated per query head: more memory, the same result.
 SDPA_GQA = torch.__version__ >= (2, 5)
+
+
+def sdpa_takes_gqa(q: torch.Tensor) -> bool:
+    """Whether a fused SDPA kernel broadcasts K/V heads itself: the CPU kernel does in every dtype; on CUDA
+    only flash (fp16/bf16, head_dim <= 256) does, and elsewhere `enable_gqa` would select the math path."""
+    if not SDPA_GQA:
+        return False
+    if q.device.type == "cpu":
+        return True
+    return q.device.type == "cuda" and q.dtype in (torch.float16, torch.bfloat16) and q.shape[-1] <= 256
 
 
 class CausalSelfAttention(nn.Module):
@@ -156,8 +167,8 @@ def grouped_causal_attention(
     Query head j reads K/V head j // (h / h_kv), mamba_ssm's grouping (repeat_interleave on the head
     dimension), which is also what `enable_gqa` does."""
     group = q.shape[1] // k.shape[1]
-    if group > 1 and not SDPA_GQA:
-        k = k.repeat_interleave(group, dim=1)
-        v = v.repeat_interleave(group, dim=1)
-    gqa = {"enable_gqa": True} if group > 1 and SDPA_GQA else {}
-    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, **gqa)
+    if group > 1 and sdpa_takes_gqa(q):
+        return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale, enable_gqa=True)
+    if group > 1:
+        k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)
+    return F.scaled_dot_product_attention(q, k, v, is_causal=True, scale=scale)
