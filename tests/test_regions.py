@@ -176,3 +176,30 @@ def test_atomic_dir_replaces_a_folder_whole(tmp_path):
     os.umask(umask)
     assert stat.S_IMODE(target.stat().st_mode) == 0o777 & ~umask, "the permissions mkdir would give"
     assert sorted(p.name for p in tmp_path.iterdir()) == ["model"], "no temporary or old folder left"
+
+
+def test_score_regions_file_is_bcftools_R_and_equals_r(tmp_path, chr22_slice):
+    """`score -R regions.bed.gz` (track line, gzip) keeps the same records as `-r` with the same region;
+    giving both is one error line."""
+    from click.testing import CliRunner
+
+    from vepcli.cli import cli
+
+    model = Path(__file__).parent / "fixtures" / "caduceus-hf" / "caduceus-ps-tiny"
+    vcf = Path(__file__).parent / "data" / "chr22_slice.vcf"
+    bed = tmp_path / "keep.bed.gz"
+    with gzip.open(bed, "wt") as fh:
+        fh.write("track name=keep\n22\t899\t4500\n")
+    common = [str(vcf), "-f", str(chr22_slice.fa), "-m", str(model), "--window", "64", "--threads", "1", "-q"]
+    runner = CliRunner()
+    by_r = runner.invoke(cli, ["score", *common, "-r", "22:900-4500", "-o", str(tmp_path / "r.tsv")])
+    by_big_r = runner.invoke(cli, ["score", *common, "-R", str(bed), "-o", str(tmp_path / "R.tsv")])
+    assert by_r.exit_code == 0 and by_big_r.exit_code == 0, (by_r.output, by_big_r.output)
+    rows = [
+        [line for line in (tmp_path / name).read_text().splitlines() if not line.startswith("#")]
+        for name in ("r.tsv", "R.tsv")
+    ]
+    assert rows[0] == rows[1] and len(rows[0]) > 1
+    both = runner.invoke(cli, ["score", *common, "-r", "22", "-R", str(bed), "-o", str(tmp_path / "x.tsv")])
+    assert both.exit_code == 1 and "give -r or -R, not both" in both.output
+    assert not (tmp_path / "x.tsv").exists()

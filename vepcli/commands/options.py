@@ -166,6 +166,13 @@ def windows_and_run_options(output_help: str) -> Decorator:
             default=None,
             help="chr, chr:pos, chr:beg-end, chr:beg- (comma-separated, no thousands separators) or a BED file.",
         ),
+        click.option(
+            "-R",
+            "--regions-file",
+            type=click.Path(exists=True, dir_okay=False),
+            default=None,
+            help="Regions from a BED file (.bed or .bed.gz; track/browser lines skipped), as bcftools -R.",
+        ),
         click.option("--window", type=WINDOW, default=None, help="Window in bp [default: the model's trained length]."),
         click.option(
             "--pool",
@@ -190,11 +197,24 @@ def windows_and_run_options(output_help: str) -> Decorator:
     return apply(shared)
 
 
-def score_settings(*, no_strand_average: bool, no_share_ref: bool, shard: str | None, threads: int | None, **values):
+def score_settings(
+    *,
+    no_strand_average: bool,
+    no_share_ref: bool,
+    shard: str | None,
+    threads: int | None,
+    regions_file: str | None = None,
+    **values,
+):
     """ScoreSettings from the shared options (and any of the command's own fields), threads applied."""
+    from vepcli.errors import UserError
     from vepcli.pipeline import ScoreSettings  # torch loads here: `vepcli --help` and `vepcli merge` stay quick
     from vepcli.runtime import set_threads
 
+    if regions_file is not None:
+        if values.get("regions"):
+            raise UserError("give -r or -R, not both")
+        values["regions"] = regions_file
     set_threads(threads)
 
     return ScoreSettings(
