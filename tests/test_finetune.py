@@ -25,9 +25,10 @@ from click.testing import CliRunner
 
 from vepcli.cli import cli
 from vepcli.errors import UserError
+from vepcli.features import make_labels, one_hot
 from vepcli.finetune import ScoreHead, head_probabilities, head_probability, load_finetuned
 from vepcli.finetune.config import FinetuneConfig
-from vepcli.finetune.data import make_labels, one_hot, split_examples
+from vepcli.finetune.data import split_examples
 from vepcli.finetune.loop import finetune
 from vepcli.finetune.model import FinetuneNet, Head
 from vepcli.genome import Genome

@@ -25,7 +25,7 @@ class _Group(click.Group):
     """Turn a UserError anywhere below into one line on stderr and exit code 1, and Ctrl-C
     (KeyboardInterrupt) or an end of input (EOFError) into one line and exit code 130, never click's
     bare "Aborted!". A stopped score/embed run keeps its resume folder (`<output>.partial/`); every
-    temporary file is removed on the way out (output.atomic_output)."""
+    temporary file is removed on the way out (vepcli.atomic)."""
 
     def invoke(self, ctx: click.Context):
         try:

@@ -30,12 +30,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
+from vepcli.atomic import atomic_file
 from vepcli.errors import UserError
 from vepcli.integrity import READ_ERRORS, truncated_message
 from vepcli.merge_parts import FAMILY, Part, check_parts, merged_contigs, merged_header, read_part
 from vepcli.merge_rows import write_parquet, write_table, write_vcf
 from vepcli.outpath import check_output_path
-from vepcli.output import atomic_output, output_format
+from vepcli.output import output_format
 
 
 def merge_files(
@@ -107,7 +108,7 @@ def _write(parts: list[Part], family: str, out: Path, out_fmt: str, header: list
     import pyarrow as pa
 
     try:
-        with atomic_output(out) as tmp:
+        with atomic_file(out) as tmp:
             if family == "VCF":
                 return write_vcf(parts, out_fmt, tmp, header, renumber)
             if family == "TSV":

@@ -8,7 +8,6 @@ header is built (`merged_contigs`, `merged_header`).
 from __future__ import annotations
 
 import csv
-import gzip
 import io
 import json
 import re
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from vepcli.errors import UserError
-from vepcli.integrity import check_compressed, reading
+from vepcli.integrity import open_binary, reading
 from vepcli.output import INFO_PREFIX
 from vepcli.runheader import RunHeader, same_digest
 
@@ -45,14 +44,9 @@ class Part:
         return str(self.path)
 
 
-def open_text(path: Path):
+def open_text(path: Path) -> io.TextIOWrapper:
     """Plain, gzip or bgzip text, by the first bytes (a BGZF file without its EOF marker is refused)."""
-    check_compressed(path)
-    with open(path, "rb") as f:
-        magic = f.read(2)
-    if magic == b"\x1f\x8b":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+    return io.TextIOWrapper(open_binary(path), encoding="utf-8", newline="")
 
 
 # ---------------------------------------------------------------- reading headers

@@ -88,12 +88,7 @@ def _vcf_rows(part: Part, k: int, rank: dict[str, int], renumber: bool, contigs:
                 )
             index = _int(info[at][len(INDEX_KEY) :], part)
             if renumber:
-                if not 0 <= index < part.rows:
-                    raise UserError(
-                        f"{part.name}: index {index} is outside 0..{part.rows - 1}; was it made with "
-                        "--shard? Then give all shards of the set instead"
-                    )
-                index += part.offset
+                index = _renumbered(index, part)
                 info[at] = f"{INDEX_KEY}{index}"
                 cols[7] = ";".join(info)
                 line = "\t".join(cols)
@@ -131,12 +126,7 @@ def _table_rows(part: Part, k: int, renumber: bool, contigs: _Contigs) -> Iterat
                 chrom = row[at_chrom]
                 contigs.add(chrom, k)
             if renumber:
-                if not 0 <= index < part.rows:
-                    raise UserError(
-                        f"{part.name}: index {index} is outside 0..{part.rows - 1}; was it made with "
-                        "--shard? Then give all shards of the set instead"
-                    )
-                index += part.offset
+                index = _renumbered(index, part)
                 row[at] = str(index)
             if index <= prev:
                 raise UserError(
@@ -145,6 +135,16 @@ def _table_rows(part: Part, k: int, renumber: bool, contigs: _Contigs) -> Iterat
                 )
             prev = index
             yield index, k, row
+
+
+def _renumbered(index: int, part: Part) -> int:
+    """A per-region part's row index as the index of the whole run (its offset added)."""
+    if not 0 <= index < part.rows:
+        raise UserError(
+            f"{part.name}: index {index} is outside 0..{part.rows - 1}; was it made with "
+            "--shard? Then give all shards of the set instead"
+        )
+    return index + part.offset
 
 
 def _int(text: str, part: Part) -> int:

@@ -56,8 +56,10 @@ def _is_int(value: Any) -> bool:
 
 def check_config(directory: Path) -> None:
     """Refuse a config.json that is not a JSON object or whose fields have the wrong type or an absurd size."""
-    path = directory / "config.json"
-    config = _read_config(directory, path)
+    from vepcli.nn.checkpoint import CONFIG_NAME, read_config_dict
+
+    path = directory / CONFIG_NAME
+    config = read_config_dict(directory)
     _check_model_fields(path, config)
     _check_family(path, config)
     _check_ssm_fields(path, config.get("ssm_cfg"))
@@ -67,23 +69,6 @@ def check_config(directory: Path) -> None:
         or not all(str(k).isdigit() and _is_int(v) and 0 <= v < 1 << 12 for k, v in cmap.items())
     ):
         raise UserError(f"{path}: complement_map must map token ids to token ids")
-
-
-def _read_config(directory: Path, path: Path) -> dict[str, Any]:
-    """config.json as a JSON object, or one line that says what the file is instead."""
-    if not path.is_file():
-        raise UserError(f"{directory} has no config.json; is it a model directory?")
-    if path.stat().st_size > 1 << 22:
-        raise UserError(f"{path} is over 4 MB; it is not a model config")
-    try:
-        config = json.loads(path.read_text(encoding="utf-8"))
-    except UnicodeDecodeError:
-        raise UserError(f"{path} is not UTF-8 text; it is not a model config") from None
-    except json.JSONDecodeError as err:
-        raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
-    if not isinstance(config, dict):
-        raise UserError(f"{path} holds a JSON {type(config).__name__}, not an object; it is not a model config")
-    return config
 
 
 def _check_model_fields(path: Path, config: dict[str, Any]) -> None:

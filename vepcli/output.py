@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from vepcli.atomic import atomic_file as atomic_output  # the older name, kept for its callers
+from vepcli.atomic import atomic_file
 from vepcli.errors import UserError
 from vepcli.scoring import get as get_score
 from vepcli.scoring import numeric_columns
@@ -266,7 +266,7 @@ def write_output(
     vectors: Sequence[str] = (),
 ) -> None:
     """Render all rows to a temporary file beside `path`, then rename it (and its index) into place."""
-    with atomic_output(path) as tmp:
+    with atomic_file(path) as tmp:
         if fmt in ("vcf", "vcf.gz"):
             _write_vcf(tmp, fmt, rows, scores, score_descriptions, meta_lines, contigs)
         elif fmt == "npz":

@@ -10,8 +10,10 @@ from __future__ import annotations
 import click
 
 from vepcli.commands import options as opt
+from vepcli.finetune.config import CompareOptions
 from vepcli.train.config import PretrainConfig
 
+COMPARE = opt.config_defaults(CompareOptions)
 PRETRAIN = opt.config_defaults(PretrainConfig)  # the data options must match the run's to rebuild its validation set
 
 
@@ -82,31 +84,31 @@ def model_card(run_dir: str, baseline_json: str, out: str) -> None:
 @opt.fasta_option()
 @click.option("--model", required=True, help="Base model directory or Hugging Face id.")
 @click.option("-o", "--output", required=True)
-@click.option("--window", default=256, show_default=True, type=opt.WINDOW)
-@click.option("--pool", default=256, show_default=True, type=opt.POOL)
-@click.option("--folds", default=3, show_default=True, type=opt.FOLDS)
+@click.option("--window", default=COMPARE["window"], show_default=True, type=opt.WINDOW)
+@click.option("--pool", default=COMPARE["pool"], show_default=True, type=opt.POOL)
+@click.option("--folds", default=COMPARE["folds"], show_default=True, type=opt.FOLDS)
 @click.option("--only-fold", "only_fold", multiple=True, type=int, help="Run this held-out fold only; repeatable.")
-@click.option("--epochs", default=10, show_default=True, type=opt.POSITIVE)
-@click.option("--batch-size", default=16, show_default=True, type=opt.BATCH)
-@click.option("--lr", default=1e-3, show_default=True, type=opt.RATE)
-@click.option("--backbone-lr", default=1e-4, show_default=True, type=opt.RATE)
-@click.option("--head-hidden", default=64, show_default=True, type=opt.COUNT)
-@click.option("--patience", default=3, show_default=True, type=opt.COUNT)
-@click.option("--features", default="ref-alt-diff", show_default=True, help="Input of the fine-tuned head.")
-@click.option("--probe-features", default="ref-alt", show_default=True)
+@click.option("--epochs", default=COMPARE["epochs"], show_default=True, type=opt.POSITIVE)
+@click.option("--batch-size", default=COMPARE["batch_size"], show_default=True, type=opt.BATCH)
+@click.option("--lr", default=COMPARE["lr"], show_default=True, type=opt.RATE)
+@click.option("--backbone-lr", default=COMPARE["backbone_lr"], show_default=True, type=opt.RATE)
+@click.option("--head-hidden", default=COMPARE["head_hidden"], show_default=True, type=opt.COUNT)
+@click.option("--patience", default=COMPARE["patience"], show_default=True, type=opt.COUNT)
+@click.option("--features", default=COMPARE["features"], show_default=True, help="Input of the fine-tuned head.")
+@click.option("--probe-features", default=COMPARE["probe_features"], show_default=True)
 @click.option("--no-finetune", is_flag=True, help="Probe and frozen head only.")
 @click.option(
     "--bootstrap",
-    default=2000,
+    default=COMPARE["bootstrap"],
     show_default=True,
     type=opt.COUNT,
     help="Paired resamples for the pooled AUROC differences.",
 )
-@opt.seed_option()
-@opt.threads_option(1, "CPU threads.")
+@opt.seed_option(COMPARE["seed"])
+@opt.threads_option(COMPARE["threads"], "CPU threads.")
 def compare_finetune(set_: str, only_fold: tuple[int, ...], **options) -> None:
     """Held-out AUROC of a probe, a frozen head and a fine-tuned model on the same folds (docs/finetuning.md)."""
-    from vepcli.finetune.compare import CompareOptions, run
+    from vepcli.finetune.compare import run
     from vepcli.outpath import check_output_folder
 
     check_output_folder(options["output"])

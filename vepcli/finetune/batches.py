@@ -13,18 +13,9 @@ import numpy as np
 import torch
 
 from vepcli.errors import UserError
+from vepcli.features import Labels, covariate_levels, make_labels, one_hot
 from vepcli.finetune.config import FinetuneConfig
-from vepcli.finetune.data import (
-    Examples,
-    Labels,
-    Split,
-    covariate_levels,
-    make_labels,
-    one_hot,
-    read_labelled_intervals,
-    read_labelled_variants,
-    split_examples,
-)
+from vepcli.finetune.data import Examples, Split, read_labelled_intervals, read_labelled_variants, split_examples
 from vepcli.genome import Genome
 from vepcli.scores import pool_span
 

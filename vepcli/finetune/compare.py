@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +30,7 @@ import pandas as pd
 import torch
 
 from vepcli.atomic import atomic_file
+from vepcli.finetune.config import CompareOptions, FinetuneConfig
 from vepcli.splits import drop_near_test_rows, genome_blocks, genome_tail
 
 
@@ -90,7 +91,6 @@ def embed_all(set_path: Path, fasta: str, model: str, window: int, pool: int, ou
 def finetune_auroc(
     table_path: Path, fasta: str, model: str, out: Path, options: dict[str, Any], frozen: bool
 ) -> dict[str, float]:
-    from vepcli.finetune.config import FinetuneConfig
     from vepcli.finetune.loop import finetune
     from vepcli.finetune.model import read_meta
 
@@ -182,32 +182,6 @@ def pooled_comparison(
         "p_b_better": float(np.mean(np.array(diffs) > 0)),
         "n": len(y),
     }
-
-
-@dataclass
-class CompareOptions:
-    """The settings of one comparison (`vepcli tools compare-finetune`), recorded in results.json."""
-
-    set: str  # labelled SNV table (tests/data/make_probe_set.py)
-    fasta: str
-    model: str
-    output: str
-    window: int = 256
-    pool: int = 256
-    folds: int = 3
-    only_fold: list[int] | None = None  # run these held-out folds only
-    epochs: int = 10
-    batch_size: int = 16
-    lr: float = 1e-3
-    backbone_lr: float = 1e-4
-    head_hidden: int = 64
-    patience: int = 3
-    features: str = "ref-alt-diff"  # the fine-tuned head's input
-    probe_features: str = "ref-alt"
-    no_finetune: bool = False  # probe and frozen head only
-    bootstrap: int = 2000  # paired resamples of the pooled AUROC differences
-    seed: int = 0
-    threads: int = 1
 
 
 def run(args: CompareOptions) -> dict[str, Any]:

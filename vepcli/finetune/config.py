@@ -79,3 +79,29 @@ class FinetuneConfig(RunControl):
         require_at_least_one(self, ("epochs", "batch_size", "log_every", "threads"))
         if self.head_hidden < 0 or not 0 <= self.dropout < 1 or self.patience < 0:
             raise UserError("--head-hidden and --patience must be >= 0 and --dropout in [0, 1)")
+
+
+@dataclass
+class CompareOptions:
+    """The settings of one comparison (`vepcli tools compare-finetune`), recorded in results.json."""
+
+    set: str  # labelled SNV table (tests/data/make_probe_set.py)
+    fasta: str
+    model: str
+    output: str
+    window: int = 256
+    pool: int = 256
+    folds: int = 3
+    only_fold: list[int] | None = None  # run these held-out folds only
+    epochs: int = 10
+    batch_size: int = 16
+    lr: float = 1e-3
+    backbone_lr: float = 1e-4
+    head_hidden: int = 64
+    patience: int = 3
+    features: str = "ref-alt-diff"  # the fine-tuned head's input
+    probe_features: str = "ref-alt"
+    no_finetune: bool = False  # probe and frozen head only
+    bootstrap: int = 2000  # paired resamples of the pooled AUROC differences
+    seed: int = 0
+    threads: int = 1

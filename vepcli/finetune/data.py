@@ -18,11 +18,7 @@ import numpy as np
 import pandas as pd
 
 from vepcli.errors import UserError
-from vepcli.features import Labels as Labels  # re-exported: finetune/loop.py and model.py import these from here
 from vepcli.features import as_text
-from vepcli.features import covariate_levels as covariate_levels
-from vepcli.features import make_labels as make_labels
-from vepcli.features import one_hot as one_hot
 from vepcli.formats import is_vcf_name, table_sep
 from vepcli.genome import Genome
 from vepcli.nn.tokenizer import encode

@@ -283,7 +283,7 @@ def head_probabilities(
     `ref`, `alt`: (n, d_model) pooled strand-averaged vectors (variants); for an intervals model pass the
     pooled window vectors as `ref` and no `alt`. `covariates`: a frame with the covariate columns.
     """
-    from vepcli.finetune.data import one_hot
+    from vepcli.features import one_hot
 
     ref_t = torch.as_tensor(np.asarray(ref, dtype=np.float32))
     d = meta["base_model"]["d_model"]

@@ -25,11 +25,17 @@ CONFIG_NAME, WEIGHTS_NAME, TORCH_WEIGHTS_NAME = "config.json", "model.safetensor
 
 
 def read_config_dict(directory: Path) -> dict[str, Any]:
+    """config.json as a JSON object, or one line that says what the file is instead (the one reader:
+    `modelcheck` validates what this returns)."""
     path = Path(directory) / CONFIG_NAME
+    if not path.is_file():
+        raise UserError(f"{directory} has no {CONFIG_NAME}; is it a model directory?")
+    if path.stat().st_size > 1 << 22:
+        raise UserError(f"{path} is over 4 MB; it is not a model config")
     try:
-        config = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"{directory} has no {CONFIG_NAME}; is it a model directory?") from None
+        config = json.loads(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError:
+        raise UserError(f"{path} is not UTF-8 text; it is not a model config") from None
     except json.JSONDecodeError as err:
         raise UserError(f"{path} is not valid JSON ({err.msg} at line {err.lineno})") from None
     if not isinstance(config, dict):
