@@ -363,3 +363,20 @@ def test_kmer_baseline_scores_other_models_on_the_runs_own_targets(tmp_path: Pat
     assert card.exit_code == 0, card.output
     text = (tmp_path / "shipped" / "MODEL_CARD.md").read_text()
     assert f"| model ({scored['architecture']}" in text and "+0.00 points of [MASK] accuracy" in text
+
+
+def test_kmer_baseline_refuses_a_damaged_model_folder_before_counting(tmp_path: Path):
+    """A --model folder that cannot load is one error line, and no figures file is written."""
+    from click.testing import CliRunner
+
+    from vepcli.cli import cli
+
+    bad = tmp_path / "bad"
+    bad.mkdir()
+    (bad / "config.json").write_text("{")
+    out = tmp_path / "b.json"
+    data = ["--fasta", str(FASTA), "--val-region", VAL_REGION, "--seq-len", "128", "--val-windows", "2"]
+    data += ["--max-k", "1", "--model", str(bad), "-o", str(out)]
+    result = CliRunner().invoke(cli, ["tools", "kmer-baseline", *data])
+    assert result.exit_code == 1 and "is not valid JSON" in result.output, result.output
+    assert not out.exists()

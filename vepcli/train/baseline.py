@@ -145,6 +145,9 @@ def run_baseline(
 ) -> dict:
     """`vepcli tools kmer-baseline`: the baseline on the validation set of `vepcli pretrain` with the same data
     options and seed; prints a table, returns (and writes to `output` as JSON) the figures."""
+    from vepcli.modelcheck import load_checked
+
+    checked = {path: load_checked(path) for path in models}  # refuse a bad folder before the long count
     genome = Genome(fasta)
     train_iv, val_iv = split_intervals(genome, intervals, val_intervals, list(val_regions), val_fraction)
     val = validation_set(genome, val_iv, seq_len, val_windows, seed, mask_prob, min_base_fraction)
@@ -168,7 +171,7 @@ def run_baseline(
         "seed": seed,
         "val_regions": list(val_regions),
     }
-    record["models"] = {path: score_model(path, val) for path in models}
+    record["models"] = {path: score_model(path, model, sha256, val) for path, (_, model, sha256) in checked.items()}
     for path, m in record["models"].items():
         print(f"{path}: [MASK] {m['val_acc_masked']:.4f}, all targets {m['val_acc']:.4f}, loss {m['val_loss']:.4f}")
     if output:
@@ -177,25 +180,20 @@ def run_baseline(
     return record
 
 
-def score_model(path: str, val: list[tuple[np.ndarray, np.ndarray]]) -> dict:
+def score_model(path: str, model, sha256: str, val: list[tuple[np.ndarray, np.ndarray]]) -> dict:
     """A model's validation loss and accuracies on these windows and masks, as pretraining computes them,
     with what identifies it (so a card can compare a new model with the one it replaces, like for like)."""
-    import hashlib
-
     import torch
 
-    from vepcli.nn.checkpoint import load_model
     from vepcli.train.distributed import Dist
     from vepcli.train.engine import Placement
     from vepcli.train.pretrain import evaluate
 
-    model = load_model(path)
     figures = evaluate(model, val, Placement(Dist(), torch.device("cpu"), None, micro=1, accum=1))
-    weights = Path(path) / "model.safetensors"
     cfg = model.config
     return {
         "name": Path(path).resolve().name,
-        "sha256": hashlib.sha256(weights.read_bytes()).hexdigest(),
+        "sha256": sha256,
         "architecture": f"{cfg.arch}, d_model {cfg.d_model}, n_layer {cfg.n_layer}, d_state {cfg.d_state}",
         "parameters": model.num_parameters(),
         "trained_length": cfg.max_length,
