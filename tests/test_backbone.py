@@ -104,7 +104,7 @@ register(
         "running-mean",
         RunningMeanConfig.from_dict,
         RunningMeanLM,
-        tied=re.compile(r"^lm_head\.weight$"),
+        tied=lambda _: re.compile(r"^lm_head\.weight$"),
     )
 )
 

@@ -1,11 +1,22 @@
 """The model layer: tokenizer, selective scan, the backbone interface and its families, checkpoint I/O.
 
-Importing the package registers the built-in backbone families (Caduceus PS and Ph), so every loader
-knows them. No file or network I/O happens here except in `checkpoint.py` and `hub.py`.
+Importing the package registers the built-in backbone families (Caduceus PS and Ph; the hybrid
+Mamba-2/attention decoder), so every loader knows them. No file or network I/O happens here except in
+`checkpoint.py` and `hub.py`.
 """
 
 from vepcli.nn.backbone import Backbone, Family, register
 from vepcli.nn.caduceus import Caduceus, CaduceusForMaskedLM
 from vepcli.nn.config import CaduceusConfig
+from vepcli.nn.hybrid import HybridLM, MambaLMConfig
 
-__all__ = ["Backbone", "Caduceus", "CaduceusConfig", "CaduceusForMaskedLM", "Family", "register"]
+__all__ = [
+    "Backbone",
+    "Caduceus",
+    "CaduceusConfig",
+    "CaduceusForMaskedLM",
+    "Family",
+    "HybridLM",
+    "MambaLMConfig",
+    "register",
+]

@@ -10,14 +10,16 @@ Strand handling (`strands`):
 - "ps": reverse-complement equivariant by construction; the hidden state carries both strands in
   2 * hidden_width channels, the second half the reverse strand flipped in channels (Caduceus-PS).
 - "ph": one strand per pass; the engine averages a second pass on the reverse complement (Caduceus-Ph).
-- "echo": a causal model reads `[x ; x]` and keeps the second copy's states (HybriDNA; not yet run here).
+
+A causal model (objective "causal") reads 5'->3' only, so a position's state sees its left side only; echo
+embeddings (`vepcli.nn.strand.echo`) give it both sides, whichever strand handling it has.
 """
 
 from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -26,8 +28,9 @@ from torch import nn
 from vepcli.errors import UserError
 
 OBJECTIVES = ("masked", "causal")
-STRANDS = ("ps", "ph", "echo")
-DEFAULT_MODEL_TYPE = "caduceus"  # what a config.json without `model_type` is (the first published uploads)
+STRANDS = ("ps", "ph")
+DEFAULT_MODEL_TYPE = "caduceus"  # a config.json without `model_type` that no family sniffs (early uploads)
+NOTHING = re.compile(r"(?!)")  # a pattern no key matches
 
 
 class BackboneConfig(Protocol):
@@ -46,7 +49,7 @@ class Backbone(nn.Module):
 
     @property
     def strands(self) -> str:
-        """One of "ps", "ph", "echo": how a reading of a window is made independent of its strand."""
+        """One of "ps", "ph": how a reading of a window is made independent of its strand."""
         raise NotImplementedError
 
     @property
@@ -102,16 +105,18 @@ class Backbone(nn.Module):
 class Family:
     """How to read, build and write one family's checkpoints.
 
-    `tied`: state-dict keys the published files omit because they are the same tensor as another.
+    `tied`: of a config, the state-dict keys the files omit because they are the same tensor as another.
     `adapt_state`: renames a published state dict into the model's keys (e.g. a base-model upload).
-    `base`: the family's model without an LM head, when it has one (`load_model(masked_lm=False)`)."""
+    `base`: the family's model without an LM head, when it has one (`load_model(masked_lm=False)`).
+    `sniff`: recognises the family's config.json when it names no `model_type` (mamba_ssm writes none)."""
 
     model_type: str
     config_from_dict: Callable[[dict[str, Any]], BackboneConfig]
     model: Callable[[Any], Backbone]
-    tied: re.Pattern[str] = field(default_factory=lambda: re.compile(r"(?!)"))
+    tied: Callable[[Any], re.Pattern[str]] = lambda _: NOTHING
     adapt_state: Callable[[dict[str, torch.Tensor], bool], dict[str, torch.Tensor]] = lambda state, _: state
     base: Callable[[Any], nn.Module] | None = None
+    sniff: Callable[[dict[str, Any]], bool] | None = None
 
 
 _FAMILIES: dict[str, Family] = {}
@@ -129,10 +134,15 @@ def known_model_types() -> tuple[str, ...]:
 
 def family_of(config: dict[str, Any], source: str = "config.json") -> Family:
     """The registered family of a config dict, or one line naming the families this vepcli reads."""
-    model_type = config.get("model_type", DEFAULT_MODEL_TYPE)
+    model_type = config.get("model_type") if "model_type" in config else _sniffed(config)
     if not isinstance(model_type, str) or model_type not in _FAMILIES:
         raise UserError(
             f"{source}: model_type {model_type!r} is not a model family vepcli reads "
             f"(known: {', '.join(known_model_types())})"
         )
     return _FAMILIES[model_type]
+
+
+def _sniffed(config: dict[str, Any]) -> str:
+    """The model_type of a config.json that names none."""
+    return next((f.model_type for f in _FAMILIES.values() if f.sniff and f.sniff(config)), DEFAULT_MODEL_TYPE)

@@ -218,13 +218,15 @@ def published_state(state: dict[str, torch.Tensor], with_head: bool) -> dict[str
     return {k.removeprefix("caduceus."): v for k, v in state.items() if not k.startswith("lm_head.")}
 
 
+# the published files leave these out: mamba_rev's projections and the LM head are tied
+TIED = re.compile(r"(mamba_rev\.(in_proj|out_proj)\.(weight|bias)|^lm_head\.weight|^lm_head\.lm_head\.weight)$")
+
 register(
     Family(
         model_type="caduceus",
         config_from_dict=CaduceusConfig.from_dict,
         model=CaduceusForMaskedLM,
-        # the published files leave these out: mamba_rev's projections and the LM head are tied
-        tied=re.compile(r"(mamba_rev\.(in_proj|out_proj)\.(weight|bias)|^lm_head\.weight|^lm_head\.lm_head\.weight)$"),
+        tied=lambda _: TIED,
         adapt_state=published_state,
         base=Caduceus,
     )

@@ -73,7 +73,8 @@ def load_into(model: torch.nn.Module, state: dict[str, torch.Tensor], source: st
     with_head = isinstance(model, Backbone)
     state = family.adapt_state(state, with_head)
     own = model.state_dict()
-    missing = [k for k in own if k not in state and not family.tied.search(k)]
+    tied = family.tied(model.config)
+    missing = [k for k in own if k not in state and not tied.search(k)]
     unexpected = [k for k in state if k not in own]
     wrong = [
         f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}"
@@ -126,7 +127,7 @@ def save_model(model: torch.nn.Module, directory: str | Path) -> Path:
     directory = Path(directory)
     directory.mkdir(parents=True, exist_ok=True)
     config = model.config.to_dict()
-    tied = family_of(config).tied
+    tied = family_of(config).tied(model.config)
     state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items() if not tied.search(k)}
     with atomic_file(directory / WEIGHTS_NAME) as tmp:
         save_file(state, str(tmp), metadata={"format": "pt"})

@@ -62,3 +62,18 @@ def pooled_strand_average(
         return fwd
     length = hidden.shape[-2]
     return mean_of_strands(fwd, hidden_rc[..., length - e : length - s, :].float().mean(-2))
+
+
+def echo(input_ids: torch.Tensor) -> torch.Tensor:
+    """Echo embeddings' input (Springer et al. 2024; HybriDNA): `[x ; x]` along the length, (batch, 2L).
+
+    A causal model's state at a position of the second copy has read the whole first copy, so it sees
+    both sides of that position; `echo_states` keeps those states."""
+    return torch.cat([input_ids, input_ids], dim=-1)
+
+
+def echo_states(hidden: torch.Tensor, length: int) -> torch.Tensor:
+    """The second copy's hidden states of an `echo` pass: (..., 2L, C) -> (..., L, C), aligned to x."""
+    if hidden.shape[-2] != 2 * length:
+        raise ValueError(f"an echo pass of a length-{length} input has {2 * length} positions, not {hidden.shape[-2]}")
+    return hidden[..., length:, :]
