@@ -25,7 +25,6 @@ def config_hash(config_dict: dict[str, Any]) -> str:
 STRAND_HANDLING = {
     "ps": "ps (reverse-complement equivariant by construction)",
     "ph": "ph (average over the window and its reverse complement)",
-    "echo": "echo (the input repeated, the second copy read)",
 }
 
 
