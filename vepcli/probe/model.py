@@ -102,8 +102,8 @@ class Probe:
             raise UserError(
                 f"probe {self.path or '(unsaved)'} was trained on other embeddings: this run has "
                 f"{'; '.join(wrong)}; use the probe's model ({mine.model_path or mine.arch}) with "
-                f"--window {mine.window} --pool {mine.pool}, or train a new probe on `vepcli embed` "
-                "output of this model"
+                f"--window {mine.window} --pool {mine.pool}{' --echo' if mine.echo else ''}, or train a new probe "
+                "on `vepcli embed` output of this model"
             )
 
     def _matrix(self, ref: np.ndarray, alt: np.ndarray, covariates: pd.DataFrame | None) -> np.ndarray:
