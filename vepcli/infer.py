@@ -125,6 +125,10 @@ class Engine:
             raise UserError(f"masked-LM log-probabilities need a masked LM; {self.model.arch} is a {self.objective} LM")
         if req.loglik_from and self.objective != "causal":
             raise UserError(f"window log-likelihoods need a causal LM; {self.model.arch} is a {self.objective} LM")
+        if req.loglik_from and self.rcps:  # a causal LM reads one strand 5'->3'; a PS one would need its own sums
+            raise UserError(
+                f"window log-likelihoods of {self.model.arch}, which carries both strands, are not implemented"
+            )
 
     @torch.no_grad()
     def _pass(self, batch: Sequence[Request], echoed: bool) -> list[Result]:
