@@ -28,6 +28,7 @@ from vepcli.nn.checkpoint import load_model, save_model
 from vepcli.nn.hybrid import HybridLM, MambaLMConfig
 from vepcli.nn.strand import echo, echo_states
 from vepcli.output import read_scores
+from vepcli.pipeline import ScoreSettings
 from vepcli.runheader import RunHeader
 from vepcli.scores import pool_span
 from vepcli.scoring import POOLED, Reading, Score, ScoreInputs, get, objective_notes, register, unregister
@@ -445,3 +446,15 @@ def test_header_lines_round_trip_and_stay_out_for_masked_plain_runs():
     ]
     assert RunHeader.from_lines(lines) == made
     assert RunHeader(window=64, scores=("llr",)).to_lines() == ["##vepcli_window=64", "##vepcli_scores=llr"]
+
+
+def test_a_masked_plain_run_writes_none_of_the_new_lines(tmp_path, chr22_slice):
+    """Caduceus outputs keep their bytes: no objective, echo or score-meaning line, no echo key in the settings."""
+    out = tmp_path / "c.tsv"
+    cli_run("score", chr22_slice.vcf, "-f", DATA / "chr22_slice.fa", "-m", CADUCEUS, "-o", out, *common())
+    head = [x for x in out.read_text().splitlines() if x.startswith("##vepcli_")]
+    assert not [x for x in head if x.split("=")[0] in ("##vepcli_objective", "##vepcli_echo", "##vepcli_score")]
+    assert "##vepcli_scores=llr,emb_l2,emb_cos" in head
+    read = RunHeader.from_lines(head)
+    assert (read.objective, read.echo, read.score_notes) == ("masked", False, ())
+    assert "echo" not in ScoreSettings().identity() and ScoreSettings(echo=True).identity()["echo"] is True
