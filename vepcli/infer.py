@@ -4,6 +4,13 @@ Callers describe what they need from each window as a `Request`; the engine batc
 model on the chosen device and precision, averages the two strands (PS: its two halves; Ph: a
 second pass on the reverse complement, flipped back) and returns only the small results, never a
 (L, hidden) tensor per window. The LM head runs only at the requested positions.
+
+Causal models: a request may ask for window log-likelihoods, sum over t >= start of
+log p(token t | tokens < t), in each strand's 5'->3' reading (the RC pass read as it is, with its own
+start), then strand-averaged. Logits at t - 1 predict token t, so position 0, which nothing predicts, is
+never in a sum. With `echo`, pooled vectors are read off an echo pass (`[x ; x]`, the second copy's
+states; the reverse-complement pass echoed too). A request that also asks for log-likelihoods reads
+them off the same pass's first copy: by causality its states are those of a plain pass on x.
 """
 
 from __future__ import annotations
@@ -15,7 +22,7 @@ import torch
 
 from vepcli.errors import UserError
 from vepcli.nn.backbone import Backbone
-from vepcli.nn.strand import carries_both_strands, mean_of_strands, pooled_strand_average
+from vepcli.nn.strand import carries_both_strands, echo, echo_states, mean_of_strands, pooled_strand_average
 from vepcli.nn.tokenizer import COMPLEMENT, MASK, batch_encode, reverse_complement_ids
 from vepcli.runtime import PRECISIONS, autocast, default_batch_size, pick_device
 
@@ -28,12 +35,15 @@ class Request:
     pool: tuple[int, int] | None = None  # mean-pool the last hidden state over [start, end)
     logp_at: tuple[int, ...] = ()  # positions whose masked-LM log-probabilities are wanted
     mask: tuple[int, ...] = ()  # positions replaced by [MASK] before the forward pass
+    # causal LM: (forward start, reverse-complement start) of each log-likelihood sum wanted
+    loglik_from: tuple[tuple[int, int], ...] = ()
 
 
 @dataclass
 class Result:
     pooled: torch.Tensor | None  # (hidden_width,) float32, strand-averaged
     logp: torch.Tensor | None  # (len(logp_at), vocab) float32, strand-averaged log-probabilities
+    loglik: tuple[float, ...] = ()  # one strand-averaged float64 sum per `loglik_from` start pair
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -50,9 +60,11 @@ class Engine:
         precision: str = "fp32",
         batch_size: int | None = None,
         strand_average: bool = True,
+        echo: bool = False,
     ) -> None:
         if precision not in PRECISIONS:
             raise UserError(f"--precision {precision!r} is not one of {', '.join(PRECISIONS)}")
+        check_echo(model, echo)
         self.device = pick_device(device)
         self.rcps = carries_both_strands(model.strands, model.arch)
         self.model = model.to(self.device).eval()
@@ -60,6 +72,8 @@ class Engine:
         self.dtype = PRECISIONS[precision]
         self.batch_size = max(1, batch_size or default_batch_size(self.device))
         self.strand_average = strand_average
+        self.echo = echo
+        self.objective = model.objective
         self.complement = COMPLEMENT.to(self.device)
 
     @property
@@ -93,12 +107,35 @@ class Engine:
                 progress(len(batch))
         return results
 
-    @torch.no_grad()
     def _run_batch(self, batch: Sequence[Request]) -> list[Result]:
         lengths = {len(r.seq) for r in batch}
         if len(lengths) != 1:  # windows of one run share a length; keep the engine simple
             return [res for r in batch for res in self._run_batch([r])]
-        L = lengths.pop()
+        for req in batch:
+            self._check(req)
+        if not self.echo:
+            return self._pass(batch, echoed=False)
+        pooled = iter(self._pass([r for r in batch if r.pool], echoed=True))  # only pooled vectors need echo
+        plain = iter(self._pass([r for r in batch if not r.pool], echoed=False))
+        return [next(pooled if r.pool else plain) for r in batch]
+
+    def _check(self, req: Request) -> None:
+        """Refuse, in one line, what the model's objective cannot give."""
+        if (req.logp_at or req.mask) and self.objective != "masked":
+            raise UserError(f"masked-LM log-probabilities need a masked LM; {self.model.arch} is a {self.objective} LM")
+        if req.loglik_from and self.objective != "causal":
+            raise UserError(f"window log-likelihoods need a causal LM; {self.model.arch} is a {self.objective} LM")
+        if req.loglik_from and self.rcps:  # a causal LM reads one strand 5'->3'; a PS one would need its own sums
+            raise UserError(
+                f"window log-likelihoods of {self.model.arch}, which carries both strands, are not implemented"
+            )
+
+    @torch.no_grad()
+    def _pass(self, batch: Sequence[Request], echoed: bool) -> list[Result]:
+        """One forward pass (and its reverse-complement pass, for Ph) of windows of one length."""
+        if not batch:
+            return []
+        L = len(batch[0].seq)
         ids = batch_encode([r.seq for r in batch], L)
         for i, req in enumerate(batch):
             if req.mask:
@@ -108,13 +145,15 @@ class Engine:
         if two_pass:
             ids = torch.cat([ids, reverse_complement_ids(ids)])
         with self._autocast():
-            hidden = self.model.hidden_states(ids)
+            hidden = self.model.hidden_states(echo(ids) if echoed else ids)
+        plain, states = (hidden[..., :L, :], echo_states(hidden, L)) if echoed else (hidden, hidden)
         n = len(batch)
         out = []
         for i, req in enumerate(batch):
-            pooled = self._pool(hidden, i, n, req.pool) if req.pool else None
-            logp = self._logp(hidden, i, n, L, req.logp_at) if req.logp_at else None
-            out.append(Result(pooled, logp))
+            pooled = self._pool(states, i, n, req.pool) if req.pool else None
+            logp = self._logp(plain, i, n, L, req.logp_at) if req.logp_at else None
+            loglik = tuple(self._loglik(plain, ids, i, n, starts) for starts in req.loglik_from)
+            out.append(Result(pooled, logp, loglik))
         return out
 
     def _pool(self, hidden: torch.Tensor, i: int, n: int, span: tuple[int, int]) -> torch.Tensor:
@@ -122,8 +161,6 @@ class Engine:
         return pooled_strand_average(hidden[i], rc, span, self.rcps, self.strand_average).cpu()
 
     def _logp(self, hidden: torch.Tensor, i: int, n: int, L: int, positions: tuple[int, ...]) -> torch.Tensor:
-        if self.model.objective != "masked":
-            raise UserError(f"masked-LM log-probabilities need a masked LM; {self.model.arch} is not one")
         pos = torch.tensor(positions, device=hidden.device)
         with self._autocast():
             logits = self.model.lm_logits(hidden[i, pos])
@@ -133,3 +170,29 @@ class Engine:
             logp_rc = torch.log_softmax(rc_logits, -1)[:, self.complement]  # back to forward-strand bases
             logp = mean_of_strands(logp, logp_rc)
         return logp.cpu()
+
+    def _loglik(self, hidden: torch.Tensor, ids: torch.Tensor, i: int, n: int, starts: tuple[int, int]) -> float:
+        """The strand-averaged causal log-likelihood of row i from `starts` (forward, reverse complement)."""
+        fwd = self._strand_loglik(hidden[i], ids[i], starts[0])
+        if not self.strand_average:
+            return fwd
+        return float(mean_of_strands(fwd, self._strand_loglik(hidden[n + i], ids[n + i], starts[1])))
+
+    def _strand_loglik(self, hidden: torch.Tensor, ids: torch.Tensor, start: int) -> float:
+        """sum over t >= start of log p(ids[t] | ids[< t]), in float64; position 0 has no prediction."""
+        start = max(start, 1)
+        if start >= len(ids):
+            return 0.0
+        with self._autocast():
+            logits = self.model.lm_logits(hidden[start - 1 : -1])  # logits at t - 1 predict token t
+        logp = torch.log_softmax(logits.double(), -1)
+        return float(logp.gather(-1, ids[start:, None]).sum())
+
+
+def check_echo(model: Backbone, echo: bool) -> None:
+    """Echo embeddings are for causal models, whose states see only their left side; one line otherwise."""
+    if echo and model.objective != "causal":
+        raise UserError(
+            f"--echo is for causal LMs; {model.arch} is a {model.objective} LM, whose states already see both "
+            "sides of each position: leave --echo out"
+        )

@@ -18,7 +18,7 @@ from typing import Any
 from vepcli import __version__
 from vepcli.errors import UserError
 from vepcli.genome import Genome
-from vepcli.infer import Engine
+from vepcli.infer import Engine, check_echo
 from vepcli.modelcheck import load_checked
 from vepcli.modelinfo import config_hash, file_sha256
 from vepcli.nn.hub import default_model
@@ -26,7 +26,7 @@ from vepcli.outpath import check_output_path
 from vepcli.output import PartialStore, output_format, write_output
 from vepcli.runheader import ModelRecord, RunHeader
 from vepcli.scores import POOL_DEFAULT, pool_span
-from vepcli.scoring import SupervisedLoader, SupervisedModel, default_names, zero_shot_names
+from vepcli.scoring import SupervisedLoader, SupervisedModel, default_names, needs, objective_notes, zero_shot_names
 from vepcli.scoring import get as get_score
 from vepcli.scoring.block import BlockScorer, BlockSettings
 from vepcli.tables import reserved_columns
@@ -56,6 +56,7 @@ class ScoreSettings:
     embeddings: bool = False  # also keep the pooled ref and alt vectors (vepcli embed)
     probe: str | None = None  # a probe.skops whose probability becomes the `probe` score
     finetune: bool = False  # set when --model is a fine-tuned directory: its head gives the `finetune` score
+    echo: bool = False  # causal models: pooled vectors from echo passes ([x ; x], the second copy's states)
     # not part of the numbers' identity:
     batch_size: int | None = None  # None: the engine's default for the device
     device: str = "auto"
@@ -67,6 +68,8 @@ class ScoreSettings:
             d.pop(key)
         d["scores"] = list(self.scores)
         d["shard"] = list(self.shard) if self.shard else None
+        if not self.echo:  # as before --echo existed, so that such runs keep their identity (and bytes)
+            d.pop("echo")
         return d
 
 
@@ -180,7 +183,7 @@ class _Run:
 
     def descriptions(self) -> dict[str, str]:
         return {
-            **{n: get_score(n).description for n in self.columns},
+            **{n: get_score(n).on(self.model.objective).description for n in self.columns},
             **{m.name: m.description for m in self.supervised},
         }
 
@@ -207,8 +210,10 @@ def score_file(
     if settings.embeddings and fmt not in ("parquet", "npz"):
         raise UserError(f"embeddings need a .parquet or .npz output, not {fmt}")
     run = _open_run(settings, variants_path, fasta, fmt, supervised)
+    engine = Engine(
+        run.model, settings.device, settings.precision, settings.batch_size, settings.strand_average, settings.echo
+    )
     store = PartialStore(out, run.meta, resume)
-    engine = Engine(run.model, settings.device, settings.precision, settings.batch_size, settings.strand_average)
     _score_all(store, run, engine, settings, variants_path, quiet, progress)
     header = replace(
         run.header,
@@ -226,6 +231,8 @@ def _open_run(
 ) -> _Run:
     """Load the model and the reference, record the run's identity, load its supervised models."""
     model_dir, model, weights_digest = load_checked(settings.model or default_model())
+    check_echo(model, settings.echo)
+    needs(settings.scores, model.objective)  # a score this model cannot give: one line, before any work
     window = resolve_window(settings.window, model.trained_length)
     genome = Genome(fasta)
     config_digest = config_hash(model.config.to_dict())
@@ -248,6 +255,9 @@ def _open_run(
         input_sha256=meta["variants"]["sha256"],
         shard=settings.shard,
         embedding=settings.embeddings,
+        objective=model.objective,
+        echo=settings.echo,
+        score_notes=tuple(objective_notes(settings.scores, model.objective).items()),
     )
     models = tuple(m for m in (load(header) for load in loaders) if m is not None)
     names = [m.name for m in models]

@@ -92,6 +92,12 @@ class RunHeader:
     shard: tuple[int, int] | None = None
     embedding: bool = False  # the output holds pooled ref/alt vectors (`vepcli embed`)
     supervised: tuple[Record, ...] = field(default_factory=tuple)  # ##vepcli_probe, ##vepcli_finetune
+    # The lines below are written only when they differ from what every earlier output meant (a masked
+    # LM, plain states), so outputs of such runs keep their bytes; a file without them means just that.
+    objective: str = "masked"  # the model's training objective (`Backbone.objective`): ##vepcli_objective
+    echo: bool = False  # pooled vectors from echo passes (`--echo`): ##vepcli_echo=true
+    # (score, meaning) of the scores whose meaning on this objective is not their plain one: ##vepcli_score
+    score_notes: tuple[tuple[str, str], ...] = ()
 
     def to_lines(self) -> list[str]:
         """The header lines, in the order vepcli writes them."""
@@ -103,13 +109,16 @@ class RunHeader:
             ("scan", self.scan),
             ("pool", self.pool),
             ("strand_average", None if self.strand_average is None else str(self.strand_average).lower()),
+            ("objective", None if self.objective == "masked" else self.objective),
+            ("echo", "true" if self.echo else None),
             ("scores", None if self.scores is None else ",".join(self.scores)),
+            *(("score", self.score_record(name, text).to_line()) for name, text in self.score_notes),
             ("settings_hash", self.settings_hash),
             ("input_sha256", self.input_sha256 and short(self.input_sha256)),
             ("fasta_sha256", self.fasta_sha256 and short(self.fasta_sha256)),
             ("shard", self.shard and f"{self.shard[0]}/{self.shard[1]}"),
         ]
-        lines = [v if k == "model" else f"{PREFIX}{k}={v}" for k, v in plain if v is not None]
+        lines = [v if k in ("model", "score") else f"{PREFIX}{k}={v}" for k, v in plain if v is not None]
         if self.embedding:
             lines.append(self.embedding_record().to_line())
         return lines + [r.to_line() for r in self.supervised]
@@ -127,6 +136,10 @@ class RunHeader:
                 "window": str(self.window),
             },
         )
+
+    def score_record(self, name: str, description: str) -> Record:
+        """A `##vepcli_score` line: a score's meaning on this run's model, in the words of its ##INFO line."""
+        return Record("score", {"ID": name, "objective": self.objective, "Description": f'"{description}"'})
 
     def with_command(self, command: str) -> RunHeader:
         return replace(self, command=command)
@@ -155,6 +168,9 @@ class RunHeader:
             shard=_shard(heads.get("shard"), source),
             embedding="embedding" in heads,
             supervised=tuple(Record(k, records[k]) for k in ("probe", "finetune") if k in records),
+            objective=heads.get("objective", "masked"),
+            echo=heads.get("echo") == "true",
+            score_notes=_score_notes(lines),
         )
 
 
@@ -162,6 +178,12 @@ def embedding_fields(lines: list[str]) -> dict[str, str] | None:
     """The fields of the `##vepcli_embedding` line among `lines`, or None without one."""
     line = next((x for x in reversed(lines) if x.startswith(f"{PREFIX}embedding=")), None)
     return None if line is None else record_fields(line.partition("=")[2])
+
+
+def _score_notes(lines: list[str]) -> tuple[tuple[str, str], ...]:
+    """(score, meaning) of the `##vepcli_score` lines among `lines` (there may be several: not in `heads`)."""
+    fields = [record_fields(x.partition("=")[2]) for x in lines if x.startswith(f"{PREFIX}score=")]
+    return tuple((f.get("ID", ""), f.get("Description", "").strip('"')) for f in fields)
 
 
 def _int(text: str | None) -> int | None:

@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from vepcli.errors import UserError
 from vepcli.modelinfo import file_sha256
 from vepcli.runheader import Record, RunHeader, short
 from vepcli.scoring import SupervisedLoader, SupervisedModel
@@ -63,6 +64,7 @@ def load_probe_score(path: str, run: RunHeader) -> SupervisedModel:
         run.pool,
         weights_sha256=run.model.weights_sha256,
         strand_average=run.strand_average,
+        echo=run.echo,
     )
     return ProbeScore(probe, path)
 
@@ -91,4 +93,6 @@ def load_head_score(run: RunHeader) -> SupervisedModel | None:
     from vepcli.finetune import ScoreHead
 
     head = ScoreHead.load(run.model.path, run.window, run.pool, run.strand_average)
+    if head is not None and run.echo:
+        raise UserError(f"{run.model.path}: its fine-tuned head was trained on plain states; leave --echo out")
     return None if head is None else HeadScore(head, run.model.path)

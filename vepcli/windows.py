@@ -39,6 +39,21 @@ def changed_positions(kind: str, ref: str, width: int) -> range:
     return range(centre, min(width, centre + len(ref)))
 
 
+def strand_starts(ref_seq: str, alt_seq: str) -> tuple[int, int]:
+    """Where a ref and an alt window of one length first differ in each strand's 5'->3' reading: (forward
+    index, index in the reverse-complement windows); (W, W) when they are the same. From there on a causal
+    model's log-likelihoods of the two windows can differ; before it they are the same."""
+    import numpy as np
+
+    width = len(ref_seq)
+    if len(alt_seq) != width:
+        raise ValueError(f"windows of {width} and {len(alt_seq)} bases")
+    differ = np.flatnonzero(np.frombuffer(ref_seq.encode(), np.uint8) != np.frombuffer(alt_seq.encode(), np.uint8))
+    if not len(differ):
+        return width, width
+    return int(differ[0]), width - 1 - int(differ[-1])
+
+
 def n_fraction(seq: str) -> float:
     """Fraction of N bases in an upper-case window."""
     return seq.count("N") / len(seq) if seq else 0.0

@@ -182,6 +182,12 @@ def windows_and_run_options(output_help: str) -> Decorator:
             help="Embedding pooling span in bp, centred on the variant.",
         ),
         click.option("--no-strand-average", is_flag=True, help="Forward strand only."),
+        click.option(
+            "--echo",
+            is_flag=True,
+            help="Causal models: pool echo embeddings, the states of the second copy of [window ; window], "
+            "which see both sides of each position (recorded in the header; a probe needs the same).",
+        ),
         click.option("--no-share-ref", is_flag=True, help="Compute the ref window again for every allele."),
         click.option("--ref-mismatch", type=click.Choice(["skip", "error"]), default="skip", show_default=True),
         click.option("--shard", default=None, help="I/N: only shard I of N (1-based)."),

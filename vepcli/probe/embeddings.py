@@ -33,6 +33,7 @@ class EmbeddingIdentity:
     weights_sha256: str = "unknown"
     arch: str = "unknown"
     model_path: str = ""
+    echo: bool = False  # echo embeddings (`--echo`): the second copy's states of [x ; x]
 
 
 @dataclass
@@ -63,6 +64,7 @@ def parse_identity(lines: list[str], source: str = "embeddings") -> EmbeddingIde
             weights_sha256=run.model.weights_sha256 if run.model else "unknown",
             arch=run.model.arch if run.model else "unknown",
             model_path=run.model.path if run.model else "",
+            echo=run.echo,
         )
     except (KeyError, ValueError) as err:
         raise UserError(

@@ -105,6 +105,7 @@ def evaluate(
         ident.pool,
         weights_sha256=ident.weights_sha256,
         strand_average=ident.strand_average,
+        echo=ident.echo,
     )
     require_columns(emb.table, [label], "label")
     y, has = label_vector(emb.table[label], probe.classes)

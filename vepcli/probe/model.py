@@ -76,8 +76,10 @@ class Probe:
         *,
         weights_sha256: str | None = None,
         strand_average: bool | None = None,
+        echo: bool = False,
     ) -> None:
-        """Refuse, in one line, embeddings from another model (config or weights), window, pooling or strands."""
+        """Refuse, in one line, embeddings from another model (config or weights), window, pooling, strands
+        or kind of states (echo or plain)."""
         mine = self.identity
         wrong = []
         if config_hash != mine.config_hash:
@@ -94,12 +96,14 @@ class Probe:
                 f"strand averaging {'on' if strand_average else 'off'} (probe: "
                 f"{'on' if mine.strand_average else 'off'})"
             )
+        if bool(echo) != mine.echo:
+            wrong.append(f"{_states(echo)} embeddings (probe: {_states(mine.echo)})")
         if wrong:
             raise UserError(
                 f"probe {self.path or '(unsaved)'} was trained on other embeddings: this run has "
                 f"{'; '.join(wrong)}; use the probe's model ({mine.model_path or mine.arch}) with "
-                f"--window {mine.window} --pool {mine.pool}, or train a new probe on `vepcli embed` "
-                "output of this model"
+                f"--window {mine.window} --pool {mine.pool}{' --echo' if mine.echo else ''}, or train a new probe "
+                "on `vepcli embed` output of this model"
             )
 
     def _matrix(self, ref: np.ndarray, alt: np.ndarray, covariates: pd.DataFrame | None) -> np.ndarray:
@@ -230,7 +234,7 @@ def _train_meta(
         "format_version": FORMAT_VERSION,
         "vepcli_version": __version__,
         "sklearn_version": sklearn.__version__,
-        "embedding": {f: getattr(emb.identity, f) for f in EmbeddingIdentity.__dataclass_fields__},
+        "embedding": _identity_meta(emb.identity),
         "training_data": {
             "path": os.path.abspath(emb.path) if emb.path else "",
             "rows": int(len(y)),
@@ -264,3 +268,16 @@ def _train_meta(
         ),
         "seed": seed,
     }
+
+
+def _states(echo: bool) -> str:
+    return "echo" if echo else "plain"
+
+
+def _identity_meta(identity: EmbeddingIdentity) -> dict[str, Any]:
+    """The identity as a probe file stores it; `echo` only when set, so probes of plain embeddings keep the
+    bytes they had before echo embeddings existed (and older files read as plain)."""
+    meta = {f: getattr(identity, f) for f in EmbeddingIdentity.__dataclass_fields__}
+    if not identity.echo:
+        meta.pop("echo")
+    return meta

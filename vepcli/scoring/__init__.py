@@ -11,15 +11,18 @@ import pkgutil
 
 from vepcli.scoring import plugins
 from vepcli.scoring.registry import (
+    CAUSAL_LL,
     MASKED_LOGP,
     POOLED,
     Empty,
+    Reading,
     Score,
     ScoreInputs,
     default_names,
     get,
     needs,
     numeric_columns,
+    objective_notes,
     register,
     unregister,
     zero_shot_names,
@@ -30,9 +33,11 @@ for _module in pkgutil.iter_modules(plugins.__path__):
     importlib.import_module(f"{plugins.__name__}.{_module.name}")
 
 __all__ = [
+    "CAUSAL_LL",
     "MASKED_LOGP",
     "POOLED",
     "Empty",
+    "Reading",
     "Score",
     "ScoreInputs",
     "SupervisedLoader",
@@ -41,6 +46,7 @@ __all__ = [
     "get",
     "needs",
     "numeric_columns",
+    "objective_notes",
     "predict_all",
     "register",
     "unregister",
