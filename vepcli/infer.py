@@ -78,10 +78,8 @@ class Engine:
 
     @property
     def scan(self) -> str:
-        """The selective-scan backend this engine's forward passes use (recorded in output headers)."""
-        from vepcli.nn.kernels import scan_backend
-
-        return scan_backend(self.device, self.dtype)
+        """The scan kernel this engine's forward passes use (recorded in output headers)."""
+        return self.model.scan_backend(self.device, self.dtype)
 
     def _autocast(self):
         return autocast(self.device, self.dtype)

@@ -44,17 +44,15 @@ def model_info(path_or_id: str) -> dict[str, Any]:
         "parameters": model.num_parameters(),
         "max_length": length if length else "unknown (not in config.json)",
         "config_hash": config_hash(model.config.to_dict()),
-        "scan_kernel": scan_kernels(),
+        "scan_kernel": scan_kernels(model),
     }
 
 
-def scan_kernels() -> str:
-    """Which selective scan runs here, per device: what `--device` will get."""
+def scan_kernels(model: Any) -> str:
+    """Which scan kernel the model runs here, per device: what `--device` will get."""
     import torch
 
-    from vepcli.nn.kernels import scan_backend
-
-    where = [f"{scan_backend('cpu')} on CPU"]
+    where = [f"{model.scan_backend('cpu')} on CPU"]
     if torch.cuda.is_available():
-        where.append(f"{scan_backend('cuda')} on CUDA")
+        where.append(f"{model.scan_backend('cuda')} on CUDA")
     return ", ".join(where)

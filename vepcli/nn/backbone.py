@@ -89,6 +89,10 @@ class Backbone(nn.Module):
         """Token ids (batch, L) -> logits (batch, L, vocab_size) in float32."""
         return self.lm_logits(self.hidden_states(input_ids))
 
+    def scan_backend(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
+        """The sequence kernel a forward pass on `device` runs (output headers, `vepcli model info`)."""
+        return "none"
+
     def tie_weights(self) -> None:
         """Re-tie the tensors a checkpoint stores once (an LM head that is the embedding table)."""
 

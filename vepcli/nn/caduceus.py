@@ -21,6 +21,7 @@ from torch import nn
 
 from vepcli.nn.backbone import Backbone, Family, register
 from vepcli.nn.config import CaduceusConfig
+from vepcli.nn.kernels import scan_backend
 from vepcli.nn.mamba import BiMamba, Mamba
 from vepcli.nn.norm import RMSNorm, apply_norm
 from vepcli.nn.rcps import RCPSEmbedding, RCPSLMHead, RCPSWrapper, rc_norm
@@ -187,6 +188,10 @@ class CaduceusForMaskedLM(CaduceusPreTrained, Backbone):
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()
+
+    def scan_backend(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
+        """The selective-scan backend (`vepcli.nn.kernels`): cpu, triton, mamba_ssm or torch."""
+        return scan_backend(device, dtype)
 
     def forward(self, input_ids: torch.Tensor, return_hidden: bool = False):
         hidden = self.caduceus(input_ids)

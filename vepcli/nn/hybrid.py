@@ -33,6 +33,7 @@ from vepcli.nn.backbone import NOTHING, Backbone, Family, register
 from vepcli.nn.mamba2 import Mamba2
 from vepcli.nn.mlp import GatedMLP
 from vepcli.nn.norm import RMSNorm, apply_norm
+from vepcli.nn.ssd import ssd_backend
 
 MODEL_TYPE = "mamba_hybrid"  # vepcli's name for mamba_ssm's MambaLMHeadModel layout (its config has none)
 MIXER_LAYERS = ("Mamba2",)  # ssm_cfg["layer"] values this family builds
@@ -245,6 +246,10 @@ class HybridLM(Backbone):
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         return self.lm_head(hidden).float()
+
+    def scan_backend(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
+        """The Mamba-2 SSD scan: "ssd-mamba_ssm" (its Triton kernels, CUDA) or "ssd-torch" (chunked form)."""
+        return f"ssd-{ssd_backend(device)}"
 
     def describe(self) -> dict[str, Any]:
         c = self.config
