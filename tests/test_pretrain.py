@@ -31,7 +31,8 @@ from vepcli.train.data import (
 )
 from vepcli.train.masking import mask_window
 from vepcli.train.optim import build_scheduler, param_groups
-from vepcli.train.pretrain import build_model, pretrain
+from vepcli.train.lmtask import build_model
+from vepcli.train.pretrain import pretrain
 from vepcli.train.report import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
