@@ -29,9 +29,9 @@ from vepcli.train.data import (
     split_intervals,
     tile_windows,
 )
+from vepcli.train.lmtask import build_model
 from vepcli.train.masking import mask_window
 from vepcli.train.optim import build_scheduler, param_groups
-from vepcli.train.lmtask import build_model
 from vepcli.train.pretrain import pretrain
 from vepcli.train.report import read_metrics
 

@@ -17,19 +17,19 @@ from vepcli.errors import UserError
 ARCHS = {"caduceus-ps": True, "caduceus-ph": False, "hybrid": False}
 OBJECTIVES = {"caduceus-ps": "masked", "caduceus-ph": "masked", "hybrid": "causal"}
 _OPERATIONAL = {"defines_run": False}
-_HYBRID = {"arch": "hybrid"}  # fields that exist for --arch hybrid only (absent from other runs' records)
+_ADDED = {"omit_default": True}
 
 
-def hybrid_only(default: Any = None) -> Any:
-    """A field of the hybrid's shape: part of a hybrid run's identity, absent from a Caduceus run's record
-    (so that Caduceus runs, their checkpoints and their training.json read as before)."""
-    return field(default=default, metadata=_HYBRID)
+def added_setting(default: Any = None) -> Any:
+    """A setting added after runs were recorded (the hybrid's shape, fine-tuning's --echo): part of a run's
+    identity and record only when it is not its default, so that earlier runs, their checkpoints, records
+    and digests read as before."""
+    return field(default=default, metadata=_ADDED)
 
 
-def applies(cfg: Any, f: Any) -> bool:
-    """Whether field `f` is one of cfg's settings (a hybrid-only field applies to --arch hybrid alone)."""
-    arch = f.metadata.get("arch")
-    return arch is None or getattr(cfg, "arch", None) == arch
+def recorded(cfg: Any, f: Any) -> bool:
+    """Whether field `f` belongs in cfg's identity and record (an added setting at its default does not)."""
+    return not (f.metadata.get("omit_default") and getattr(cfg, f.name) == f.default)
 
 
 def operational(default: Any = MISSING, *, factory: Any = MISSING) -> Any:
@@ -42,13 +42,13 @@ def run_identity(cfg: Any) -> dict[str, Any]:
     return {
         f.name: jsonable(getattr(cfg, f.name))
         for f in fields(cfg)
-        if f.metadata.get("defines_run", True) and applies(cfg, f)
+        if f.metadata.get("defines_run", True) and recorded(cfg, f)
     }
 
 
 def settings(cfg: Any) -> dict[str, Any]:
     """Every setting of the run (operational ones too) as JSON values, for its training record."""
-    return {f.name: jsonable(getattr(cfg, f.name)) for f in fields(cfg) if f.name != "command" and applies(cfg, f)}
+    return {f.name: jsonable(getattr(cfg, f.name)) for f in fields(cfg) if f.name != "command" and recorded(cfg, f)}
 
 
 def jsonable(v: Any) -> Any:
@@ -84,6 +84,7 @@ class RunControl:
     command: str = operational(factory=command_line)
 
 
+_HYBRID_SHAPE = ("headdim", "attn_layers", "attn_heads", "d_intermediate")
 _COUNTS = (
     "d_model",
     "n_layer",
@@ -130,10 +131,10 @@ class PretrainConfig(RunControl):
     checkpoint_every: int = operational(500)
     seed: int = 0
     # the hybrid's shape (mamba_ssm MambaConfig names); None: the default below, or not a hybrid run
-    headdim: int | None = hybrid_only()  # Mamba-2 channels per head; default 64 (or 2 d_model if smaller)
-    attn_layers: tuple[int, ...] | None = hybrid_only()  # attn_layer_idx; default: the last of every 8
-    attn_heads: int | None = hybrid_only()  # attention heads (as many key/value heads); default d_model / 64
-    d_intermediate: int | None = hybrid_only()  # gated-MLP width; 0 (default): no MLP
+    headdim: int | None = added_setting()  # Mamba-2 channels per head; default 64 (or 2 d_model if smaller)
+    attn_layers: tuple[int, ...] | None = added_setting()  # attn_layer_idx; default: the last of every 8
+    attn_heads: int | None = added_setting()  # attention heads (as many key/value heads); default d_model / 64
+    d_intermediate: int | None = added_setting()  # gated-MLP width; 0 (default): no MLP
 
     def __post_init__(self) -> None:
         self.val_regions = tuple(self.val_regions)
@@ -148,7 +149,7 @@ class PretrainConfig(RunControl):
         if self.arch == "hybrid":
             self._hybrid_shape()
         else:
-            given = [f.name for f in fields(self) if not applies(self, f) and getattr(self, f.name) is not None]
+            given = [name for name in _HYBRID_SHAPE if getattr(self, name) is not None]
             if given:
                 raise UserError(f"--{given[0].replace('_', '-')} is an option of --arch hybrid only")
 
