@@ -241,9 +241,14 @@ def _cli(tmp_path: Path, out: str, *extra: str) -> list[str]:
     ]
 
 
+HYBRID = {"arch": "hybrid", "headdim": 8}  # a 2-layer hybrid: Mamba-2, then attention
+
+
 @pytest.mark.slow  # torchrun, 2 processes
-def test_two_processes_under_torchrun_share_the_work(tmp_path: Path):
+@pytest.mark.parametrize("shape", [{}, HYBRID], ids=["caduceus-ps", "hybrid"])
+def test_two_processes_under_torchrun_share_the_work(tmp_path: Path, shape: dict):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in shape.items()]
     torchrun = (
         [str(VENV_BIN / "torchrun")]
         if (VENV_BIN / "torchrun").exists()
@@ -256,7 +261,7 @@ def test_two_processes_under_torchrun_share_the_work(tmp_path: Path):
         "2",
         "-m",
         "vepcli",
-        *_cli(tmp_path, "ddp", "--batch-size", "4"),
+        *_cli(tmp_path, "ddp", "--batch-size", "4", *flags),
     ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -265,13 +270,13 @@ def test_two_processes_under_torchrun_share_the_work(tmp_path: Path):
     written = {p.name for p in (tmp_path / "ddp").iterdir()} - {"tensorboard"}
     assert written == {"checkpoints", "curves.png", "metrics.csv", "model"}
     # one process doing both halves of the batch by gradient accumulation takes the same steps...
-    same = pretrain(tiny(tmp_path, "accum", steps=3, batch_size=4, micro_batch=2, checkpoint_every=100))
+    same = pretrain(tiny(tmp_path, "accum", steps=3, batch_size=4, micro_batch=2, checkpoint_every=100, **shape))
     acc = read_metrics(tmp_path / "accum" / "metrics.csv")
     for r, s in zip(ddp, acc, strict=True):
         assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-5)
     assert same["val_loss"] == pytest.approx(ddp[-1]["val_loss"], rel=1e-4)
     # ...while rank 0's half of the batch alone trains another model: rank 1 saw other windows
-    pretrain(tiny(tmp_path, "half", steps=3, batch_size=2, checkpoint_every=100))
+    pretrain(tiny(tmp_path, "half", steps=3, batch_size=2, checkpoint_every=100, **shape))
     w = {name: load_file(tmp_path / name / "model" / "model.safetensors") for name in ("ddp", "accum", "half")}
 
     def dist(a: str, b: str) -> float:
