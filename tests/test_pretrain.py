@@ -172,17 +172,21 @@ def test_loss_falls_on_real_dna_and_the_model_loads(tmp_path: Path):
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-30"]
 
 
-def test_resumed_run_matches_uninterrupted_step_for_step(tmp_path: Path):
-    full = pretrain(tiny(tmp_path, "full", arch="caduceus-ph"))  # Ph: the RC augmentation is drawn too
+HYBRID = {"arch": "hybrid", "headdim": 8}  # a 2-layer hybrid: Mamba-2, then attention
+
+
+@pytest.mark.parametrize("shape", [{"arch": "caduceus-ph"}, HYBRID], ids=["caduceus-ph", "hybrid"])
+def test_resumed_run_matches_uninterrupted_step_for_step(tmp_path: Path, shape: dict):
+    full = pretrain(tiny(tmp_path, "full", **shape))  # Ph and the hybrid: the RC augmentation is drawn too
     a, b = tmp_path / "full", tmp_path / "resumed"
     (b / "checkpoints").mkdir(parents=True)
     shutil.copytree(a / "checkpoints" / "step-3", b / "checkpoints" / "step-3")
     shutil.copy(a / "metrics.csv", b / "metrics.csv")  # rows past step 3 must be dropped on resume
     with pytest.raises(UserError, match="already holds a run"):
-        pretrain(tiny(tmp_path, "resumed", arch="caduceus-ph"))
+        pretrain(tiny(tmp_path, "resumed", **shape))
     with pytest.raises(UserError, match="lr"):
-        pretrain(tiny(tmp_path, "resumed", arch="caduceus-ph", lr=1e-3, resume=True))
-    resumed = pretrain(tiny(tmp_path, "resumed", arch="caduceus-ph", resume=True))
+        pretrain(tiny(tmp_path, "resumed", **shape, lr=1e-3, resume=True))
+    resumed = pretrain(tiny(tmp_path, "resumed", **shape, resume=True))
     rows_a, rows_b = read_metrics(a / "metrics.csv"), read_metrics(b / "metrics.csv")
     assert [r["step"] for r in rows_b] == [1, 2, 3, 4, 5, 6]
     for ra, rb in zip(rows_a, rows_b, strict=True):
@@ -239,9 +243,6 @@ def _cli(tmp_path: Path, out: str, *extra: str) -> list[str]:
         "-q",
         *extra,
     ]
-
-
-HYBRID = {"arch": "hybrid", "headdim": 8}  # a 2-layer hybrid: Mamba-2, then attention
 
 
 @pytest.mark.slow  # torchrun, 2 processes
