@@ -17,6 +17,7 @@ import torch
 
 from vepcli import __version__
 from vepcli.errors import UserError
+from vepcli.modelinfo import file_sha256
 from vepcli.nn.backbone import Backbone
 from vepcli.nn.checkpoint import load_model
 from vepcli.train.report import read_metrics
@@ -222,10 +223,12 @@ def causal_card(model: Backbone, record: dict, base: dict, rows: list[dict], out
         f"accuracy ({acc_margin:+.2f} points) and {'beats' if loss_margin < 0 else 'does NOT beat'} its loss "
         f"({loss_margin:+.4f} nats)."
     )
+    mine = file_sha256(out / "model.safetensors")  # a baseline run with --model on this very model
     others = "".join(
         f"| {m['name']} ({m['architecture']}, {m['parameters']:,} parameters; weights sha256 {m['sha256'][:12]}) "
         f"| {m['val_acc']:.4f} | {m['val_loss']:.4f} |\n"
         for m in base.get("models", {}).values()
+        if m["sha256"] != mine
     )
     return f"""# {out.name}
 
