@@ -71,3 +71,34 @@ def chr22_slice_copy(tmp_path, chr22_slice) -> Path:
     dest = tmp_path / "ref.fa"
     shutil.copyfile(chr22_slice.fa, dest)
     return dest
+
+
+@dataclass(frozen=True)
+class TrainedHybrid:
+    run: Path  # the `vepcli pretrain -o` folder: metrics.csv, checkpoints/, model/
+    model: Path  # run / "model": config.json, model.safetensors, training.json
+    args: tuple[str, ...]  # the command's arguments after `vepcli`
+
+
+HYBRID_VAL_REGION = "22:80001-90000"  # 10 kb of the slice with no N, held out
+
+
+@pytest.fixture(scope="session")
+def trained_hybrid(tmp_path_factory) -> TrainedHybrid:
+    """A tiny hybrid Mamba-2/attention model (2 layers, the second attention, a gated MLP) pretrained by
+    `vepcli pretrain --arch hybrid` on the chr22 slice for 40 steps (a few seconds of one core)."""
+    from click.testing import CliRunner
+
+    from vepcli.cli import cli
+
+    run = tmp_path_factory.mktemp("hybrid") / "run"
+    args = (
+        "pretrain", "--arch", "hybrid", "--fasta", str(DATA_DIR / "chr22_slice.fa.gz"),
+        "--val-region", HYBRID_VAL_REGION, "--d-model", "32", "--n-layer", "2", "--headdim", "16",
+        "--attn-heads", "2", "--d-intermediate", "32", "--seq-len", "128", "--batch-size", "8", "--steps", "40",
+        "--lr", "8e-3", "--val-every", "20", "--val-windows", "16", "--checkpoint-every", "20", "--log-every", "1",
+        "-q", "-o", str(run),
+    )  # fmt: skip
+    result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
+    assert result.exit_code == 0, result.output
+    return TrainedHybrid(run, run / "model", args)

@@ -29,9 +29,10 @@ from vepcli.train.data import (
     split_intervals,
     tile_windows,
 )
+from vepcli.train.lmtask import build_model
 from vepcli.train.masking import mask_window
 from vepcli.train.optim import build_scheduler, param_groups
-from vepcli.train.pretrain import build_model, pretrain
+from vepcli.train.pretrain import pretrain
 from vepcli.train.report import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -171,17 +172,21 @@ def test_loss_falls_on_real_dna_and_the_model_loads(tmp_path: Path):
     assert [p.name for p in (run / "checkpoints").iterdir()] == ["step-30"]
 
 
-def test_resumed_run_matches_uninterrupted_step_for_step(tmp_path: Path):
-    full = pretrain(tiny(tmp_path, "full", arch="caduceus-ph"))  # Ph: the RC augmentation is drawn too
+HYBRID = {"arch": "hybrid", "headdim": 8}  # a 2-layer hybrid: Mamba-2, then attention
+
+
+@pytest.mark.parametrize("shape", [{"arch": "caduceus-ph"}, HYBRID], ids=["caduceus-ph", "hybrid"])
+def test_resumed_run_matches_uninterrupted_step_for_step(tmp_path: Path, shape: dict):
+    full = pretrain(tiny(tmp_path, "full", **shape))  # Ph and the hybrid: the RC augmentation is drawn too
     a, b = tmp_path / "full", tmp_path / "resumed"
     (b / "checkpoints").mkdir(parents=True)
     shutil.copytree(a / "checkpoints" / "step-3", b / "checkpoints" / "step-3")
     shutil.copy(a / "metrics.csv", b / "metrics.csv")  # rows past step 3 must be dropped on resume
     with pytest.raises(UserError, match="already holds a run"):
-        pretrain(tiny(tmp_path, "resumed", arch="caduceus-ph"))
+        pretrain(tiny(tmp_path, "resumed", **shape))
     with pytest.raises(UserError, match="lr"):
-        pretrain(tiny(tmp_path, "resumed", arch="caduceus-ph", lr=1e-3, resume=True))
-    resumed = pretrain(tiny(tmp_path, "resumed", arch="caduceus-ph", resume=True))
+        pretrain(tiny(tmp_path, "resumed", **shape, lr=1e-3, resume=True))
+    resumed = pretrain(tiny(tmp_path, "resumed", **shape, resume=True))
     rows_a, rows_b = read_metrics(a / "metrics.csv"), read_metrics(b / "metrics.csv")
     assert [r["step"] for r in rows_b] == [1, 2, 3, 4, 5, 6]
     for ra, rb in zip(rows_a, rows_b, strict=True):
@@ -241,8 +246,10 @@ def _cli(tmp_path: Path, out: str, *extra: str) -> list[str]:
 
 
 @pytest.mark.slow  # torchrun, 2 processes
-def test_two_processes_under_torchrun_share_the_work(tmp_path: Path):
+@pytest.mark.parametrize("shape", [{}, HYBRID], ids=["caduceus-ps", "hybrid"])
+def test_two_processes_under_torchrun_share_the_work(tmp_path: Path, shape: dict):
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    flags = [f"--{k.replace('_', '-')}={v}" for k, v in shape.items()]
     torchrun = (
         [str(VENV_BIN / "torchrun")]
         if (VENV_BIN / "torchrun").exists()
@@ -255,7 +262,7 @@ def test_two_processes_under_torchrun_share_the_work(tmp_path: Path):
         "2",
         "-m",
         "vepcli",
-        *_cli(tmp_path, "ddp", "--batch-size", "4"),
+        *_cli(tmp_path, "ddp", "--batch-size", "4", *flags),
     ]
     proc = subprocess.run(cmd, env=env, cwd=tmp_path, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -264,13 +271,13 @@ def test_two_processes_under_torchrun_share_the_work(tmp_path: Path):
     written = {p.name for p in (tmp_path / "ddp").iterdir()} - {"tensorboard"}
     assert written == {"checkpoints", "curves.png", "metrics.csv", "model"}
     # one process doing both halves of the batch by gradient accumulation takes the same steps...
-    same = pretrain(tiny(tmp_path, "accum", steps=3, batch_size=4, micro_batch=2, checkpoint_every=100))
+    same = pretrain(tiny(tmp_path, "accum", steps=3, batch_size=4, micro_batch=2, checkpoint_every=100, **shape))
     acc = read_metrics(tmp_path / "accum" / "metrics.csv")
     for r, s in zip(ddp, acc, strict=True):
         assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-5)
     assert same["val_loss"] == pytest.approx(ddp[-1]["val_loss"], rel=1e-4)
     # ...while rank 0's half of the batch alone trains another model: rank 1 saw other windows
-    pretrain(tiny(tmp_path, "half", steps=3, batch_size=2, checkpoint_every=100))
+    pretrain(tiny(tmp_path, "half", steps=3, batch_size=2, checkpoint_every=100, **shape))
     w = {name: load_file(tmp_path / name / "model" / "model.safetensors") for name in ("ddp", "accum", "half")}
 
     def dist(a: str, b: str) -> float:

@@ -79,6 +79,12 @@ D = opt.config_defaults(FinetuneConfig)
     help="Peak learning rate of the backbone.",
 )
 @click.option("--freeze-backbone", is_flag=True, help="Train the head only (the backbone's features are cached).")
+@click.option(
+    "--echo",
+    is_flag=True,
+    help="Causal models: pool echo states (the window repeated, [x ; x], the second copy's states), "
+    "which see both sides of each base.",
+)
 @click.option("--weight-decay", default=D["weight_decay"], show_default=True, type=opt.NONNEG_FLOAT)
 @click.option("--warmup-frac", default=D["warmup_frac"], show_default=True, type=opt.UNIT)
 @click.option(
@@ -106,7 +112,8 @@ D = opt.config_defaults(FinetuneConfig)
 )
 @opt.training_run_options(FinetuneConfig)
 def finetune(**options) -> None:
-    """Fine-tune a Caduceus backbone + head on labelled variants in TRAIN (VCF or table) or intervals."""
+    """Fine-tune a backbone (Caduceus or the hybrid) + head on labelled variants in TRAIN (VCF or table) or
+    intervals."""
     from vepcli.outpath import check_output_folder
 
     check_output_folder(options["output"])

@@ -1,4 +1,5 @@
-"""`vepcli pretrain`: masked-LM pretraining of a Caduceus model on a FASTA (see docs/pretraining.md)."""
+"""`vepcli pretrain`: masked-LM pretraining of a Caduceus model, or next-token pretraining of a hybrid
+Mamba-2/attention model, on a FASTA (see docs/pretraining.md)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,20 @@ from vepcli.commands import options as opt
 from vepcli.train.config import ARCHS, PretrainConfig
 
 D = opt.config_defaults(PretrainConfig)
+
+
+class IndexList(click.ParamType):
+    """Comma-separated layer indices (`3,7`); an empty value is the empty list."""
+
+    name = "indices"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, tuple):
+            return value
+        try:
+            return tuple(int(v) for v in str(value).split(",") if v.strip())
+        except ValueError:
+            self.fail(f"{value!r} is not a comma-separated list of layer indices (e.g. 3,7)", param, ctx)
 
 
 @click.command()
@@ -38,6 +53,23 @@ D = opt.config_defaults(PretrainConfig)
 @click.option("--d-model", default=D["d_model"], show_default=True, type=opt.D_MODEL)
 @click.option("--n-layer", default=D["n_layer"], show_default=True, type=opt.N_LAYER)
 @click.option("--d-state", default=D["d_state"], show_default=True, type=opt.D_STATE)
+@click.option(
+    "--headdim", type=click.IntRange(min=1), help="Hybrid: Mamba-2 channels per head [default: 64, at most 2 d_model]."
+)
+@click.option(
+    "--attn-layers",
+    type=IndexList(),
+    metavar="I,J,...",
+    help="Hybrid: indices (from 0) of the attention layers; '' for none [default: the last of every 8 layers].",
+)
+@click.option(
+    "--attn-heads",
+    type=click.IntRange(min=1),
+    help="Hybrid: attention heads (as many key/value heads) [default: d_model / 64].",
+)
+@click.option(
+    "--d-intermediate", type=opt.COUNT, help="Hybrid: gated-MLP width after each mixer; 0: none [default: 0]."
+)
 @click.option("--seq-len", default=D["seq_len"], show_default=True, type=opt.WINDOW, help="Window length in bases.")
 @click.option(
     "--batch-size",
@@ -66,7 +98,8 @@ D = opt.config_defaults(PretrainConfig)
 @click.option("--checkpoint-every", default=D["checkpoint_every"], show_default=True, type=opt.POSITIVE)
 @opt.training_run_options(PretrainConfig)
 def pretrain(**options) -> None:
-    """Pretrain a Caduceus masked language model on a genome (torchrun for several processes)."""
+    """Pretrain a DNA language model on a genome: Caduceus (masked LM) or the hybrid Mamba-2/attention
+    decoder (next-token); torchrun for several processes."""
     from vepcli.outpath import check_output_folder
 
     check_output_folder(options["output"])

@@ -1,6 +1,7 @@
 """`vepcli tools ...`: the maintainer tools behind `make pretrain-default` and docs/finetuning.md.
 
-- `kmer-baseline`: the k-mer baseline a pretrained model must beat, on the validation set of `vepcli pretrain`;
+- `kmer-baseline`: the k-mer baseline a pretrained model must beat, on the validation set of `vepcli pretrain`
+  (masked or causal, as the model);
 - `model-card`: a finished pretraining run -> a shippable model folder with MODEL_CARD.md;
 - `compare-finetune`: fine-tuning against the frozen-embedding probe, on the same labelled set and folds.
 """
@@ -39,7 +40,9 @@ def tools() -> None:
 @click.option("--mask-prob", default=PRETRAIN["mask_prob"], show_default=True, type=opt.FRACTION)
 @click.option("--min-base-fraction", default=PRETRAIN["min_base_fraction"], show_default=True, type=opt.UNIT)
 @opt.seed_option(PRETRAIN["seed"])
-@click.option("--max-k", default=7, show_default=True, type=opt.POSITIVE, help="Largest k (bases on each side).")
+@click.option(
+    "--max-k", default=7, show_default=True, type=opt.POSITIVE, help="Largest k (bases on each side; causal: before)."
+)
 @click.option(
     "--model",
     "models",
@@ -47,9 +50,16 @@ def tools() -> None:
     type=click.Path(exists=True, file_okay=False),
     help="Also score this model folder on the same windows and masks (the card compares with it); repeatable.",
 )
+@click.option(
+    "--objective",
+    type=click.Choice(["masked", "causal"]),
+    help="Without --model: masked (a base from k bases each side) or causal (the next base from the k before) "
+    "[default: the model's objective, else masked].",
+)
 @click.option("-o", "--output", type=click.Path(dir_okay=False), help="Also write the figures as JSON here.")
 def kmer_baseline(**options) -> None:
-    """Masked-base accuracy of k-mer models on the validation targets of `vepcli pretrain`.
+    """Accuracy of k-mer models on the validation targets of `vepcli pretrain`: masked bases from their
+    flanks (Caduceus), or each next base from the bases before it (a causal model).
 
     Give the data options and seed of the pretraining run: the validation windows and masks are then
     the ones the model was scored on.

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from vepcli.defaults import LAYOUTS, POOL_DEFAULT
 from vepcli.errors import UserError
-from vepcli.train.config import RunControl, operational, require_at_least_one
+from vepcli.train.config import RunControl, added_setting, operational, require_at_least_one
 
 METRICS = {"auroc": "max", "accuracy": "max", "loss": "min"}  # validation metric -> which way is better
 # the head's input: pooled blocks, concatenated in this order ("seq": an interval's window, no alleles)
@@ -59,6 +59,7 @@ class FinetuneConfig(RunControl):
     checkpoint_every: int | None = operational(None)  # default: at every validation
     max_n_fraction: float = 0.5
     seed: int = 0
+    echo: bool = added_setting(False)  # pool echo states ([x ; x], the second copy's): causal models only
 
     def __post_init__(self) -> None:
         self.covariates, self.val_chroms = tuple(self.covariates), tuple(self.val_chroms)

@@ -28,6 +28,7 @@ from vepcli.finetune.model import (
     HEAD_NAME,
     FinetuneNet,
     Head,
+    check_echo,
     load_finetuned,
     load_head_state,
     save_finetuned,
@@ -78,6 +79,7 @@ class FinetuneTask(Task):
         self.cfg, self.place, self.run_dir = cfg, place, run_dir
         base_dir = resolve_model_dir(cfg.model or default_model())
         lm = load_model(base_dir)
+        check_echo(lm, cfg.echo)  # before the data is read
         base = base_identity(base_dir, lm)
         self.data = load_data(cfg, Genome(cfg.fasta), lm.trained_length)
         lm.trained_length = self.data.window  # `vepcli score --model` then defaults to the fine-tuning window
@@ -102,7 +104,7 @@ class FinetuneTask(Task):
         torch.manual_seed(cfg.seed)
         n_feat = len(LAYOUTS[cfg.layout]) * lm.hidden_width
         head = Head(n_feat, data.covariates.shape[1], data.labels.n_classes, cfg.head_hidden, cfg.dropout)
-        self.net = FinetuneNet(lm, head, data.examples.mode, cfg.layout, data.span, cfg.freeze_backbone)
+        self.net = FinetuneNet(lm, head, data.examples.mode, cfg.layout, data.span, cfg.freeze_backbone, cfg.echo)
         self.net.to(self.place.device)
         self.model = lm
         if cfg.freeze_backbone:

@@ -30,7 +30,8 @@ from vepcli.errors import UserError
 from vepcli.modelinfo import file_sha256
 from vepcli.nn.backbone import Backbone
 from vepcli.nn.checkpoint import load_model, save_model
-from vepcli.nn.strand import carries_both_strands
+from vepcli.nn.strand import carries_both_strands, echo_states
+from vepcli.nn.strand import echo as echo_input
 from vepcli.nn.strand import pooled_strand_average as strand_pool
 from vepcli.nn.tokenizer import reverse_complement_ids
 from vepcli.runheader import Record, short
@@ -43,17 +44,34 @@ META_NAME, HEAD_NAME = "finetune.json", "head.safetensors"
 # ---------------------------------------------------------------- pooling
 
 
-def pooled_strand_average(lm: Backbone, ids: torch.Tensor, span: tuple[int, int]) -> torch.Tensor:
+def pooled_strand_average(lm: Backbone, ids: torch.Tensor, span: tuple[int, int], echo: bool = False) -> torch.Tensor:
     """(B, hidden_width) float32: the hidden state mean-pooled over [start, end), both strands averaged.
 
     The engine's arithmetic (`vepcli.nn.strand`), so pooled vectors from `vepcli score`/`embed` with the
-    fine-tuned backbone feed the head as they were during training.
+    fine-tuned backbone feed the head as they were during training. `echo`: the states of each pass are
+    the second copy's of `[x ; x]`, so that a causal model's state at a base has read both its sides.
     """
     if carries_both_strands(lm.strands, lm.arch):
-        return strand_pool(lm.hidden_states(ids), None, span, rcps=True)
+        return strand_pool(states(lm, ids, echo), None, span, rcps=True)
     n = ids.shape[0]
-    hidden = lm.hidden_states(torch.cat([ids, reverse_complement_ids(ids)]))
+    hidden = states(lm, torch.cat([ids, reverse_complement_ids(ids)]), echo)
     return strand_pool(hidden[:n], hidden[n:], span, rcps=False)
+
+
+def states(lm: Backbone, ids: torch.Tensor, echo: bool) -> torch.Tensor:
+    """The last hidden states of `ids` (B, L, C): plain, or of an echo pass, aligned to `ids`."""
+    if not echo:
+        return lm.hidden_states(ids)
+    return echo_states(lm.hidden_states(echo_input(ids)), ids.shape[-1])
+
+
+def check_echo(lm: Backbone, echo: bool) -> None:
+    """Echo embeddings are for causal models: a masked model's state already sees both sides of a base."""
+    if echo and lm.objective != "causal":
+        raise UserError(
+            f"--echo is for causal models; {lm.arch} is a {lm.objective} language model whose states "
+            "already see both sides of a base: drop --echo"
+        )
 
 
 def layout_features(blocks: dict[str, torch.Tensor], layout: str) -> torch.Tensor:
@@ -124,18 +142,26 @@ class FinetuneNet(nn.Module):
     """Backbone + head as one module (what DDP wraps). `frozen`: the backbone runs without gradients."""
 
     def __init__(
-        self, lm: Backbone, head: Head, mode: str, layout: str, span: tuple[int, int], frozen: bool = False
+        self,
+        lm: Backbone,
+        head: Head,
+        mode: str,
+        layout: str,
+        span: tuple[int, int],
+        frozen: bool = False,
+        echo: bool = False,
     ) -> None:
         super().__init__()
+        check_echo(lm, echo)
         self.lm, self.head = lm, head
-        self.mode, self.layout, self.span, self.frozen = mode, layout, tuple(span), frozen
+        self.mode, self.layout, self.span, self.frozen, self.echo = mode, layout, tuple(span), frozen, echo
 
     def features(self, ids: torch.Tensor, alt_ids: torch.Tensor | None = None) -> torch.Tensor:
         """Pooled, strand-averaged features in the head's layout; ref and alt run as one batch."""
         with torch.no_grad() if self.frozen else torch.enable_grad():
             if self.mode == "intervals":
-                return pooled_strand_average(self.lm, ids, self.span)
-            both = pooled_strand_average(self.lm, torch.cat([ids, alt_ids]), self.span)
+                return pooled_strand_average(self.lm, ids, self.span, self.echo)
+            both = pooled_strand_average(self.lm, torch.cat([ids, alt_ids]), self.span, self.echo)
             n = ids.shape[0]
             return layout_features({"ref": both[:n], "alt": both[n:]}, self.layout)
 
@@ -254,10 +280,12 @@ def read_meta(directory: Path) -> dict[str, Any]:
 
 
 def check_compatible(
-    meta: dict[str, Any], window: int, pool_span: tuple[int, int], strand_average: bool = True
+    meta: dict[str, Any], window: int, pool_span: tuple[int, int], strand_average: bool = True, echo: bool = False
 ) -> None:
-    """Refuse, in one line, pooled vectors made with another window, pooling span or strand setting."""
+    """Refuse, in one line, pooled vectors made with another window, pooling span, strand or echo setting."""
     wrong = []
+    if echo != meta.get("echo", False):
+        wrong.append("echo states" if echo else "no echo states (the head was trained on echo states: add --echo)")
     if int(window) != meta["window"]:
         wrong.append(f"window {window} (head: {meta['window']})")
     if list(pool_span) != list(meta["pool_span"]):
@@ -337,8 +365,10 @@ class ScoreHead:
         self.head, self.meta, self.directory = finetuned.head, finetuned.meta, directory
 
     @classmethod
-    def load(cls, model_dir: str | Path, window: int, pool: int, strand_average: bool = True) -> ScoreHead | None:
-        """The head of a fine-tuned model directory, checked against this run's window and pooling."""
+    def load(
+        cls, model_dir: str | Path, window: int, pool: int, strand_average: bool = True, echo: bool = False
+    ) -> ScoreHead | None:
+        """The head of a fine-tuned model directory, checked against this run's window, pooling and echo."""
         from vepcli.scores import pool_span
 
         ft = load_finetuned(model_dir)
@@ -351,7 +381,7 @@ class ScoreHead:
                 f"{model_dir} has {len(ft.meta['label']['classes'])} classes and no --positive class; "
                 "fine-tune it again with --positive CLASS to score variants with it"
             )
-        check_compatible(ft.meta, window, pool_span(window, window // 2, pool), strand_average)
+        check_compatible(ft.meta, window, pool_span(window, window // 2, pool), strand_average, echo)
         return cls(ft, finetuned_dir(model_dir))
 
     @property

@@ -75,6 +75,7 @@ def finetune_meta(plan: RunPlan, lm: Backbone, val: dict[str, float], step: int)
         "pool": cfg.pool,
         "pool_span": list(data.span),
         "strand_average": True,
+        **({"echo": True} if cfg.echo else {}),  # pooled echo states (absent: plain states, as before --echo)
         "features": {"layout": cfg.layout, "blocks": blocks, "n_features": len(blocks) * d},
         "covariates": data.levels,
         "head": {

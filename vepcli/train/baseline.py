@@ -1,4 +1,5 @@
-"""The k-mer baseline a pretrained model must beat: predict a masked base from its k flanking bases.
+"""The k-mer baselines a pretrained model must beat: predict a masked base from its k flanking bases, or
+(for a causal model) the next base from the k bases before it.
 
 For each k, count (k bases left, k bases right) -> centre base over the training intervals, and
 predict the most frequent centre of the context (backing off to k-1 when the context was never
@@ -12,6 +13,11 @@ And two figures each, as for the model:
 - all targets: at the 20% of targets whose input still shows a base (10% unchanged, 10% random)
   the best guess is that base (right 62.5% of the time), and the baseline takes it.
 
+The causal baseline predicts each base of a validation window after its first from the k bases before it
+in the window (backing off to k-1 when the context runs off the window's start, into an N, or was never
+seen in training), the prediction a causal model makes at every position; with its accuracy goes the
+cross-entropy of the add-one smoothed counts of the longest seen context, next to the model's loss.
+
     vepcli tools kmer-baseline --fasta genome.fa --val-region 22:47000001-51304566 --seq-len 1024
 """
 
@@ -23,9 +29,11 @@ from pathlib import Path
 
 import numpy as np
 
+from vepcli.errors import UserError
 from vepcli.genome import Genome
 from vepcli.nn.tokenizer import MASK, NUCLEOTIDES
-from vepcli.train.data import Interval, split_intervals, validation_set
+from vepcli.train.causal import causal_pair
+from vepcli.train.data import Interval, split_intervals, tile_windows, validation_set
 from vepcli.train.masking import IGNORE
 
 _CODE = np.full(256, -1, dtype=np.int8)  # token id -> 0..3 for A, C, G, T; -1 otherwise
@@ -41,14 +49,18 @@ def _codes(seqs: Sequence[np.ndarray]) -> np.ndarray:
     return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
 
 
-def _context(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """(context key, valid) for every position: the 2k flanking bases in base 4, valid if all are ACGT."""
+def _context(codes: np.ndarray, k: int, causal: bool = False) -> tuple[np.ndarray, np.ndarray]:
+    """(context key, valid) for every position: the 2k flanking bases (causal: the k bases before it) in
+    base 4, valid if all are ACGT."""
     n = len(codes)
     key = np.zeros(n, dtype=np.int64)
     valid = np.ones(n, dtype=bool)
-    valid[:k] = valid[n - k :] = False
+    valid[:k] = False
+    if not causal:
+        valid[n - k :] = False
     for j in range(1, k + 1):
-        for shift, digit in ((-j, j - 1), (j, k + j - 1)):  # left neighbour j, right neighbour j
+        sides = ((-j, j - 1),) if causal else ((-j, j - 1), (j, k + j - 1))  # left neighbour j, right neighbour j
+        for shift, digit in sides:
             nb = np.full(n, -1, dtype=np.int64)
             if shift < 0:
                 nb[-shift:] = codes[:shift]
@@ -60,31 +72,40 @@ def _context(codes: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 class KmerTable:
-    """The most frequent centre base of every 2k-base context seen in training."""
+    """The most frequent centre base of every 2k-base context seen in training (causal: the most frequent
+    next base of every k-base left context)."""
 
-    def __init__(self, codes: np.ndarray, k: int) -> None:
-        self.k = k
-        key, valid = _context(codes, k)
+    def __init__(self, codes: np.ndarray, k: int, causal: bool = False) -> None:
+        self.k, self.causal = k, causal
+        key, valid = _context(codes, k, causal)
         valid &= codes >= 0
         full = (key[valid] << 2) | codes[valid]
-        if k <= DENSE_MAX_K:
-            counts = np.bincount(full, minlength=4 ** (2 * k + 1)).reshape(-1, 4)
+        width = k if causal else 2 * k
+        if width <= 2 * DENSE_MAX_K:
+            counts = np.bincount(full, minlength=4 ** (width + 1)).reshape(-1, 4)
             self.contexts = np.flatnonzero(counts.sum(1))
-            self.best = counts[self.contexts].argmax(1)
+            self.counts = counts[self.contexts]
         else:
-            uniq, counts = np.unique(full, return_counts=True)
-            ctx, base = uniq >> 2, uniq & 3
-            order = np.lexsort((-counts, ctx))  # per context, the most frequent base first
-            ctx, base = ctx[order], base[order]
-            first = np.r_[True, ctx[1:] != ctx[:-1]]
-            self.contexts, self.best = ctx[first], base[first]
+            uniq, n = np.unique(full, return_counts=True)
+            self.contexts, row = np.unique(uniq >> 2, return_inverse=True)
+            self.counts = np.zeros((len(self.contexts), 4), dtype=np.int64)
+            np.add.at(self.counts, (row, uniq & 3), n)
+        self.best = self.counts.argmax(1)  # ties: the first base in A, C, G, T order
 
     def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(prediction 0..3, known) for every position of `codes`."""
-        key, valid = _context(codes, self.k)
+        key, valid = _context(codes, self.k, self.causal)
         i = np.clip(np.searchsorted(self.contexts, key), 0, len(self.contexts) - 1)
         known = valid & (self.contexts[i] == key)
         return np.where(known, self.best[i], 0), known
+
+    def probabilities(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(add-one smoothed next-base probabilities (n, 4), known) for every position of `codes`."""
+        key, valid = _context(codes, self.k, self.causal)
+        i = np.clip(np.searchsorted(self.contexts, key), 0, len(self.contexts) - 1)
+        known = valid & (self.contexts[i] == key)
+        counts = self.counts[i] + 1.0
+        return counts / counts.sum(1, keepdims=True), known
 
 
 def kmer_baseline(
@@ -122,6 +143,36 @@ def kmer_baseline(
     return out
 
 
+def causal_kmer_baseline(
+    train_seqs: Sequence[np.ndarray], windows: Sequence[np.ndarray], ks: Sequence[int] = tuple(range(9))
+) -> dict[int, dict[str, float]]:
+    """Next-base accuracy and cross-entropy (nats) on the validation windows for each k, by k.
+
+    The targets are a causal model's: every A/C/G/T of a window but its first position. Each is predicted
+    from the k bases before it in the window, backing off to smaller k (k = 0: the training base
+    frequencies); the loss uses the add-one smoothed counts of the context the prediction came from."""
+    train = _codes(train_seqs)
+    codes = _codes(windows)  # windows separated by -1: no context reaches into the window before
+    target = np.concatenate([np.r_[False, _CODE[w[1:]] >= 0, False] for w in windows])
+    unigram = np.bincount(train[train >= 0], minlength=4) + 1.0
+    preds = np.full(len(codes), unigram.argmax())
+    probs = np.broadcast_to(unigram / unigram.sum(), (len(codes), 4))
+    truth = np.maximum(codes, 0)
+    out: dict[int, dict[str, float]] = {}
+    for k in sorted(ks):
+        if k > 0:
+            table = KmerTable(train, k, causal=True)
+            p, known = table.predict(codes)
+            preds = np.where(known, p, preds)
+            probs = np.where(known[:, None], table.probabilities(codes)[0], probs)
+        p_true = probs[np.arange(len(codes)), truth]
+        out[k] = {
+            "acc": float((preds == codes)[target].mean()),
+            "loss": float(-np.log(p_true[target]).mean()),
+        }
+    return out
+
+
 def train_sequences(genome: Genome, intervals: Sequence[Interval]) -> list[np.ndarray]:
     from vepcli.nn.tokenizer import encode
 
@@ -142,16 +193,50 @@ def run_baseline(
     max_k: int = 7,
     models: Sequence[str] = (),
     output: str | None = None,
+    objective: str | None = None,
 ) -> dict:
     """`vepcli tools kmer-baseline`: the baseline on the validation set of `vepcli pretrain` with the same data
-    options and seed; prints a table, returns (and writes to `output` as JSON) the figures."""
+    options and seed; prints a table, returns (and writes to `output` as JSON) the figures. The objective
+    (masked or causal) is the models' when `models` are given, else `objective` (default masked)."""
     from vepcli.modelcheck import load_checked
 
     checked = {path: load_checked(path) for path in models}  # refuse a bad folder before the long count
+    objective = baseline_objective(objective, {path: model.objective for path, (_, model, _) in checked.items()})
     genome = Genome(fasta)
     train_iv, val_iv = split_intervals(genome, intervals, val_intervals, list(val_regions), val_fraction)
-    val = validation_set(genome, val_iv, seq_len, val_windows, seed, mask_prob, min_base_fraction)
-    res = kmer_baseline(train_sequences(genome, train_iv), val, range(max_k + 1))
+    train = train_sequences(genome, train_iv)
+    if objective == "causal":
+        windows = [ids for _, ids in tile_windows(genome, val_iv, seq_len, val_windows, min_base_fraction)]
+        val = [causal_pair(ids) for ids in windows]
+        record = causal_report(causal_kmer_baseline(train, windows, range(max_k + 1)))
+    else:
+        val = validation_set(genome, val_iv, seq_len, val_windows, seed, mask_prob, min_base_fraction)
+        record = masked_report(kmer_baseline(train, val, range(max_k + 1)))
+    record.update({"val_windows": len(val), "seq_len": seq_len, "seed": seed, "val_regions": list(val_regions)})
+    record["models"] = {
+        path: score_model(path, model, sha256, val, objective) for path, (_, model, sha256) in checked.items()
+    }
+    for path, m in record["models"].items():
+        masked = f"[MASK] {m['val_acc_masked']:.4f}, all targets " if objective == "masked" else "next base "
+        print(f"{path}: {masked}{m['val_acc']:.4f}, loss {m['val_loss']:.4f}")
+    if output:
+        with open(output, "w") as fh:
+            json.dump(record, fh, indent=2)
+    return record
+
+
+def baseline_objective(flag: str | None, of_models: dict[str, str]) -> str:
+    """The baseline's objective: the models' (all alike, and the flag's if it is given), else the flag's."""
+    found = set(of_models.values())
+    if len(found) > 1:
+        raise UserError(f"--model: give models of one objective (these are {', '.join(sorted(found))})")
+    if found and flag is not None and found != {flag}:
+        raise UserError(f"--objective {flag}: the model is a {found.pop()} language model; drop --objective")
+    return found.pop() if found else flag or "masked"
+
+
+def masked_report(res: dict[int, dict[str, float]]) -> dict:
+    """Print the masked baseline's table; its record (best k of each figure, figures by k)."""
     best = {key: max(res, key=lambda k, key=key: res[k][key]) for key in res[0]}
     print("accuracy on the validation targets; flanks as the model sees them | true flanks")
     print("k (each side)  [MASK] targets  all targets | [MASK] targets  all targets")
@@ -163,25 +248,24 @@ def run_baseline(
     summary = {key: {"k": k, "acc": res[k][key]} for key, k in best.items()}
     for key, b in summary.items():
         print(f"best {key}: {b['acc']:.4f} (k={b['k']})")
-    record = {
-        "best": summary,
-        "by_k": res,
-        "val_windows": len(val),
-        "seq_len": seq_len,
-        "seed": seed,
-        "val_regions": list(val_regions),
-    }
-    record["models"] = {path: score_model(path, model, sha256, val) for path, (_, model, sha256) in checked.items()}
-    for path, m in record["models"].items():
-        print(f"{path}: [MASK] {m['val_acc_masked']:.4f}, all targets {m['val_acc']:.4f}, loss {m['val_loss']:.4f}")
-    if output:
-        with open(output, "w") as fh:
-            json.dump(record, fh, indent=2)
-    return record
+    return {"best": summary, "by_k": res}
 
 
-def score_model(path: str, model, sha256: str, val: list[tuple[np.ndarray, np.ndarray]]) -> dict:
-    """A model's validation loss and accuracies on these windows and masks, as pretraining computes them,
+def causal_report(res: dict[int, dict[str, float]]) -> dict:
+    """Print the causal baseline's table; its record (the best k by accuracy and by loss, figures by k)."""
+    print("next-base accuracy and loss on the validation windows, from the k bases before each")
+    print("k (before)  accuracy  loss (nats)")
+    for k, r in res.items():
+        print(f"{k:>10}  {r['acc']:>8.4f}  {r['loss']:>11.4f}")
+    k_acc = max(res, key=lambda k: res[k]["acc"])
+    k_loss = min(res, key=lambda k: res[k]["loss"])
+    summary = {"acc": {"k": k_acc, "acc": res[k_acc]["acc"]}, "loss": {"k": k_loss, "loss": res[k_loss]["loss"]}}
+    print(f"best accuracy: {res[k_acc]['acc']:.4f} (k={k_acc}); best loss: {res[k_loss]['loss']:.4f} (k={k_loss})")
+    return {"objective": "causal", "best": summary, "by_k": res}
+
+
+def score_model(path: str, model, sha256: str, val: list[tuple[np.ndarray, np.ndarray]], objective: str) -> dict:
+    """A model's validation loss and accuracies on these windows (and masks), as pretraining computes them,
     with what identifies it (so a card can compare a new model with the one it replaces, like for like)."""
     import torch
 
@@ -189,13 +273,17 @@ def score_model(path: str, model, sha256: str, val: list[tuple[np.ndarray, np.nd
     from vepcli.train.engine import Placement
     from vepcli.train.pretrain import evaluate
 
-    figures = evaluate(model, val, Placement(Dist(), torch.device("cpu"), None, micro=1, accum=1))
+    figures = evaluate(model, val, Placement(Dist(), torch.device("cpu"), None, micro=1, accum=1), objective)
     cfg = model.config
+    if model.objective == "masked":
+        architecture = f"{cfg.arch}, d_model {cfg.d_model}, n_layer {cfg.n_layer}, d_state {cfg.d_state}"
+    else:
+        architecture = f"{model.arch}, d_model {model.hidden_width}, n_layer {model.n_layer}"
     return {
         "name": Path(path).resolve().name,
         "sha256": sha256,
-        "architecture": f"{cfg.arch}, d_model {cfg.d_model}, n_layer {cfg.n_layer}, d_state {cfg.d_state}",
+        "architecture": architecture,
         "parameters": model.num_parameters(),
-        "trained_length": cfg.max_length,
+        "trained_length": model.trained_length,
         **figures,
     }

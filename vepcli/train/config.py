@@ -13,8 +13,23 @@ from typing import Any
 
 from vepcli.errors import UserError
 
-ARCHS = {"caduceus-ps": True, "caduceus-ph": False}
+# --arch -> whether the model is reverse-complement equivariant by construction (no RC augmentation needed)
+ARCHS = {"caduceus-ps": True, "caduceus-ph": False, "hybrid": False}
+OBJECTIVES = {"caduceus-ps": "masked", "caduceus-ph": "masked", "hybrid": "causal"}
 _OPERATIONAL = {"defines_run": False}
+_ADDED = {"omit_default": True}
+
+
+def added_setting(default: Any = None) -> Any:
+    """A setting added after runs were recorded (the hybrid's shape, fine-tuning's --echo): part of a run's
+    identity and record only when it is not its default, so that earlier runs, their checkpoints, records
+    and digests read as before."""
+    return field(default=default, metadata=_ADDED)
+
+
+def recorded(cfg: Any, f: Any) -> bool:
+    """Whether field `f` belongs in cfg's identity and record (an added setting at its default does not)."""
+    return not (f.metadata.get("omit_default") and getattr(cfg, f.name) == f.default)
 
 
 def operational(default: Any = MISSING, *, factory: Any = MISSING) -> Any:
@@ -24,7 +39,16 @@ def operational(default: Any = MISSING, *, factory: Any = MISSING) -> Any:
 
 def run_identity(cfg: Any) -> dict[str, Any]:
     """The settings a resumed run must share with the run it continues: every field not `operational`."""
-    return {f.name: jsonable(getattr(cfg, f.name)) for f in fields(cfg) if f.metadata.get("defines_run", True)}
+    return {
+        f.name: jsonable(getattr(cfg, f.name))
+        for f in fields(cfg)
+        if f.metadata.get("defines_run", True) and recorded(cfg, f)
+    }
+
+
+def settings(cfg: Any) -> dict[str, Any]:
+    """Every setting of the run (operational ones too) as JSON values, for its training record."""
+    return {f.name: jsonable(getattr(cfg, f.name)) for f in fields(cfg) if f.name != "command" and recorded(cfg, f)}
 
 
 def jsonable(v: Any) -> Any:
@@ -60,6 +84,7 @@ class RunControl:
     command: str = operational(factory=command_line)
 
 
+_HYBRID_SHAPE = ("headdim", "attn_layers", "attn_heads", "d_intermediate")
 _COUNTS = (
     "d_model",
     "n_layer",
@@ -105,6 +130,11 @@ class PretrainConfig(RunControl):
     val_windows: int = 128
     checkpoint_every: int = operational(500)
     seed: int = 0
+    # the hybrid's shape (mamba_ssm MambaConfig names); None: the default below, or not a hybrid run
+    headdim: int | None = added_setting()  # Mamba-2 channels per head; default 64 (or 2 d_model if smaller)
+    attn_layers: tuple[int, ...] | None = added_setting()  # attn_layer_idx; default: the last of every 8
+    attn_heads: int | None = added_setting()  # attention heads (as many key/value heads); default d_model / 64
+    d_intermediate: int | None = added_setting()  # gated-MLP width; 0 (default): no MLP
 
     def __post_init__(self) -> None:
         self.val_regions = tuple(self.val_regions)
@@ -116,3 +146,38 @@ class PretrainConfig(RunControl):
         require_at_least_one(self, _COUNTS)
         if not 0 < self.mask_prob < 1:
             raise UserError("--mask-prob must be between 0 and 1")
+        if self.arch == "hybrid":
+            self._hybrid_shape()
+        else:
+            given = [name for name in _HYBRID_SHAPE if getattr(self, name) is not None]
+            if given:
+                raise UserError(f"--{given[0].replace('_', '-')} is an option of --arch hybrid only")
+
+    @property
+    def objective(self) -> str:
+        """ "masked" (Caduceus: [MASK]ed-token prediction) or "causal" (the hybrid: next-token prediction)."""
+        return OBJECTIVES[self.arch]
+
+    def _hybrid_shape(self) -> None:
+        """Fill the hybrid's defaults and refuse, in one line each, a shape the model cannot take."""
+        d_inner = 2 * self.d_model  # Mamba-2's expand 2
+        if self.headdim is None:
+            self.headdim = min(64, d_inner)
+        if self.attn_layers is None:
+            self.attn_layers = tuple(i for i in range(self.n_layer) if i % 8 == 7 or i == self.n_layer - 1)
+        self.attn_layers = tuple(sorted(set(int(i) for i in self.attn_layers)))
+        if self.attn_heads is None:
+            self.attn_heads = max(1, self.d_model // 64)
+        if self.d_intermediate is None:
+            self.d_intermediate = 0
+        if self.headdim < 1 or d_inner % self.headdim:
+            raise UserError(f"--headdim {self.headdim} must divide 2 x --d-model = {d_inner} (Mamba-2's inner width)")
+        bad = [i for i in self.attn_layers if not 0 <= i < self.n_layer]
+        if bad:
+            raise UserError(f"--attn-layers {bad} are not layer indices 0..{self.n_layer - 1}")
+        if self.attn_heads < 1 or self.d_model % self.attn_heads:
+            raise UserError(f"--attn-heads {self.attn_heads} must divide --d-model {self.d_model}")
+        if (self.d_model // self.attn_heads) % 2:
+            raise UserError(f"--attn-heads {self.attn_heads}: the head width d_model / heads must be even (rotary)")
+        if self.d_intermediate < 0:
+            raise UserError("--d-intermediate must be 0 (no MLP) or more")

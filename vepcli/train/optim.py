@@ -7,13 +7,15 @@ import math
 import torch
 from torch import nn
 
+from vepcli.nn.mamba2 import RMSNormGated
 from vepcli.nn.norm import RMSNorm
 
-_NORMS = (RMSNorm, nn.LayerNorm)
+_NORMS = (RMSNorm, RMSNormGated, nn.LayerNorm)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
-    """Two AdamW groups: weights decay; biases, A_log, D, embeddings and norm weights do not.
+    """Two AdamW groups: weights decay; biases, A_log, D, dt_bias, embeddings and norm weights (Mamba-2's
+    gated RMSNorm too) do not.
 
     A tied tensor (the LM head is the embedding table, mamba_rev shares mamba_fwd's projections) is
     listed once; it takes no decay if any module that holds it is exempt.

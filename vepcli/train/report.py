@@ -63,8 +63,8 @@ def read_metrics(path: Path) -> list[dict[str, Any]]:
         return [{k: (float(v) if v not in ("", None) else None) for k, v in r.items()} for r in csv.DictReader(fh)]
 
 
-def plot_curves(metrics_csv: Path, png: Path) -> None:
-    """Training and validation loss, and validation masked-token accuracy, against the step."""
+def plot_curves(metrics_csv: Path, png: Path, objective: str = "masked") -> None:
+    """Training and validation loss, and validation accuracy (masked-token or next-token), against the step."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -76,7 +76,8 @@ def plot_curves(metrics_csv: Path, png: Path) -> None:
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None and math.isfinite(r[key])]
         if pts:
             ax_loss.plot(*zip(*pts, strict=True), label=label, marker="o" if key == "val_loss" else None)
-    ax_loss.set(xlabel="step", ylabel="masked-LM loss (nats)", title="loss")
+    loss_name, acc_name = ("masked-LM", "masked-token") if objective == "masked" else ("next-token", "next-token")
+    ax_loss.set(xlabel="step", ylabel=f"{loss_name} loss (nats)", title="loss")
     ax_loss.legend()
     for key, label in (
         ("train_acc", "train"),
@@ -86,7 +87,7 @@ def plot_curves(metrics_csv: Path, png: Path) -> None:
         pts = [(r["step"], r[key]) for r in rows if r.get(key) is not None]
         if pts:
             ax_acc.plot(*zip(*pts, strict=True), label=label, marker="o" if key.startswith("val") else None)
-    ax_acc.set(xlabel="step", ylabel="masked-token accuracy", title="accuracy")
+    ax_acc.set(xlabel="step", ylabel=f"{acc_name} accuracy", title="accuracy")
     ax_acc.legend()
     fig.tight_layout()
     fig.savefig(png, dpi=100)
