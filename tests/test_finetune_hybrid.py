@@ -17,8 +17,9 @@ from click.testing import CliRunner
 from vepcli.cli import cli
 from vepcli.errors import UserError
 from vepcli.finetune import ScoreHead, load_finetuned
-from vepcli.finetune.model import FinetuneNet, Head, pooled_strand_average, states
+from vepcli.finetune.model import FinetuneNet, Head, pooled_strand_average
 from vepcli.nn.checkpoint import load_model
+from vepcli.nn.strand import read_states
 from vepcli.nn.tokenizer import batch_encode, reverse_complement
 from vepcli.scores import pool_span
 from vepcli.train.report import read_metrics
@@ -71,8 +72,8 @@ def test_echo_states_see_both_sides_and_plain_states_one(trained_hybrid):
     changed = seq[:-1] + "ACGT"[("ACGT".index(seq[-1]) + 1) % 4]  # only the last base differs
     a, b = batch_encode([seq]), batch_encode([changed])
     with torch.no_grad():
-        plain = states(lm, a, echo=False), states(lm, b, echo=False)
-        echoed = states(lm, a, echo=True), states(lm, b, echo=True)
+        plain = read_states(lm, a, echo_pass=False), read_states(lm, b, echo_pass=False)
+        echoed = read_states(lm, a, echo_pass=True), read_states(lm, b, echo_pass=True)
         full = lm.hidden_states(torch.cat([a, a], -1))
     assert echoed[0].shape == plain[0].shape == (1, 40, lm.hidden_width)
     assert torch.equal(echoed[0], full[:, 40:])  # the second copy's states, aligned to the input
@@ -120,6 +121,6 @@ def test_finetune_runs_on_a_hybrid(trained_hybrid, snvs, tmp_path, echo):
 def test_echo_is_refused_for_a_masked_model(snvs, tmp_path):
     result = run_finetune(snvs, CADUCEUS_PH, tmp_path / "x", "--echo")
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
-    assert "--echo is for causal models" in result.stderr and not (tmp_path / "x").exists()
-    with pytest.raises(UserError, match="--echo is for causal models"):
+    assert "--echo is for causal LMs" in result.stderr and not (tmp_path / "x").exists()
+    with pytest.raises(UserError, match="--echo is for causal LMs"):
         FinetuneNet(load_model(CADUCEUS_PH), Head(24, 0, 2), "variants", "ref", (0, 8), echo=True)

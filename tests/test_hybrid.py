@@ -150,3 +150,21 @@ def test_model_info_describes_the_hybrid(tmp_path: Path) -> None:
     assert facts["attention layers"] == "1, 3" and facts["max_length"] == 64
     assert facts["pooled_width"] == 32 and facts["scan_kernel"].startswith("ssd-torch on CPU")
     assert facts["parameters"] == HybridLM(small_config()).num_parameters()
+
+
+def test_api_embed_with_echo_averages_the_echo_states_of_both_strands() -> None:
+    import vepcli.api as vep
+    from vepcli.nn.tokenizer import batch_encode, reverse_complement
+
+    torch.manual_seed(3)
+    model = perturbed(HybridLM(small_config()))
+    seq = "ACGTTGCAAGGCTTAACGTA"
+    fwd, rev = batch_encode([seq]), batch_encode([reverse_complement(seq)])
+    with torch.no_grad():
+        h_fwd = model.hidden_states(torch.cat([fwd, fwd], -1))[:, 20:]
+        h_rev = model.hidden_states(torch.cat([rev, rev], -1))[:, 20:]
+    expected = 0.5 * (h_fwd + h_rev.flip(1))
+    assert torch.equal(vep.embed(model, [seq], echo=True), expected)
+    assert not torch.allclose(vep.embed(model, [seq]), expected)
+    with pytest.raises(UserError, match="--echo is for causal LMs"):
+        vep.embed(load_model(Path(__file__).parent / "fixtures" / "caduceus-hf" / "caduceus-ph-tiny"), [seq], echo=True)

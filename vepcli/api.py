@@ -17,7 +17,7 @@ import torch
 
 from vepcli.nn.backbone import Backbone
 from vepcli.nn.checkpoint import load_model, save_model
-from vepcli.nn.strand import carries_both_strands, strand_average
+from vepcli.nn.strand import carries_both_strands, check_echo, read_states, strand_average
 from vepcli.nn.tokenizer import batch_encode, decode, encode, reverse_complement, reverse_complement_ids
 
 __all__ = [
@@ -71,12 +71,15 @@ def logits(model: Backbone, x) -> torch.Tensor:
 
 
 @torch.no_grad()
-def embed(model: Backbone, x, strand_average_: bool = True) -> torch.Tensor:
-    """Strand-averaged last hidden state per position, (batch, L, hidden_width)."""
+def embed(model: Backbone, x, strand_average_: bool = True, echo: bool = False) -> torch.Tensor:
+    """Strand-averaged last hidden state per position, (batch, L, hidden_width).
+
+    `echo` (causal models): the states of echo passes (`[x ; x]`, the second copy's), which see both sides."""
+    check_echo(model, echo)
     ids = _ids(model, x)
     rcps = carries_both_strands(model.strands, model.arch)
-    h = hidden_states(model, ids)
+    h = read_states(model, ids, echo)
     if not strand_average_:
         return h[..., : model.hidden_width] if rcps else h
-    h_rc = None if rcps else hidden_states(model, reverse_complement_ids(ids))
+    h_rc = None if rcps else read_states(model, reverse_complement_ids(ids), echo)
     return strand_average(h, h_rc, rcps)

@@ -22,7 +22,7 @@ import torch
 
 from vepcli.errors import UserError
 from vepcli.nn.backbone import Backbone
-from vepcli.nn.strand import carries_both_strands, echo, echo_states, mean_of_strands, pooled_strand_average
+from vepcli.nn.strand import carries_both_strands, check_echo, echo, echo_states, mean_of_strands, pooled_strand_average
 from vepcli.nn.tokenizer import COMPLEMENT, MASK, batch_encode, reverse_complement_ids
 from vepcli.runtime import PRECISIONS, autocast, default_batch_size, pick_device
 
@@ -185,12 +185,3 @@ class Engine:
             logits = self.model.lm_logits(hidden[start - 1 : -1])  # logits at t - 1 predict token t
         logp = torch.log_softmax(logits.double(), -1)
         return float(logp.gather(-1, ids[start:, None]).sum())
-
-
-def check_echo(model: Backbone, echo: bool) -> None:
-    """Echo embeddings are for causal models, whose states see only their left side; one line otherwise."""
-    if echo and model.objective != "causal":
-        raise UserError(
-            f"--echo is for causal LMs; {model.arch} is a {model.objective} LM, whose states already see both "
-            "sides of each position: leave --echo out"
-        )

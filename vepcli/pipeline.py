@@ -18,10 +18,11 @@ from typing import Any
 from vepcli import __version__
 from vepcli.errors import UserError
 from vepcli.genome import Genome
-from vepcli.infer import Engine, check_echo
+from vepcli.infer import Engine
 from vepcli.modelcheck import load_checked
 from vepcli.modelinfo import config_hash, file_sha256
 from vepcli.nn.hub import default_model
+from vepcli.nn.strand import check_echo
 from vepcli.outpath import check_output_path
 from vepcli.output import PartialStore, output_format, write_output
 from vepcli.runheader import ModelRecord, RunHeader

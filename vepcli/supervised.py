@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from vepcli.errors import UserError
 from vepcli.modelinfo import file_sha256
 from vepcli.runheader import Record, RunHeader, short
 from vepcli.scoring import SupervisedLoader, SupervisedModel
@@ -92,7 +91,5 @@ def load_head_score(run: RunHeader) -> SupervisedModel | None:
     """The head of the run's model if it is a fine-tuned one, checked against the window and pooling."""
     from vepcli.finetune import ScoreHead
 
-    head = ScoreHead.load(run.model.path, run.window, run.pool, run.strand_average)
-    if head is not None and run.echo:
-        raise UserError(f"{run.model.path}: its fine-tuned head was trained on plain states; leave --echo out")
+    head = ScoreHead.load(run.model.path, run.window, run.pool, run.strand_average, run.echo)
     return None if head is None else HeadScore(head, run.model.path)

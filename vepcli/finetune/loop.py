@@ -28,7 +28,6 @@ from vepcli.finetune.model import (
     HEAD_NAME,
     FinetuneNet,
     Head,
-    check_echo,
     load_finetuned,
     load_head_state,
     save_finetuned,
@@ -38,6 +37,7 @@ from vepcli.finetune.record import RunPlan, base_identity, describe, finetune_me
 from vepcli.genome import Genome
 from vepcli.nn.checkpoint import load_model
 from vepcli.nn.hub import default_model, resolve_model_dir
+from vepcli.nn.strand import check_echo
 from vepcli.runtime import grad_scaler
 from vepcli.train import checkpoints, distributed
 from vepcli.train.engine import (

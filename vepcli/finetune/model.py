@@ -30,8 +30,7 @@ from vepcli.errors import UserError
 from vepcli.modelinfo import file_sha256
 from vepcli.nn.backbone import Backbone
 from vepcli.nn.checkpoint import load_model, save_model
-from vepcli.nn.strand import carries_both_strands, echo_states
-from vepcli.nn.strand import echo as echo_input
+from vepcli.nn.strand import carries_both_strands, check_echo, read_states
 from vepcli.nn.strand import pooled_strand_average as strand_pool
 from vepcli.nn.tokenizer import reverse_complement_ids
 from vepcli.runheader import Record, short
@@ -52,26 +51,10 @@ def pooled_strand_average(lm: Backbone, ids: torch.Tensor, span: tuple[int, int]
     the second copy's of `[x ; x]`, so that a causal model's state at a base has read both its sides.
     """
     if carries_both_strands(lm.strands, lm.arch):
-        return strand_pool(states(lm, ids, echo), None, span, rcps=True)
+        return strand_pool(read_states(lm, ids, echo), None, span, rcps=True)
     n = ids.shape[0]
-    hidden = states(lm, torch.cat([ids, reverse_complement_ids(ids)]), echo)
+    hidden = read_states(lm, torch.cat([ids, reverse_complement_ids(ids)]), echo)
     return strand_pool(hidden[:n], hidden[n:], span, rcps=False)
-
-
-def states(lm: Backbone, ids: torch.Tensor, echo: bool) -> torch.Tensor:
-    """The last hidden states of `ids` (B, L, C): plain, or of an echo pass, aligned to `ids`."""
-    if not echo:
-        return lm.hidden_states(ids)
-    return echo_states(lm.hidden_states(echo_input(ids)), ids.shape[-1])
-
-
-def check_echo(lm: Backbone, echo: bool) -> None:
-    """Echo embeddings are for causal models: a masked model's state already sees both sides of a base."""
-    if echo and lm.objective != "causal":
-        raise UserError(
-            f"--echo is for causal models; {lm.arch} is a {lm.objective} language model whose states "
-            "already see both sides of a base: drop --echo"
-        )
 
 
 def layout_features(blocks: dict[str, torch.Tensor], layout: str) -> torch.Tensor:

@@ -64,6 +64,22 @@ def pooled_strand_average(
     return mean_of_strands(fwd, hidden_rc[..., length - e : length - s, :].float().mean(-2))
 
 
+def check_echo(model, echo: bool) -> None:
+    """Echo embeddings are for causal models, whose states see only their left side; one line otherwise."""
+    if echo and model.objective != "causal":
+        raise UserError(
+            f"--echo is for causal LMs; {model.arch} is a {model.objective} LM, whose states already see both "
+            "sides of each position: leave --echo out"
+        )
+
+
+def read_states(model, input_ids: torch.Tensor, echo_pass: bool = False) -> torch.Tensor:
+    """The last hidden states of `input_ids` (B, L, C): of a plain pass, or of an echo pass, aligned to x."""
+    if not echo_pass:
+        return model.hidden_states(input_ids)
+    return echo_states(model.hidden_states(echo(input_ids)), input_ids.shape[-1])
+
+
 def echo(input_ids: torch.Tensor) -> torch.Tensor:
     """Echo embeddings' input (Springer et al. 2024; HybriDNA): `[x ; x]` along the length, (batch, 2L).
 
