@@ -340,8 +340,10 @@ def test_score_output_does_not_depend_on_the_batch_size(tmp_path, hybrid_dir, ch
 # ---------------------------------------------------------------- the commands end to end
 
 
-def test_embed_echo_then_probe_then_score_with_the_probe(tmp_path, hybrid_dir):
-    """`vepcli embed --echo`, `probe train` on those vectors, `score --echo --probe`; plain vectors refused."""
+def test_embed_echo_then_probe_then_score_with_the_probe(tmp_path, trained_hybrid):
+    """`vepcli embed --echo`, `probe train` on those vectors, `score --echo --probe`, with a hybrid pretrained by
+    `vepcli pretrain --arch hybrid` on the repository's DNA (conftest); plain vectors refused."""
+    hybrid_dir = trained_hybrid.model
     import importlib.util
 
     spec = importlib.util.spec_from_file_location("make_probe_set", DATA / "make_probe_set.py")
