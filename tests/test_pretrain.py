@@ -1,5 +1,6 @@
 """`vepcli pretrain`: data split and sampling, optimiser groups, schedule, a falling loss on real DNA,
-exact resume, and a 2-process gloo run under torchrun."""
+exact resume, and a 2-process gloo run under torchrun; resume, the batch split and torchrun also for the
+hybrid (its own tests: test_pretrain_hybrid.py)."""
 
 from __future__ import annotations
 
@@ -195,6 +196,26 @@ def test_resumed_run_matches_uninterrupted_step_for_step(tmp_path: Path, shape: 
     assert full["val_loss"] == resumed["val_loss"]
     wa, wb = load_file(a / "model" / "model.safetensors"), load_file(b / "model" / "model.safetensors")
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_a_changed_shape_option_stops_a_resume(tmp_path: Path):
+    """A hybrid's shape is part of its run identity."""
+    pretrain(tiny(tmp_path, "run", steps=3, **HYBRID))
+    with pytest.raises(UserError, match="attn_layers"):
+        pretrain(tiny(tmp_path, "run", steps=6, **HYBRID, attn_layers=(0,), resume=True))
+
+
+def test_micro_batches_take_the_same_steps_as_one_batch(tmp_path: Path):
+    """The hybrid's next-token loss is divided by the step's target count, not per micro-batch: the split
+    changes nothing."""
+    pretrain(tiny(tmp_path, "one", steps=3, checkpoint_every=100, **HYBRID))
+    pretrain(tiny(tmp_path, "two", steps=3, micro_batch=1, checkpoint_every=100, **HYBRID))
+    one, two = read_metrics(tmp_path / "one" / "metrics.csv"), read_metrics(tmp_path / "two" / "metrics.csv")
+    for r, s in zip(one, two, strict=True):
+        assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-5)
+        assert r["train_acc"] == s["train_acc"]
+    wa, wb = (load_file(tmp_path / n / "model" / "model.safetensors") for n in ("one", "two"))
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
 
 
 def test_resume_may_change_the_settings_that_only_change_logging_and_checkpoints(tmp_path: Path):

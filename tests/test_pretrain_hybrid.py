@@ -1,6 +1,7 @@
 """`vepcli pretrain --arch hybrid`: the next-token loss against a naive computation, a falling loss on real DNA
-with a loadable causal model, the resume identity, the batch split, the optimiser's groups, the hybrid's options,
-the causal k-mer baseline on a hand-checkable sequence, and the model card of a causal model."""
+with a loadable causal model, the optimiser's groups, the hybrid's options,
+the causal k-mer baseline on a hand-checkable sequence, and the model card of a causal model. Resume,
+the batch split and torchrun are test_pretrain.py's tests, run on a hybrid too."""
 
 from __future__ import annotations
 
@@ -12,7 +13,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from safetensors.torch import load_file
 
 from vepcli.cli import cli
 from vepcli.errors import UserError
@@ -29,37 +29,12 @@ from vepcli.train.engine import Placement
 from vepcli.train.lmtask import build_model
 from vepcli.train.masking import IGNORE
 from vepcli.train.optim import param_groups
-from vepcli.train.pretrain import evaluate, pretrain
+from vepcli.train.pretrain import evaluate
 from vepcli.train.report import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]
 FASTA = ROOT / "tests" / "data" / "chr22_slice.fa.gz"
 VAL_REGION = "22:80001-90000"
-
-
-def tiny(tmp_path: Path, name: str, **kw) -> PretrainConfig:
-    settings = dict(
-        fasta=str(FASTA),
-        output=str(tmp_path / name),
-        val_regions=(VAL_REGION,),
-        arch="hybrid",
-        d_model=16,
-        n_layer=2,
-        headdim=8,
-        attn_heads=2,
-        seq_len=64,
-        batch_size=4,
-        steps=6,
-        lr=4e-3,
-        val_every=3,
-        val_windows=8,
-        log_every=1,
-        checkpoint_every=3,
-        keep_checkpoints=0,
-        quiet=True,
-    )
-    settings.update(kw)
-    return PretrainConfig(**settings)
 
 
 # ------------------------------------------------------------------------------------- the loss
@@ -110,25 +85,6 @@ def test_hybrid_pretrains_on_real_dna_and_loads(trained_hybrid):
     assert figures["val_loss"] == pytest.approx(val["val_loss"], rel=1e-5)
     assert figures["val_acc"] == pytest.approx(val["val_acc"], abs=1e-9)
     assert 0.3 < figures["val_acc"] < 1 and figures["val_loss"] < 1.4
-
-
-def test_a_changed_shape_option_stops_a_resume(tmp_path: Path):
-    """Resume equals an uninterrupted run for the hybrid too: test_pretrain.py's resume test runs it."""
-    pretrain(tiny(tmp_path, "run", steps=3))
-    with pytest.raises(UserError, match="attn_layers"):
-        pretrain(tiny(tmp_path, "run", steps=6, attn_layers=(0,), resume=True))
-
-
-def test_micro_batches_take_the_same_steps_as_one_batch(tmp_path: Path):
-    """The loss is divided by the step's target count, not per micro-batch: the split changes nothing."""
-    pretrain(tiny(tmp_path, "one", steps=3, checkpoint_every=100))
-    pretrain(tiny(tmp_path, "two", steps=3, micro_batch=1, checkpoint_every=100))
-    one, two = read_metrics(tmp_path / "one" / "metrics.csv"), read_metrics(tmp_path / "two" / "metrics.csv")
-    for r, s in zip(one, two, strict=True):
-        assert r["train_loss"] == pytest.approx(s["train_loss"], rel=1e-5)
-        assert r["train_acc"] == s["train_acc"]
-    wa, wb = (load_file(tmp_path / n / "model" / "model.safetensors") for n in ("one", "two"))
-    assert all(torch.allclose(wa[k], wb[k], atol=1e-5) for k in wa)
 
 
 def test_param_groups_exempt_the_ssm_parameters_norms_biases_and_embeddings():
