@@ -124,3 +124,16 @@ def test_echo_is_refused_for_a_masked_model(snvs, tmp_path):
     assert "--echo is for causal LMs" in result.stderr and not (tmp_path / "x").exists()
     with pytest.raises(UserError, match="--echo is for causal LMs"):
         FinetuneNet(load_model(CADUCEUS_PH), Head(24, 0, 2), "variants", "ref", (0, 8), echo=True)
+
+
+@pytest.mark.parametrize("echo", [False, True])
+def test_finetuning_pools_what_the_scoring_engine_pools(trained_hybrid, echo):
+    """The head is trained on the vectors `vepcli score`/`embed` give it later: plain and echo alike."""
+    from vepcli.infer import Engine, Request
+
+    lm = load_model(trained_hybrid.model).eval()
+    seqs, span = windows(5, 48), (8, 40)
+    with torch.no_grad():
+        trained_on = pooled_strand_average(lm, batch_encode(seqs), span, echo)
+    scored = Engine(lm, device="cpu", batch_size=2, echo=echo).run([Request(s, pool=span) for s in seqs])
+    torch.testing.assert_close(torch.stack([r.pooled for r in scored]), trained_on, atol=1e-6, rtol=0)
