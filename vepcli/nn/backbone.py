@@ -41,7 +41,7 @@ class BackboneConfig(Protocol):
 
 class Backbone(nn.Module):
     """A DNA language model as the rest of vepcli uses it. Subclasses set the class attributes and
-    implement `hidden_states`, `lm_logits` and the two length/width properties."""
+    implement `hidden_states`, `strands` and `arch` (the rest reads the config and `lm_head`)."""
 
     model_type: ClassVar[str]
     objective: ClassVar[str]  # "masked" (predicts [MASK]ed tokens) or "causal" (next token)
@@ -57,23 +57,25 @@ class Backbone(nn.Module):
         """The short name output headers and model cards record (e.g. "caduceus-ps")."""
         raise NotImplementedError
 
+    # Defaults read the fields every published config names (n_layer, d_model, max_length) and the
+    # `lm_head` module; a family whose config differs overrides them.
     @property
     def n_layer(self) -> int:
-        raise NotImplementedError
+        return self.config.n_layer
 
     @property
     def hidden_width(self) -> int:
         """Channels of a strand-averaged (pooled) hidden vector; PS hidden states carry twice as many."""
-        raise NotImplementedError
+        return self.config.d_model
 
     @property
     def trained_length(self) -> int | None:
         """The sequence length the model was trained at (`max_length` in config.json), None if unknown."""
-        raise NotImplementedError
+        return self.config.max_length
 
     @trained_length.setter
     def trained_length(self, length: int | None) -> None:
-        raise NotImplementedError
+        self.config.max_length = length
 
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token ids (batch, L) -> last hidden state after the final norm, (batch, L, channels)."""
@@ -83,7 +85,7 @@ class Backbone(nn.Module):
         """The LM head on hidden vectors (..., channels) -> float32 logits (..., vocab_size).
 
         Separate from `forward` so that the engine runs the head only at the positions it reads."""
-        raise NotImplementedError
+        return self.lm_head(hidden).float()
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
         """Token ids (batch, L) -> logits (batch, L, vocab_size) in float32."""

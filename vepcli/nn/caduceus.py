@@ -167,27 +167,8 @@ class CaduceusForMaskedLM(CaduceusPreTrained, Backbone):
     def arch(self) -> str:
         return self.config.arch
 
-    @property
-    def n_layer(self) -> int:
-        return self.config.n_layer
-
-    @property
-    def hidden_width(self) -> int:
-        return self.config.d_model
-
-    @property
-    def trained_length(self) -> int | None:
-        return self.config.max_length
-
-    @trained_length.setter
-    def trained_length(self, length: int | None) -> None:
-        self.config.max_length = length
-
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.caduceus(input_ids)
-
-    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
 
     def scan_backend(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
         """The selective-scan backend (`vepcli.nn.kernels`): cpu, triton, mamba_ssm or torch."""

@@ -225,27 +225,8 @@ class HybridLM(Backbone):
     def arch(self) -> str:
         return "hybrid"
 
-    @property
-    def n_layer(self) -> int:
-        return self.config.n_layer
-
-    @property
-    def hidden_width(self) -> int:
-        return self.config.d_model
-
-    @property
-    def trained_length(self) -> int | None:
-        return self.config.max_length
-
-    @trained_length.setter
-    def trained_length(self, length: int | None) -> None:
-        self.config.max_length = length
-
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         return self.backbone(input_ids)
-
-    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
 
     def scan_backend(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
         """The Mamba-2 SSD scan: "ssd-mamba_ssm" (its Triton kernels, CUDA) or "ssd-torch" (chunked form)."""
