@@ -111,10 +111,15 @@ def _check_ssm_fields(path: Path, ssm: Any) -> None:
 
 def load_checked(path_or_id: str | Path):
     """(directory, model, weights sha256): a model loaded from a checked folder, or one UserError line."""
+    from vepcli.modelinfo import file_sha256
     from vepcli.nn.checkpoint import load_model
     from vepcli.nn.hub import resolve_model_dir
+    from vepcli.nn.xlstm_published import find_checkpoint, is_published_dir
 
     directory = resolve_model_dir(path_or_id)
+    if is_published_dir(directory):  # DNA-xLSTM's own layout; its reader checks what it reads
+        ckpt = find_checkpoint(directory)
+        return directory, load_model(directory), file_sha256(ckpt)
     check_config(directory)
     if weights_file(directory) is None:
         raise UserError(f"{directory} has neither {WEIGHT_FILES[0]} nor {WEIGHT_FILES[1]}")

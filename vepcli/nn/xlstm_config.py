@@ -1,0 +1,128 @@
+"""XLSTMConfig: DNA-xLSTM's hyper-parameters, in the public `xLSTMConfig`'s names (m_* mLSTM, s_* sLSTM).
+
+vepcli writes it as config.json with model_type "dna_xlstm"; `nn/xlstm_published.py` builds it from a
+published model_config.json. Options the public code has but no published model uses, and that vepcli
+does not implement, are refused in one line rather than ignored.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from vepcli.errors import UserError
+from vepcli.nn.tokenizer import COMPLEMENT
+
+MODEL_TYPE = "dna_xlstm"
+M_BACKENDS = ("parallel", "chunkwise")
+# public options vepcli refuses when set away from these values (no published model sets them)
+UNSUPPORTED = {
+    "m_conv1d_causal": True,
+    "s_conv1d_causal": True,
+    "s_position_embeddings": False,
+    "bidirectional_alternating": False,
+    "m_backend_bidirectional": False,
+}
+
+
+@dataclass
+class XLSTMConfig:
+    """Hyper-parameters of a DNA-xLSTM model; names and defaults follow the public xLSTMConfig."""
+
+    d_model: int = 128
+    n_layer: int = 4
+    vocab_size: int = 12
+    s_lstm_at: list[int] = field(default_factory=list)  # blocks that are sLSTM; the others are mLSTM
+    bidirectional: bool = True  # masked LM (weight-tied both directions) when true, causal LM when false
+    rcps: bool = False  # PS (RC-equivariant) when true, PH otherwise
+    complement_map: dict[int, int] | None = None
+    m_conv1d_kernel_size: int = 4
+    m_qkv_proj_blocksize: int = 4
+    m_num_heads: int = 4
+    m_proj_factor: float = 2.0
+    m_backend: str = "chunkwise"  # which public backend's stabiliser convention (m_0 = 0 or -inf): nn/mlstm.py
+    m_chunk_size: int = 64
+    m_position_embeddings: bool = False  # rotary positions on q and k
+    m_bias: bool = False
+    s_num_heads: int = 4
+    s_conv1d_kernel_size: int = 4
+    s_proj_factor: float = 1.3
+    s_round_proj_up_dim_up: bool = True
+    s_round_proj_up_to_multiple_of: int = 64
+    ps_head_flip: bool = False  # the published PS deviation (nn/xlstm.py); only published checkpoints set it
+    max_length: int | None = None  # trained sequence length, when known
+
+    def __post_init__(self) -> None:
+        self.s_lstm_at = sorted(int(i) for i in self.s_lstm_at)
+        cmap = self.complement_map or {
+            i: int(COMPLEMENT[i]) if i < len(COMPLEMENT) else i for i in range(self.vocab_size)
+        }
+        self.complement_map = {int(k): int(v) for k, v in cmap.items()}
+
+    # derived sizes ------------------------------------------------------------------------------
+    @property
+    def m_inner_dim(self) -> int:
+        """The mLSTM up-projection: m_proj_factor * d_model rounded down to a multiple of 64 (as published)."""
+        return int(math.floor(self.m_proj_factor * self.d_model / 64) * 64)
+
+    @property
+    def s_ffn_dim(self) -> int:
+        m = self.s_round_proj_up_to_multiple_of
+        rounded = math.ceil if self.s_round_proj_up_dim_up else math.floor
+        return int(rounded(self.s_proj_factor * self.d_model / m) * m)
+
+    @property
+    def m0(self) -> float:
+        return 0.0 if self.m_backend == "chunkwise" else float("-inf")
+
+    @property
+    def arch(self) -> str:
+        return "xlstm-ps" if self.rcps else "xlstm-ph"
+
+    # JSON ---------------------------------------------------------------------------------------
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> XLSTMConfig:
+        """Build from a config dict; refuse in one line what this code cannot honour."""
+        d = copy.deepcopy(d)
+        if d.pop("model_type", MODEL_TYPE) != MODEL_TYPE:
+            raise UserError(f"model_type is not {MODEL_TYPE!r}; this is not a DNA-xLSTM config")
+        for key, value in UNSUPPORTED.items():
+            if d.pop(key, value) != value:
+                raise UserError(
+                    f"DNA-xLSTM option {key}={not value} is not supported by vepcli (no published model uses it)"
+                )
+        unknown = sorted(set(d) - set(cls.__dataclass_fields__))
+        if unknown:
+            raise UserError(f"DNA-xLSTM config has fields vepcli does not know: {unknown}")
+        config = cls(**d)
+        config.check()
+        return config
+
+    def check(self) -> None:
+        """One line for sizes the blocks cannot be built with."""
+        bad = [i for i in self.s_lstm_at if not 0 <= i < self.n_layer]
+        if bad:
+            raise UserError(f"s_lstm_at {bad} are not block indices of a {self.n_layer}-block model")
+        if self.m_backend not in M_BACKENDS:
+            raise UserError(f"m_backend {self.m_backend!r} is not one of {', '.join(M_BACKENDS)}")
+        if self.vocab_size < 12:
+            raise UserError(f"vocab_size {self.vocab_size} is smaller than the 12 character tokens of DNA models")
+        if len(self.s_lstm_at) < self.n_layer:
+            inner = self.m_inner_dim
+            if inner <= 0 or inner % self.m_num_heads or inner % self.m_qkv_proj_blocksize:
+                raise UserError(
+                    f"mLSTM inner width {inner} (d_model {self.d_model} x m_proj_factor {self.m_proj_factor}, "
+                    f"rounded down to 64) must be positive and split into {self.m_num_heads} heads and "
+                    f"blocks of {self.m_qkv_proj_blocksize}"
+                )
+        if self.s_lstm_at and self.d_model % self.s_num_heads:
+            raise UserError(f"d_model {self.d_model} does not split into {self.s_num_heads} sLSTM heads")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        if d["max_length"] is None:
+            d.pop("max_length")
+        d["complement_map"] = {str(k): v for k, v in self.complement_map.items()}
+        return dict(sorted({**d, "model_type": MODEL_TYPE}.items()))
