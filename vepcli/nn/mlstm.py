@@ -24,7 +24,7 @@ import math
 
 import torch
 import torch.nn.functional as F
-from torch import nn
+from torch import Tensor, nn
 
 from vepcli.nn.xlstm_parts import HeadwiseLinear, MultiHeadLayerNorm, causal_conv_silu
 
@@ -42,7 +42,9 @@ def rotary(x: torch.Tensor, theta: float = ROPE_THETA) -> torch.Tensor:
     return torch.stack([re * cos - im * sin, re * sin + im * cos], dim=-1).flatten(-2)
 
 
-def mlstm_recurrent(q, k, v, i_pre, f_pre, m0: float = float("-inf"), eps: float = EPS) -> torch.Tensor:
+def mlstm_recurrent(
+    q: Tensor, k: Tensor, v: Tensor, i_pre: Tensor, f_pre: Tensor, m0: float = float("-inf"), eps: float = EPS
+) -> Tensor:
     """The step-by-step recurrence: q, k, v (batch, heads, L, d), gate pre-activations (batch, heads, L)."""
     batch, heads, length, d = q.shape
     k = k / math.sqrt(d)
@@ -64,7 +66,9 @@ def mlstm_recurrent(q, k, v, i_pre, f_pre, m0: float = float("-inf"), eps: float
     return torch.stack(out, dim=-2)
 
 
-def _normalise(C: torch.Tensor, v: torch.Tensor, m: torch.Tensor, extra_num=None, extra_den=None, eps=EPS):
+def _normalise(
+    C: Tensor, v: Tensor, m: Tensor, extra_num: Tensor | None = None, extra_den: Tensor | None = None, eps: float = EPS
+) -> Tensor:
     """h = (C v + extra_num) / (max(|rowsum C + extra_den|, exp(-m)) + eps) for a stabilised weight matrix C."""
     num, den = C @ v, C.sum(-1, keepdim=True)
     if extra_num is not None:
@@ -72,7 +76,9 @@ def _normalise(C: torch.Tensor, v: torch.Tensor, m: torch.Tensor, extra_num=None
     return num / (torch.maximum(den.abs(), torch.exp(-m)) + eps)
 
 
-def mlstm_parallel(q, k, v, i_pre, f_pre, m0: float = float("-inf"), eps: float = EPS) -> torch.Tensor:
+def mlstm_parallel(
+    q: Tensor, k: Tensor, v: Tensor, i_pre: Tensor, f_pre: Tensor, m0: float = float("-inf"), eps: float = EPS
+) -> Tensor:
     """The parallel form: one (L, L) matrix per head; for inputs up to a chunk long."""
     length, d = q.shape[-2], q.shape[-1]
     log_f = F.logsigmoid(f_pre)
@@ -87,8 +93,15 @@ def mlstm_parallel(q, k, v, i_pre, f_pre, m0: float = float("-inf"), eps: float 
 
 
 def mlstm_chunkwise(
-    q, k, v, i_pre, f_pre, chunk: int = 64, m0: float = float("-inf"), eps: float = EPS
-) -> torch.Tensor:
+    q: Tensor,
+    k: Tensor,
+    v: Tensor,
+    i_pre: Tensor,
+    f_pre: Tensor,
+    chunk: int = 64,
+    m0: float = float("-inf"),
+    eps: float = EPS,
+) -> Tensor:
     """The chunkwise form: the parallel form inside chunks of `chunk` steps, the recurrence over chunk
     boundaries (states (d, d) per chunk); memory linear in L."""
     batch, heads, length, d = q.shape
@@ -127,7 +140,7 @@ def mlstm_chunkwise(
     return h.flatten(2, 3)[:, :, :length]
 
 
-def mlstm_cell(q, k, v, i_pre, f_pre, chunk: int, m0: float) -> torch.Tensor:
+def mlstm_cell(q: Tensor, k: Tensor, v: Tensor, i_pre: Tensor, f_pre: Tensor, chunk: int, m0: float) -> Tensor:
     """The parallel form up to one chunk, the chunkwise form beyond (the same function)."""
     if q.shape[-2] <= chunk:
         return mlstm_parallel(q, k, v, i_pre, f_pre, m0)
