@@ -65,7 +65,6 @@ class XLSTMBlock(nn.Module):
                 config.m_conv1d_kernel_size,
                 config.m_bias,
                 config.m_position_embeddings,
-                config.m_chunk_size,
                 config.m0,
             )
             self.ffn_norm = self.ffn = None
@@ -183,9 +182,7 @@ class XLSTMLM(Backbone):
         variant = "PS (RC-equivariant)" if c.rcps else "PH (strand-average at inference)"
         if c.ps_head_flip:
             variant = "PS with the published sLSTM head-flip deviation (not exactly RC-equivariant)"
-        mlstm = (
-            f"inner {c.m_inner_dim}, {c.m_num_heads} heads, rotary {c.m_position_embeddings}, chunk {c.m_chunk_size}"
-        )
+        mlstm = f"inner {c.m_inner_dim}, {c.m_num_heads} heads, rotary {c.m_position_embeddings}"
         return {
             "architecture": "DNA-xLSTM",
             "variant": variant,

@@ -43,7 +43,7 @@ class XLSTMConfig:
     m_num_heads: int = 4
     m_proj_factor: float = 2.0
     m_backend: str = "chunkwise"  # which public backend's stabiliser convention (m_0 = 0 or -inf): nn/mlstm.py
-    m_chunk_size: int = 64
+    m_chunk_size: int = 64  # the public code's chunk; vepcli computes with its own (nn/mlstm.py CHUNK)
     m_position_embeddings: bool = False  # rotary positions on q and k
     m_bias: bool = False
     s_num_heads: int = 4
