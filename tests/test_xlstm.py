@@ -223,6 +223,38 @@ def test_causal_model_reads_left_to_right() -> None:
     assert (a[:, 12:] - b[:, 12:]).abs().max() > 1e-3
 
 
+def test_mixed_precision_keeps_the_cells_in_fp32(monkeypatch) -> None:
+    """Under bf16 autocast the projections run in bf16 but the mLSTM and sLSTM recurrences run in fp32 (each
+    gives bit for bit what it gives on the same inputs with autocast off); the logits stay near the fp32 ones."""
+    import vepcli.nn.mlstm as mlstm
+    import vepcli.nn.slstm as slstm
+
+    seen = []
+
+    def spy(real):
+        def run(*args):
+            out = real(*args)
+            with torch.autocast("cpu", enabled=False):
+                same = torch.equal(out, real(*args))
+            seen.append(same and {t.dtype for t in (*args, out) if isinstance(t, torch.Tensor)} == {torch.float32})
+            return out
+
+        return run
+
+    monkeypatch.setattr(mlstm, "mlstm_cell", spy(mlstm.mlstm_cell))
+    monkeypatch.setattr(slstm, "slstm_scan", spy(slstm.slstm_scan))
+    model = perturbed(build(small_config(rcps=True)))
+    x = ids(2, 40)
+    with torch.no_grad():
+        full = model(x)[..., :12]
+        seen.clear()
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            mixed = model(x)[..., :12]
+    assert len(seen) == 2 * 3 and all(seen)  # 3 blocks, both directions
+    assert mixed.dtype == torch.float32 and torch.isfinite(mixed).all()
+    assert (mixed - full).abs().max() < 0.25 * full.abs().max()
+
+
 @pytest.mark.parametrize("over", [{}, {"rcps": True}, {"bidirectional": False, "s_lstm_at": [0, 2]}])
 def test_save_and_load_round_trip(tmp_path: Path, over: dict) -> None:
     """save_model writes config.json + model.safetensors that load to the same model and logits."""

@@ -26,7 +26,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from vepcli.nn.xlstm_parts import HeadwiseLinear, MultiHeadLayerNorm, causal_conv_silu
+from vepcli.nn.mamba2 import upcast
+from vepcli.nn.xlstm_parts import HeadwiseLinear, MultiHeadLayerNorm, causal_conv_silu, cell_precision
 
 EPS = 1e-6
 ROPE_THETA = 500000.0
@@ -199,6 +200,7 @@ class MLSTMLayer(nn.Module):
         q, k, v = (t.unflatten(-1, (cell.heads, -1)).transpose(1, 2) for t in (q, k, v))
         if self.rotary:
             q, k = rotary(q), rotary(k)
-        h = mlstm_cell(q, k, v, i_pre, f_pre, self.chunk, self.m0)
+        with cell_precision(x):
+            h = mlstm_cell(*(upcast(t) for t in (q, k, v, i_pre, f_pre)), self.chunk, self.m0)
         h = cell.outnorm(h.transpose(1, 2)) + self.learnable_skip * x_c
         return self.proj_down(h * F.silu(z))

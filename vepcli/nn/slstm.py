@@ -27,7 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vepcli.nn.xlstm_parts import HeadwiseLinear, MultiHeadLayerNorm, causal_conv_silu
+from vepcli.nn.mamba2 import upcast
+from vepcli.nn.xlstm_parts import HeadwiseLinear, MultiHeadLayerNorm, causal_conv_silu, cell_precision
 
 GATES = 4  # i, f, z, o
 
@@ -107,7 +108,9 @@ class SLSTMLayer(nn.Module):
     def forward(self, x: torch.Tensor, head_flip_from: int | None = None) -> torch.Tensor:
         x_c = x if self.conv1d is None else causal_conv_silu(self.conv1d, x)
         wx = torch.stack([self.fgate(x_c), self.igate(x_c), self.zgate(x), self.ogate(x)], dim=2)
-        y = slstm_scan(wx.unflatten(-1, (self.heads, -1)), self.slstm_cell.recurrent_kernel, self.slstm_cell.bias)
+        cell = self.slstm_cell
+        with cell_precision(x):
+            y = slstm_scan(upcast(wx.unflatten(-1, (self.heads, -1))), upcast(cell.recurrent_kernel), upcast(cell.bias))
         if head_flip_from is not None:
             y = torch.cat([y[:head_flip_from], y[head_flip_from:].flip(2)])
         return self.group_norm(y)

@@ -6,9 +6,13 @@
   xLSTM stores it, so zero-initialised weights give the identity scale.
 - `MultiHeadLayerNorm`: the per-head normalisation of the cell output (a group norm with one group per head).
 - `causal_conv_silu`: SiLU(causal depthwise conv) through vepcli's one conv kernel.
+- `cell_precision`: the recurrences run in fp32 (fp64 for fp64 inputs) even under mixed precision, as the
+  selective scan keeps its state in fp32: exponential gates and long sums lose too much in bf16.
 """
 
 from __future__ import annotations
+
+from contextlib import AbstractContextManager
 
 import torch
 import torch.nn.functional as F
@@ -59,3 +63,8 @@ def causal_conv_silu(conv: nn.Conv1d, x: torch.Tensor) -> torch.Tensor:
     """SiLU of the causal depthwise conv of x (batch, L, d) with an nn.Conv1d's weight (d, 1, K) and bias."""
     bias = None if conv.bias is None else conv.bias[None]
     return conv1d_silu(x, conv.weight[:, 0][None], bias)
+
+
+def cell_precision(x: torch.Tensor) -> AbstractContextManager:
+    """Autocast off around a recurrence (its inputs are upcast with `vepcli.nn.mamba2.upcast`)."""
+    return torch.autocast(x.device.type, enabled=False)
