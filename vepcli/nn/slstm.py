@@ -91,8 +91,8 @@ class SLSTMLayer(nn.Module):
     block-diagonal gate projections, the cell, and per-head norm.
 
     As in the public code, the module named `fgate` makes the input gate's pre-activation and `igate`
-    the forget gate's (a swap of names, not of function). `head_flip_from`: rows from that index on get
-    their heads reversed before the norm (the published PS deviation; see `nn/xlstm.py`)."""
+    the forget gate's (a swap of names, not of function). `head_flip`: a (batch,) mask of the rows whose
+    heads are reversed before the norm (the published PS deviation; see `nn/xlstm.py`)."""
 
     def __init__(self, d_model: int, heads: int, conv_kernel: int) -> None:
         super().__init__()
@@ -105,12 +105,12 @@ class SLSTMLayer(nn.Module):
         self.slstm_cell = SLSTMCell(d_model, heads)
         self.group_norm = MultiHeadLayerNorm(d_model)
 
-    def forward(self, x: torch.Tensor, head_flip_from: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, head_flip: torch.Tensor | None = None) -> torch.Tensor:
         x_c = x if self.conv1d is None else causal_conv_silu(self.conv1d, x)
         wx = torch.stack([self.fgate(x_c), self.igate(x_c), self.zgate(x), self.ogate(x)], dim=2)
         cell = self.slstm_cell
         with cell_precision(x):
             y = slstm_scan(upcast(wx.unflatten(-1, (self.heads, -1))), upcast(cell.recurrent_kernel), upcast(cell.bias))
-        if head_flip_from is not None:
-            y = torch.cat([y[:head_flip_from], y[head_flip_from:].flip(2)])
+        if head_flip is not None:
+            y = torch.where(head_flip[:, None, None, None], y.flip(2), y)
         return self.group_norm(y)

@@ -3,7 +3,7 @@
 Pre-norm residual blocks: an mLSTM block is x + mLSTM(LN(x)); an sLSTM block adds a gated FFN,
 x + sLSTM(LN(x)) then x + FFN(LN(x)); the stack ends with a LayerNorm. Masked models (`bidirectional`) read
 both directions with one set of weights (Caduceus-style weight tying): each block is
-block(x) + flip_L(block(flip_L(x))). Causal models read 5'->3' only.
+block(x) + flip_L(block(flip_L(x))), run as one doubled batch. Causal models read 5'->3' only.
 
 Strands: PH reads one strand (the engine averages a pass on the reverse complement). PS is exactly
 RC-equivariant: every piece of the network acts on the two strands with shared weights, so vepcli runs the
@@ -69,10 +69,10 @@ class XLSTMBlock(nn.Module):
             )
             self.ffn_norm = self.ffn = None
 
-    def forward(self, x: torch.Tensor, head_flip_from: int | None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, head_flip: torch.Tensor | None) -> torch.Tensor:
         normed = self.xlstm_norm(x)
         if isinstance(self.xlstm, SLSTMLayer):
-            x = x + self.xlstm(normed, head_flip_from)
+            x = x + self.xlstm(normed, head_flip)
         else:
             x = x + self.xlstm(normed)
         return x if self.ffn is None else x + self.ffn(self.ffn_norm(x))
@@ -87,12 +87,17 @@ class XLSTMBlockStack(nn.Module):
         self.blocks = nn.ModuleList(XLSTMBlock(config, i in config.s_lstm_at) for i in range(config.n_layer))
         self.post_blocks_norm = ResidualLayerNorm(config.d_model)
 
-    def forward(self, x: torch.Tensor, head_flip_from: int | None = None) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, head_flip: torch.Tensor | None = None) -> torch.Tensor:
+        """x (batch, L, d_model); `head_flip` (batch,): rows that get the published PS deviation."""
+        if not self.bidirectional:
+            for block in self.blocks:
+                x = block(x, head_flip)
+            return self.post_blocks_norm(x)
+        # both directions as one doubled batch: half the sequential steps of two calls, for the same numbers
+        n, both_flip = x.shape[0], None if head_flip is None else torch.cat([head_flip, head_flip])
         for block in self.blocks:
-            if self.bidirectional:
-                x = block(x, head_flip_from) + block(x.flip(1), head_flip_from).flip(1)
-            else:
-                x = block(x, head_flip_from)
+            y = block(torch.cat([x, x.flip(1)]), both_flip)
+            x = y[:n] + y[n:].flip(1)
         return self.post_blocks_norm(x)
 
 
@@ -167,7 +172,8 @@ class XLSTMLM(Backbone):
             return stack(self.token_embedding(input_ids))
         emb, batch = self.token_embedding, input_ids.shape[0]
         both = torch.cat([input_ids, emb.complement_map[input_ids.flip(-1)]])  # [x ; rc(x)]
-        h = stack(emb.embedding(both), batch if self.config.ps_head_flip else None)
+        rc_rows = torch.arange(2 * batch, device=input_ids.device) >= batch
+        h = stack(emb.embedding(both), rc_rows if self.config.ps_head_flip else None)
         return torch.cat([h[:batch], flip_LC(h[batch:])], dim=-1)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
