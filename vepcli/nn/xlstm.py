@@ -121,15 +121,16 @@ class XLSTMLM(Backbone):
 
     @torch.no_grad()
     def init_weights(self) -> None:
-        """xLSTM's recipe: small init (std sqrt(2 / 5d)) for inputs, Wang init for residual outputs, forget gate
-        biases spread so that some heads remember long."""
+        """xLSTM's recipe: small init (std sqrt(2 / 5d)) for what reads the residual stream, Wang init for what
+        writes to it; forget gates start open, spread over heads (mLSTM) or channels, later blocks longer (sLSTM)."""
         d, blocks = self.config.d_model, self.config.n_layer
+        small = ("embedding.weight", "lm_head.weight", "proj_up.weight", "fc1.weight", "_proj.weight", "gate.weight")
         for name, p in self.named_parameters():
             if name.endswith(("proj_down.weight", "fc2.weight")):
                 nn.init.normal_(p, std=2 / blocks / math.sqrt(d))
-            elif name.endswith(("embedding.weight", "lm_head.weight", "proj_up.weight", "fc1.weight")):
+            elif name.endswith(small):
                 nn.init.normal_(p, std=math.sqrt(2 / (5 * d)))
-        for block in self.xlstm_block_stack.blocks:
+        for index, block in enumerate(self.xlstm_block_stack.blocks):
             if isinstance(block.xlstm, MLSTMLayer):
                 cell = block.xlstm.mlstm_cell
                 nn.init.zeros_(cell.fgate.weight)
@@ -138,8 +139,9 @@ class XLSTMLM(Backbone):
                 nn.init.normal_(cell.igate.bias, std=0.1)
             else:
                 bias = block.xlstm.slstm_cell.bias
-                dh = bias.shape[-1]
-                bias[:, 1] = 5.0 - 12.0 * (torch.arange(dh) / max(dh - 1, 1)) ** 0.3
+                depth = index / (blocks - 1) if blocks > 1 else 0.0
+                spread = torch.arange(bias.shape[-1]) / max(bias.shape[-1] - 1, 1)
+                bias[:, 1] = 5.0 - 12.0 * spread ** (0.3 + 1.3 * depth)
 
     # the backbone interface -----------------------------------------------------------------------
     @property
