@@ -315,10 +315,24 @@ def test_two_checkpoints_in_a_published_folder_are_refused(tmp_path: Path) -> No
     assert "exactly one checkpoint" in one_line(err)
 
 
-def test_unknown_config_fields_are_refused() -> None:
+@pytest.mark.parametrize(
+    "fields, message",
+    [
+        ({"m_heads": 4}, "m_heads"),
+        ({"m_num_heads": 0}, "m_num_heads must be a whole number"),
+        ({"d_model": "128"}, "d_model must be a whole number"),
+        ({"rcps": "yes"}, "rcps must be true or false"),
+        ({"s_lstm_at": "all"}, "s_lstm_at must be a list"),
+        ({"complement_map": {"0": 1}}, "complement_map must map each token id"),
+        ({"m_proj_factor": 0}, "m_proj_factor must be a number above 0"),
+        ({"m_num_heads": 64, "m_position_embeddings": True, "d_model": 96}, "even mLSTM head width"),
+        ({"s_lstm_at": [0], "s_proj_factor": 0.1, "s_round_proj_up_dim_up": False}, "FFN width above 0"),
+    ],
+)
+def test_bad_configs_are_refused_in_one_line(fields: dict, message: str) -> None:
     with pytest.raises(UserError) as err:
-        XLSTMConfig.from_dict({"model_type": "dna_xlstm", "m_heads": 4})
-    assert "m_heads" in one_line(err)
+        XLSTMConfig.from_dict({"model_type": "dna_xlstm", **fields})
+    assert message in one_line(err)
 
 
 @pytest.mark.parametrize("rcps", [False, True])

@@ -18,6 +18,20 @@ from vepcli.nn.tokenizer import COMPLEMENT
 MODEL_TYPE = "dna_xlstm"
 M_BACKENDS = ("parallel", "chunkwise")
 # public options vepcli refuses when set away from these values (no published model sets them)
+# (smallest, largest) of each size field: beyond these a config describes no DNA-xLSTM and only exhausts memory
+INT_RANGES = {
+    "d_model": (1, 1 << 14),
+    "n_layer": (1, 1 << 10),
+    "vocab_size": (12, 1 << 12),
+    "m_conv1d_kernel_size": (1, 64),
+    "m_qkv_proj_blocksize": (1, 1 << 10),
+    "m_num_heads": (1, 1 << 10),
+    "m_chunk_size": (1, 1 << 24),
+    "s_num_heads": (1, 1 << 10),
+    "s_conv1d_kernel_size": (0, 64),
+    "s_round_proj_up_to_multiple_of": (1, 1 << 12),
+}
+FLAGS = ("bidirectional", "rcps", "m_position_embeddings", "m_bias", "s_round_proj_up_dim_up", "ps_head_flip")
 UNSUPPORTED = {
     "m_conv1d_causal": True,
     "s_conv1d_causal": True,
@@ -55,10 +69,20 @@ class XLSTMConfig:
     max_length: int | None = None  # trained sequence length, when known
 
     def __post_init__(self) -> None:
-        self.s_lstm_at = sorted(int(i) for i in self.s_lstm_at)
+        if not isinstance(self.s_lstm_at, list) or not all(isinstance(i, int) for i in self.s_lstm_at):
+            raise UserError(f"DNA-xLSTM config: s_lstm_at must be a list of block indices, not {self.s_lstm_at!r}")
+        self.s_lstm_at = sorted(set(self.s_lstm_at))
+        self.check()
         cmap = self.complement_map or {
             i: int(COMPLEMENT[i]) if i < len(COMPLEMENT) else i for i in range(self.vocab_size)
         }
+        ids = [str(i) for i in range(self.vocab_size)]
+        if (
+            not isinstance(cmap, dict)
+            or sorted(map(str, cmap), key=int) != ids
+            or not all(isinstance(v, int) and 0 <= v < self.vocab_size for v in cmap.values())
+        ):
+            raise UserError(f"DNA-xLSTM config: complement_map must map each token id 0..{self.vocab_size - 1} to one")
         self.complement_map = {int(k): int(v) for k, v in cmap.items()}
 
     # derived sizes ------------------------------------------------------------------------------
@@ -96,19 +120,36 @@ class XLSTMConfig:
         unknown = sorted(set(d) - set(cls.__dataclass_fields__))
         if unknown:
             raise UserError(f"DNA-xLSTM config has fields vepcli does not know: {unknown}")
-        config = cls(**d)
-        config.check()
-        return config
+        return cls(**d)
 
     def check(self) -> None:
-        """One line for sizes the blocks cannot be built with."""
+        """One line for field types and sizes the blocks cannot be built with."""
+        self.check_types()
+        self.check_sizes()
+
+    def check_types(self) -> None:
+        for name, (low, high) in INT_RANGES.items():
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+                raise UserError(f"DNA-xLSTM config: {name} must be a whole number from {low} to {high}, not {value!r}")
+        for name in FLAGS:
+            if not isinstance(getattr(self, name), bool):
+                raise UserError(f"DNA-xLSTM config: {name} must be true or false, not {getattr(self, name)!r}")
+        if self.max_length is not None and (
+            not isinstance(self.max_length, int) or not 1 <= self.max_length <= 1 << 24
+        ):
+            raise UserError(f"DNA-xLSTM config: max_length must be a whole number from 1 to {1 << 24}")
+        for name in ("m_proj_factor", "s_proj_factor"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 16:
+                raise UserError(f"DNA-xLSTM config: {name} must be a number above 0 and at most 16, not {value!r}")
+
+    def check_sizes(self) -> None:
         bad = [i for i in self.s_lstm_at if not 0 <= i < self.n_layer]
         if bad:
             raise UserError(f"s_lstm_at {bad} are not block indices of a {self.n_layer}-block model")
         if self.m_backend not in M_BACKENDS:
             raise UserError(f"m_backend {self.m_backend!r} is not one of {', '.join(M_BACKENDS)}")
-        if self.vocab_size < 12:
-            raise UserError(f"vocab_size {self.vocab_size} is smaller than the 12 character tokens of DNA models")
         if len(self.s_lstm_at) < self.n_layer:
             inner = self.m_inner_dim
             if inner <= 0 or inner % self.m_num_heads or inner % self.m_qkv_proj_blocksize:
@@ -117,8 +158,13 @@ class XLSTMConfig:
                     f"rounded down to 64) must be positive and split into {self.m_num_heads} heads and "
                     f"blocks of {self.m_qkv_proj_blocksize}"
                 )
-        if self.s_lstm_at and self.d_model % self.s_num_heads:
-            raise UserError(f"d_model {self.d_model} does not split into {self.s_num_heads} sLSTM heads")
+            if self.m_position_embeddings and inner // self.m_num_heads % 2:
+                raise UserError(f"rotary positions need an even mLSTM head width, not {inner // self.m_num_heads}")
+        if self.s_lstm_at and (self.d_model % self.s_num_heads or self.s_ffn_dim <= 0):
+            raise UserError(
+                f"d_model {self.d_model} must split into {self.s_num_heads} sLSTM heads and give an FFN width "
+                f"above 0 (s_proj_factor {self.s_proj_factor}, multiple of {self.s_round_proj_up_to_multiple_of})"
+            )
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
