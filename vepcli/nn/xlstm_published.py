@@ -51,6 +51,8 @@ def is_published_dir(directory: Path) -> bool:
 def published_config(directory: Path) -> XLSTMConfig:
     """XLSTMConfig from a published model_config.json, or one refusal line."""
     path = directory / PUBLISHED_CONFIG
+    if path.stat().st_size > 1 << 22:
+        raise UserError(f"{path} is over 4 MB; it is not a model config")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as err:
@@ -58,9 +60,8 @@ def published_config(directory: Path) -> XLSTMConfig:
     cfg = raw.get("config") if isinstance(raw, dict) else None
     if not isinstance(cfg, dict) or "xLSTMConfig" not in str(cfg.get("_target_", "")):
         raise UserError(f"{path} is not a DNA-xLSTM model_config.json (no config._target_ naming xLSTMConfig)")
-    d = {k: v for k, v in cfg.items() if k not in IGNORED}
+    d = {k: v for k, v in cfg.items() if k not in IGNORED}  # complement_map null: the tokenizer's map
     d["ps_head_flip"] = bool(d.get("rcps")) and bool(d.get("s_lstm_at"))
-    d["complement_map"] = d.get("complement_map")  # null in published files: the tokenizer's map
     return XLSTMConfig.from_dict(d)
 
 
