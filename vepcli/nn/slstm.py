@@ -35,24 +35,67 @@ GATES = 4  # i, f, z, o
 
 def slstm_scan(wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """wx (batch, L, 4, heads, head_dim) input pre-activations -> y (batch, L, heads, head_dim)."""
-    batch, length, _, heads, dh = wx.shape
     pre = (wx.permute(1, 3, 0, 2, 4) + b[:, None]).flatten(-2)  # (L, heads, batch, 4 dh), bias added once
-    R = R.flatten(-2)  # (heads, dh, 4 dh)
-    i, f, z, o = pre[0].split(dh, dim=-1)  # the first step: empty state, so m = i~ and y = sigma(o~) tanh(z~)
-    c, n, m = torch.tanh(z), torch.ones_like(z), i
-    y = torch.sigmoid(o) * c
-    ys = [y]
-    for t in range(1, length):
-        i, f, z, o = torch.baddbmm(pre[t], y, R).split(dh, dim=-1)
-        log_fm = F.logsigmoid(f) + m
-        m_new = torch.maximum(i, log_fm)
-        f_g, i_g = torch.exp(log_fm - m_new), torch.exp(i - m_new)
-        c = f_g * c + i_g * torch.tanh(z)
-        n = f_g * n + i_g
-        m = m_new
-        y = torch.sigmoid(o) * c / n
-        ys.append(y)
-    return torch.stack(ys).permute(2, 0, 1, 3)
+    return SLSTMRecurrence.apply(pre, R.flatten(-2)).permute(2, 0, 1, 3)
+
+
+class SLSTMRecurrence(torch.autograd.Function):
+    """The recurrence over pre-activations (L, heads, batch, 4 head_dim) with R (heads, head_dim, 4 head_dim),
+    with a hand-written backward: back-propagation through time over the saved states, one batched matmul and
+    one chain of elementwise ops per step (autograd's graph of the same loop is several times slower).
+
+    The stabiliser m is treated as a constant in the backward: c_t and n_t both carry the factor exp(-m_t),
+    so y_t = sigma(o~_t) c_t / n_t does not depend on m, and the gradient is exact."""
+
+    @staticmethod
+    def forward(ctx, pre: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
+        dh = R.shape[1]
+        raws, cs, ns, ms, ys = [], [], [], [], []
+        i, f, z, o = pre[0].split(dh, dim=-1)  # the first step: empty state, so m = i~ and y = sigma(o~) tanh(z~)
+        raw, c, n, m = pre[0], torch.tanh(z), torch.ones_like(z), i
+        y = torch.sigmoid(o) * c
+        for t in range(pre.shape[0]):
+            if t:
+                raw = torch.baddbmm(pre[t], y, R)
+                i, f, z, o = raw.split(dh, dim=-1)
+                log_fm = F.logsigmoid(f) + m
+                m_new = torch.maximum(i, log_fm)
+                f_g, i_g = torch.exp(log_fm - m_new), torch.exp(i - m_new)
+                c = f_g * c + i_g * torch.tanh(z)
+                n = f_g * n + i_g
+                m = m_new
+                y = torch.sigmoid(o) * c / n
+            raws.append(raw), cs.append(c), ns.append(n), ms.append(m), ys.append(y)
+        y_all = torch.stack(ys)
+        ctx.save_for_backward(torch.stack(raws), torch.stack(cs), torch.stack(ns), torch.stack(ms), y_all, R)
+        return y_all
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        raw, c, n, m, y, R = ctx.saved_tensors
+        i, f, z, o = raw.split(R.shape[1], dim=-1)
+        m_prev = torch.cat([torch.full_like(m[:1], float("-inf")), m[:-1]])
+        f_g = torch.exp(F.logsigmoid(f) + m_prev - m)
+        i_g, z_t, o_g = torch.exp(i - m), torch.tanh(z), torch.sigmoid(o)
+        d_gate = torch.cat([i_g, f_g * torch.sigmoid(-f), 1 - z_t * z_t, o_g * (1 - o_g)], dim=-1)  # d gate / d pre
+        c_prev = torch.cat([torch.zeros_like(c[:1]), c[:-1]])
+        n_prev = torch.cat([torch.zeros_like(n[:1]), n[:-1]])
+        ratio, R_T = c / n, R.transpose(1, 2)
+        d_raw = torch.empty_like(raw)
+        d_y_rec, d_c, d_n = torch.zeros_like(y[0]), torch.zeros_like(c[0]), torch.zeros_like(n[0])
+        for t in range(raw.shape[0] - 1, -1, -1):
+            d_y = grad_y[t] + d_y_rec
+            q = d_y / n[t]
+            d_c = torch.addcmul(d_c, q, o_g[t])
+            d_n = torch.addcmul(d_n, q, y[t], value=-1)
+            d_f = torch.addcmul(d_c * c_prev[t], d_n, n_prev[t])
+            d_i = torch.addcmul(d_n, d_c, z_t[t])
+            torch.mul(torch.cat([d_i, d_f, d_c * i_g[t], d_y * ratio[t]], dim=-1), d_gate[t], out=d_raw[t])
+            d_y_rec = torch.bmm(d_raw[t], R_T)
+            d_c, d_n = d_c * f_g[t], d_n * f_g[t]
+        y_prev = torch.cat([torch.zeros_like(y[:1]), y[:-1]])
+        return d_raw, torch.einsum("thbk,thbg->hkg", y_prev, d_raw)
 
 
 def slstm_reference(wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
