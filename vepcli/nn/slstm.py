@@ -36,7 +36,39 @@ GATES = 4  # i, f, z, o
 def slstm_scan(wx: torch.Tensor, R: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """wx (batch, L, 4, heads, head_dim) input pre-activations -> y (batch, L, heads, head_dim)."""
     pre = (wx.permute(1, 3, 0, 2, 4) + b[:, None]).flatten(-2)  # (L, heads, batch, 4 dh), bias added once
-    return SLSTMRecurrence.apply(pre, R.flatten(-2)).permute(2, 0, 1, 3)
+    R = R.flatten(-2)
+    if torch.is_grad_enabled() and (pre.requires_grad or R.requires_grad):
+        y = SLSTMRecurrence.apply(pre, R)
+    else:  # inference: nothing to keep for a backward
+        y = recurrence(pre, R, keep=False)[0]
+    return y.permute(2, 0, 1, 3)
+
+
+def recurrence(pre: torch.Tensor, R: torch.Tensor, keep: bool) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """y (L, heads, batch, head_dim) over pre-activations (L, heads, batch, 4 head_dim); with `keep`, also the
+    per-step pre-activations, c, n and m the backward needs."""
+    dh = R.shape[1]
+    kept: list[list[torch.Tensor]] = [[], [], [], []]
+    i, f, z, o = pre[0].split(dh, dim=-1)  # the first step: empty state, so m = i~ and y = sigma(o~) tanh(z~)
+    raw, c, n, m = pre[0], torch.tanh(z), torch.ones_like(z), i
+    y = torch.sigmoid(o) * c
+    ys = []
+    for t in range(pre.shape[0]):
+        if t:
+            raw = torch.baddbmm(pre[t], y, R)
+            i, f, z, o = raw.split(dh, dim=-1)
+            log_fm = F.logsigmoid(f) + m
+            m_new = torch.maximum(i, log_fm)
+            f_g, i_g = torch.exp(log_fm - m_new), torch.exp(i - m_new)
+            c = f_g * c + i_g * torch.tanh(z)
+            n = f_g * n + i_g
+            m = m_new
+            y = torch.sigmoid(o) * c / n
+        ys.append(y)
+        if keep:
+            for store, value in zip(kept, (raw, c, n, m), strict=True):
+                store.append(value)
+    return torch.stack(ys), [torch.stack(store) for store in kept] if keep else []
 
 
 class SLSTMRecurrence(torch.autograd.Function):
@@ -49,26 +81,9 @@ class SLSTMRecurrence(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, pre: torch.Tensor, R: torch.Tensor) -> torch.Tensor:
-        dh = R.shape[1]
-        raws, cs, ns, ms, ys = [], [], [], [], []
-        i, f, z, o = pre[0].split(dh, dim=-1)  # the first step: empty state, so m = i~ and y = sigma(o~) tanh(z~)
-        raw, c, n, m = pre[0], torch.tanh(z), torch.ones_like(z), i
-        y = torch.sigmoid(o) * c
-        for t in range(pre.shape[0]):
-            if t:
-                raw = torch.baddbmm(pre[t], y, R)
-                i, f, z, o = raw.split(dh, dim=-1)
-                log_fm = F.logsigmoid(f) + m
-                m_new = torch.maximum(i, log_fm)
-                f_g, i_g = torch.exp(log_fm - m_new), torch.exp(i - m_new)
-                c = f_g * c + i_g * torch.tanh(z)
-                n = f_g * n + i_g
-                m = m_new
-                y = torch.sigmoid(o) * c / n
-            raws.append(raw), cs.append(c), ns.append(n), ms.append(m), ys.append(y)
-        y_all = torch.stack(ys)
-        ctx.save_for_backward(torch.stack(raws), torch.stack(cs), torch.stack(ns), torch.stack(ms), y_all, R)
-        return y_all
+        y, (raw, c, n, m) = recurrence(pre, R, keep=True)
+        ctx.save_for_backward(raw, c, n, m, y, R)
+        return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
