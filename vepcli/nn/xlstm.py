@@ -41,10 +41,6 @@ from vepcli.nn.xlstm_parts import ResidualLayerNorm
 PADDED_LOGIT = -1e9  # the logit of the padded vocabulary's ids 12..15, which no DNA window holds
 
 
-def gelu(x: torch.Tensor) -> torch.Tensor:
-    return F.gelu(x)
-
-
 class XLSTMBlock(nn.Module):
     """One pre-norm residual block: mLSTM, or sLSTM followed by a gated FFN."""
 
@@ -55,7 +51,7 @@ class XLSTMBlock(nn.Module):
         if slstm:
             self.xlstm: nn.Module = SLSTMLayer(d, config.s_num_heads, config.s_conv1d_kernel_size)
             self.ffn_norm = ResidualLayerNorm(d)
-            self.ffn = GatedMLP(d, config.s_ffn_dim, activation=gelu, multiple_of=1)
+            self.ffn = GatedMLP(d, config.s_ffn_dim, activation=F.gelu, multiple_of=1)
         else:
             self.xlstm = MLSTMLayer(
                 d,
@@ -102,7 +98,7 @@ class XLSTMBlockStack(nn.Module):
 
 
 class XLSTMLM(Backbone):
-    """The language model: token ids (batch, L) -> logits (batch, L, vocab_size) in float32."""
+    """The language model: token ids (batch, L) -> logits (batch, L, 16) in float32 (`lm_logits`)."""
 
     model_type = MODEL_TYPE
 
