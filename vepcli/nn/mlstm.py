@@ -179,7 +179,7 @@ class MLSTMLayer(nn.Module):
         m0: float,
     ) -> None:
         super().__init__()
-        self.inner, self.rotary, self.chunk, self.m0 = inner, rotary, CHUNK, m0
+        self.inner, self.use_rotary, self.chunk, self.m0 = inner, rotary, CHUNK, m0
         self.proj_up = nn.Linear(d_model, 2 * inner, bias=bias)
         blocks = inner // qkv_blocksize
         self.q_proj = HeadwiseLinear(inner, blocks, bias)
@@ -197,10 +197,10 @@ class MLSTMLayer(nn.Module):
         cell = self.mlstm_cell
         qkv = torch.cat([q, k, v], dim=-1)
         i_pre, f_pre = cell.igate(qkv).transpose(-1, -2), cell.fgate(qkv).transpose(-1, -2)  # (batch, heads, L)
-        q, k, v = (t.unflatten(-1, (cell.heads, -1)).transpose(1, 2) for t in (q, k, v))
-        if self.rotary:
-            q, k = rotary(q), rotary(k)
+        q, k, v = (upcast(t.unflatten(-1, (cell.heads, -1)).transpose(1, 2)) for t in (q, k, v))
         with cell_precision(x):
-            h = mlstm_cell(*(upcast(t) for t in (q, k, v, i_pre, f_pre)), self.chunk, self.m0)
+            if self.use_rotary:
+                q, k = rotary(q), rotary(k)
+            h = mlstm_cell(q, k, v, upcast(i_pre), upcast(f_pre), self.chunk, self.m0)
         h = cell.outnorm(h.transpose(1, 2)) + self.learnable_skip * x_c
         return self.proj_down(h * F.silu(z))
