@@ -8,6 +8,8 @@ from __future__ import annotations
 import argparse
 import json
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -362,3 +364,30 @@ def test_the_engine_reads_dna_xlstm_through_the_interface(tmp_path: Path, rcps: 
     comp = torch.tensor([0, 1, 2, 3, 4, 5, 6, 10, 9, 8, 7, 11])
     torch.testing.assert_close(rev.logp[0, comp], fwd.logp[0, :12], atol=1e-5, rtol=0)
     assert (fwd.logp[0, 12:] < -1e8).all()  # the padded ids: probability 0, still finite
+
+
+MEMORY_PROBE = """
+import resource, sys, torch
+from vepcli.nn.xlstm import build
+from vepcli.nn.xlstm_config import XLSTMConfig
+model = build(XLSTMConfig(d_model=64, n_layer=2, s_lstm_at=[1], rcps=True, m_position_embeddings=True))
+ids = torch.randint(7, 11, (1, int(sys.argv[1])))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+model(ids)[..., :12].sum().backward()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024)
+"""
+
+
+@pytest.mark.slow
+def test_memory_is_linear_in_length() -> None:
+    """Forward + backward of a masked PS model (mLSTM and sLSTM blocks): doubling L from 2048 to 4096 less
+    than doubles the extra memory plus a margin (measured 1.7x; the one-block parallel form gives 3.8x)."""
+    extra = [
+        float(
+            subprocess.run(
+                [sys.executable, "-c", MEMORY_PROBE, str(n)], capture_output=True, text=True, check=True
+            ).stdout
+        )
+        for n in (2048, 4096)
+    ]
+    assert extra[1] < 2.5 * extra[0], f"extra memory {extra[0]:.0f} MiB at L 2048, {extra[1]:.0f} MiB at L 4096"
