@@ -24,7 +24,7 @@ from vepcli.nn.mlstm import mlstm_chunkwise, mlstm_parallel, mlstm_recurrent
 from vepcli.nn.rcps import flip_LC
 from vepcli.nn.slstm import slstm_reference, slstm_scan
 from vepcli.nn.xlstm import XLSTMLM, XLSTMCausalLM, XLSTMMaskedLM, build
-from vepcli.nn.xlstm_config import XLSTMConfig
+from vepcli.nn.xlstm_config import XLSTMConfig, config_for_arch
 from vepcli.nn.xlstm_published import convert_published, read_lightning_state
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dna-xlstm"
@@ -271,6 +271,18 @@ def test_save_and_load_round_trip(tmp_path: Path, over: dict) -> None:
     assert info["family"] == "dna_xlstm" and info["pooled_width"] == 32
 
 
+@pytest.mark.parametrize(
+    "arch, objective, strands",
+    [("xlstm-ph", "masked", "ph"), ("xlstm-ps", "masked", "ps"), ("xlstm-causal", "causal", "ph")],
+)
+def test_configs_for_training_archs(arch: str, objective: str, strands: str) -> None:
+    model = build(config_for_arch(arch, d_model=64, n_layer=2, max_length=128, s_lstm_at=[1]))
+    assert (model.objective, model.strands, model.arch, model.trained_length) == (objective, strands, arch, 128)
+    with pytest.raises(UserError) as err:
+        config_for_arch("xlstm", 64, 2, 128)
+    assert "xlstm-ph" in one_line(err)
+
+
 # one-line refusals ----------------------------------------------------------------------------------
 def one_line(err: pytest.ExceptionInfo) -> str:
     text = str(err.value)
@@ -369,7 +381,7 @@ def test_the_engine_reads_dna_xlstm_through_the_interface(tmp_path: Path, rcps: 
 MEMORY_PROBE = """
 import resource, sys, torch
 from vepcli.nn.xlstm import build
-from vepcli.nn.xlstm_config import XLSTMConfig
+from vepcli.nn.xlstm_config import XLSTMConfig, config_for_arch
 model = build(XLSTMConfig(d_model=64, n_layer=2, s_lstm_at=[1], rcps=True, m_position_embeddings=True))
 ids = torch.randint(7, 11, (1, int(sys.argv[1])))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss

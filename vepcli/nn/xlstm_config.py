@@ -103,7 +103,10 @@ class XLSTMConfig:
 
     @property
     def arch(self) -> str:
-        return "xlstm-ps" if self.rcps else "xlstm-ph"
+        """xlstm-ph / xlstm-ps (masked), xlstm-causal / xlstm-causal-ps."""
+        if self.bidirectional:
+            return "xlstm-ps" if self.rcps else "xlstm-ph"
+        return "xlstm-causal-ps" if self.rcps else "xlstm-causal"
 
     # JSON ---------------------------------------------------------------------------------------
     @classmethod
@@ -172,3 +175,33 @@ class XLSTMConfig:
             d.pop("max_length")
         d["complement_map"] = {str(k): v for k, v in self.complement_map.items()}
         return dict(sorted({**d, "model_type": MODEL_TYPE}.items()))
+
+
+# the archs a training run can ask for: (bidirectional, rcps); blocks are mLSTM unless s_lstm_at says otherwise
+ARCHS = {"xlstm-ph": (True, False), "xlstm-ps": (True, True), "xlstm-causal": (False, False)}
+# the public training script's mLSTM/sLSTM settings (scripts_pretrain/run_pretrain_xlstm.sh)
+TRAINING_DEFAULTS = dict(
+    m_position_embeddings=True,
+    m_bias=True,
+    s_proj_factor=1.1,
+    s_round_proj_up_dim_up=False,
+    s_round_proj_up_to_multiple_of=8,
+)
+
+
+def config_for_arch(
+    arch: str, d_model: int, n_layer: int, max_length: int, s_lstm_at: list[int] | None = None
+) -> XLSTMConfig:
+    """A new model's config for `--arch` (masked PH or PS, or causal), with the public training settings."""
+    if arch not in ARCHS:
+        raise UserError(f"DNA-xLSTM arch must be one of {', '.join(ARCHS)}, not {arch!r}")
+    bidirectional, rcps = ARCHS[arch]
+    return XLSTMConfig(
+        d_model=d_model,
+        n_layer=n_layer,
+        s_lstm_at=list(s_lstm_at or []),
+        bidirectional=bidirectional,
+        rcps=rcps,
+        max_length=max_length,
+        **TRAINING_DEFAULTS,
+    )
