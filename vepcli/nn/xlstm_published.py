@@ -7,9 +7,9 @@ has the LightningModule's keys (`model.backbone.` + xLSTMLMModel's names). Only 
 hyper-parameters as OmegaConf objects) is refused with the command that re-saves its state dict alone.
 
 Key mapping to vepcli's model (`nn/xlstm.py`):
-- the `model.backbone.` prefix goes; PS checkpoints wrap each module in `.submodule`, vepcli runs the
-  stack on a doubled batch instead, so that level goes too; the PS embedding's and head's `complement_map`
-  buffers go (vepcli builds them from the config);
+- the `model.backbone.` prefix goes (`model._orig_mod.backbone.` when trained compiled); PS checkpoints
+  wrap each module in `.submodule`, vepcli runs the stack on a doubled batch instead, so that level goes
+  too; the PS embedding's and head's `complement_map` buffers go (vepcli builds them from the config);
 - the sLSTM cell's `_recurrent_kernel_` / `_bias_` are stored by backend: the CUDA kernel (trained
   checkpoints) as (heads, head_dim, 4 head_dim) with a flat (head, gate, head_dim) bias, the PyTorch
   ("vanilla") one as (heads, 4 head_dim, head_dim) with a flat (gate, head, head_dim) bias. The kernel's
@@ -114,6 +114,7 @@ def slstm_tensor(name: str, t: torch.Tensor, kernel: torch.Tensor, config: XLSTM
 
 def map_state(state: dict[str, torch.Tensor], config: XLSTMConfig) -> dict[str, torch.Tensor]:
     """A published Lightning state dict in vepcli's keys and layouts."""
+    state = {k.replace("._orig_mod.", "."): v for k, v in state.items()}  # a run with train.compile_model
     own = {k.removeprefix(PREFIX).replace(".submodule.", "."): v for k, v in state.items() if k.startswith(PREFIX)}
     own = {k: v for k, v in own.items() if not k.endswith(".complement_map")}  # vepcli's come from the config
     if not own:
