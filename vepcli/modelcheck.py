@@ -38,7 +38,11 @@ _LOAD_ERRORS = (
 
 
 def weights_file(directory: Path) -> Path | None:
-    """The file the loader reads the weights from, or None."""
+    """The file the loader reads the weights from, or None (a published DNA-xLSTM folder: its one .ckpt)."""
+    from vepcli.nn.xlstm_published import find_checkpoint, is_published_dir
+
+    if is_published_dir(directory):
+        return find_checkpoint(directory)
     return next((directory / name for name in WEIGHT_FILES if (directory / name).is_file()), None)
 
 
@@ -111,12 +115,16 @@ def _check_ssm_fields(path: Path, ssm: Any) -> None:
 
 def load_checked(path_or_id: str | Path):
     """(directory, model, weights sha256): a model loaded from a checked folder, or one UserError line."""
+    from vepcli.modelinfo import file_sha256
     from vepcli.nn.checkpoint import load_model
     from vepcli.nn.hub import resolve_model_dir
+    from vepcli.nn.xlstm_published import is_published_dir
 
     directory = resolve_model_dir(path_or_id)
-    check_config(directory)
-    if weights_file(directory) is None:
+    if not is_published_dir(directory):  # the published DNA-xLSTM layout is checked by its own reader
+        check_config(directory)
+    weights = weights_file(directory)
+    if weights is None:
         raise UserError(f"{directory} has neither {WEIGHT_FILES[0]} nor {WEIGHT_FILES[1]}")
     try:
         model = load_model(directory)
@@ -128,4 +136,4 @@ def load_checked(path_or_id: str | Path):
             f"cannot load the model in {directory} ({type(err).__name__}: {first}); the weights file "
             "is damaged, holds more than plain tensors, or does not match config.json"
         ) from None
-    return directory, model, weights_digest(directory)
+    return directory, model, file_sha256(weights)

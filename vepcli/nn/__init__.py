@@ -1,14 +1,16 @@
 """The model layer: tokenizer, selective scan, the backbone interface and its families, checkpoint I/O.
 
 Importing the package registers the built-in backbone families (Caduceus PS and Ph; the hybrid
-Mamba-2/attention decoder), so every loader knows them. No file or network I/O happens here except in
-`checkpoint.py` and `hub.py`.
+Mamba-2/attention decoder; DNA-xLSTM), so every loader knows them. No file or network I/O happens here
+except in `checkpoint.py`, `hub.py` and `xlstm_published.py`.
 """
 
 from vepcli.nn.backbone import Backbone, Family, register
 from vepcli.nn.caduceus import Caduceus, CaduceusForMaskedLM
 from vepcli.nn.config import CaduceusConfig
 from vepcli.nn.hybrid import HybridLM, MambaLMConfig
+from vepcli.nn.xlstm import XLSTMLM
+from vepcli.nn.xlstm_config import XLSTMConfig
 
 __all__ = [
     "Backbone",
@@ -18,5 +20,7 @@ __all__ = [
     "Family",
     "HybridLM",
     "MambaLMConfig",
+    "XLSTMConfig",
+    "XLSTMLM",
     "register",
 ]

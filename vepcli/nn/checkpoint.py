@@ -106,10 +106,16 @@ def load_model(
 ) -> Backbone | torch.nn.Module:
     """Load a model from a local directory or a Hugging Face id found in the local hub cache.
 
-    `masked_lm=False`: the family's model without its LM head (Caduceus: the base `Caduceus`)."""
+    `masked_lm=False`: the family's model without its LM head (Caduceus: the base `Caduceus`). A folder in
+    the published DNA-xLSTM layout (`nn/xlstm_published.py`) loads too."""
     from vepcli.nn.hub import resolve_model_dir
+    from vepcli.nn.xlstm_published import is_published_dir, load_published
 
     directory = resolve_model_dir(path_or_id)
+    if is_published_dir(directory):  # DNA-xLSTM's own layout: model_config.json + a Lightning .ckpt
+        if not masked_lm:
+            raise UserError(f"{directory} is a published DNA-xLSTM folder; it loads whole (with its LM head)")
+        return load_published(directory).to(device=device, dtype=dtype).eval()
     family, config = read_config(directory)
     if not masked_lm and family.base is None:
         raise UserError(f"model_type {family.model_type!r} has no model without its LM head; load it whole")
