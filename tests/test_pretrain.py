@@ -174,9 +174,10 @@ def test_loss_falls_on_real_dna_and_the_model_loads(tmp_path: Path):
 
 
 HYBRID = {"arch": "hybrid", "headdim": 8}  # a 2-layer hybrid: Mamba-2, then attention
+XLSTM = {"arch": "xlstm-ps", "slstm_layers": (1,), "d_model": 32}  # 2 DNA-xLSTM-PS blocks: mLSTM, sLSTM
 
 
-@pytest.mark.parametrize("shape", [{"arch": "caduceus-ph"}, HYBRID], ids=["caduceus-ph", "hybrid"])
+@pytest.mark.parametrize("shape", [{"arch": "caduceus-ph"}, HYBRID, XLSTM], ids=["caduceus-ph", "hybrid", "xlstm-ps"])
 def test_resumed_run_matches_uninterrupted_step_for_step(tmp_path: Path, shape: dict):
     full = pretrain(tiny(tmp_path, "full", **shape))  # Ph and the hybrid: the RC augmentation is drawn too
     a, b = tmp_path / "full", tmp_path / "resumed"

@@ -25,7 +25,7 @@ from vepcli.nn.rcps import flip_LC
 from vepcli.nn.slstm import slstm_reference, slstm_scan
 from vepcli.nn.xlstm import XLSTMLM, XLSTMCausalLM, XLSTMMaskedLM, build
 from vepcli.nn.xlstm_config import XLSTMConfig, config_for_arch
-from vepcli.nn.xlstm_published import convert_published, read_lightning_state
+from vepcli.nn.xlstm_published import read_lightning_state
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures" / "dna-xlstm"
 CKPT = Path("checkpoints") / "test" / "loss.ckpt"
@@ -123,10 +123,18 @@ def test_both_slstm_kernel_layouts_load_to_the_same_model(tmp_path: Path) -> Non
 
 
 def test_published_folder_converts_to_vepcli_files(tmp_path: Path) -> None:
-    """convert_published writes config.json + model.safetensors that load to the same numbers (the PS
-    deviation flag travels in config.json)."""
+    """`vepcli model convert` writes config.json + model.safetensors that load to the same numbers (the PS
+    deviation flag travels in config.json); a second convert into the same folder is refused."""
+    from click.testing import CliRunner
+
+    from vepcli.cli import cli
+
     expected = load_file(FIXTURES / "xlstm-ps" / "expected.safetensors")
-    out = convert_published(FIXTURES / "xlstm-ps", tmp_path / "converted")
+    out = tmp_path / "converted"
+    for code in (0, 1):
+        result = CliRunner().invoke(cli, ["model", "convert", str(FIXTURES / "xlstm-ps"), "-o", str(out)])
+        assert result.exit_code == code, result.output
+    assert "already holds a model" in result.output
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "dna_xlstm" and config["ps_head_flip"] is True
     with torch.no_grad():
@@ -385,6 +393,7 @@ import resource, sys, torch
 from vepcli.nn.xlstm import build
 from vepcli.nn.xlstm_config import XLSTMConfig, config_for_arch
 model = build(XLSTMConfig(d_model=64, n_layer=2, s_lstm_at=[1], rcps=True, m_position_embeddings=True))
+model(torch.randint(7, 11, (1, 256)))[..., :12].sum().backward()  # warm-up: allocator arenas, first-call work
 ids = torch.randint(7, 11, (1, int(sys.argv[1])))
 before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
 model(ids)[..., :12].sum().backward()

@@ -1,10 +1,12 @@
-"""`vepcli model info`: what a checkpoint is, before you score with it."""
+"""`vepcli model info` and `model convert`: what a checkpoint is, and the same model in vepcli's layout."""
 
 from __future__ import annotations
 
 import json
 
 import click
+
+from vepcli.errors import UserError
 
 
 @click.group()
@@ -31,3 +33,21 @@ def info(path_or_id: str | None, as_json: bool) -> None:
         width = max(map(len, facts))
         for key, value in facts.items():
             click.echo(f"{key:<{width}}  {value}")
+
+
+@model.command("convert")
+@click.argument("path_or_id")
+@click.option("-o", "--output", required=True, help="Folder to write config.json and model.safetensors in.")
+def convert(path_or_id: str, output: str) -> None:
+    """Write the model at PATH_OR_ID as vepcli's config.json + model.safetensors in OUTPUT: a published
+    DNA-xLSTM folder (model_config.json + Lightning .ckpt), a mamba_ssm save_pretrained folder or any
+    folder with pytorch_model.bin. The converted model gives the same numbers."""
+    from vepcli.modelcheck import load_checked
+    from vepcli.nn.checkpoint import CONFIG_NAME, save_model
+    from vepcli.outpath import check_output_folder
+
+    out = check_output_folder(output)
+    if (out / CONFIG_NAME).exists():
+        raise UserError(f"{out} already holds a model; choose another -o")
+    _, lm, _ = load_checked(path_or_id)
+    click.echo(f"vepcli: wrote {save_model(lm, out)}", err=True)

@@ -1,5 +1,5 @@
-"""`vepcli pretrain`: masked-LM pretraining of a Caduceus model, or next-token pretraining of a hybrid
-Mamba-2/attention model, on a FASTA (see docs/pretraining.md)."""
+"""`vepcli pretrain`: masked-LM pretraining of a Caduceus or DNA-xLSTM model, or next-token pretraining of a
+hybrid Mamba-2/attention or causal DNA-xLSTM model, on a FASTA (see docs/pretraining.md)."""
 
 from __future__ import annotations
 
@@ -70,6 +70,12 @@ class IndexList(click.ParamType):
 @click.option(
     "--d-intermediate", type=opt.COUNT, help="Hybrid: gated-MLP width after each mixer; 0: none [default: 0]."
 )
+@click.option(
+    "--slstm-layers",
+    type=IndexList(),
+    metavar="I,J,...",
+    help="DNA-xLSTM: indices (from 0) of the sLSTM blocks, the rest mLSTM [default: none, all mLSTM].",
+)
 @click.option("--seq-len", default=D["seq_len"], show_default=True, type=opt.WINDOW, help="Window length in bases.")
 @click.option(
     "--batch-size",
@@ -98,8 +104,8 @@ class IndexList(click.ParamType):
 @click.option("--checkpoint-every", default=D["checkpoint_every"], show_default=True, type=opt.POSITIVE)
 @opt.training_run_options(PretrainConfig)
 def pretrain(**options) -> None:
-    """Pretrain a DNA language model on a genome: Caduceus (masked LM) or the hybrid Mamba-2/attention
-    decoder (next-token); torchrun for several processes."""
+    """Pretrain a DNA language model on a genome: Caduceus or DNA-xLSTM (masked LM), the hybrid
+    Mamba-2/attention decoder or a causal DNA-xLSTM (next token); torchrun for several processes."""
     from vepcli.outpath import check_output_folder
 
     check_output_folder(options["output"])

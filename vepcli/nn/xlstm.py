@@ -148,22 +148,6 @@ class XLSTMLM(Backbone):
     def arch(self) -> str:
         return self.config.arch
 
-    @property
-    def n_layer(self) -> int:
-        return self.config.n_layer
-
-    @property
-    def hidden_width(self) -> int:
-        return self.config.d_model
-
-    @property
-    def trained_length(self) -> int | None:
-        return self.config.max_length
-
-    @trained_length.setter
-    def trained_length(self, length: int | None) -> None:
-        self.config.max_length = length
-
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         stack = self.xlstm_block_stack
         if not self.config.rcps:

@@ -141,12 +141,3 @@ def load_published(directory: Path) -> XLSTMLM:
     model = build(config)
     load_into(model, map_state(read_lightning_state(find_checkpoint(directory)), config), str(directory))
     return model.eval()
-
-
-def convert_published(directory: Path, out: Path) -> Path:
-    """Write a published folder as vepcli's config.json + model.safetensors (a published PS model keeps its
-    `ps_head_flip`, so the converted model gives the same numbers). The function behind a future
-    `vepcli model convert`."""
-    from vepcli.nn.checkpoint import save_model
-
-    return save_model(load_published(Path(directory)), out)

@@ -14,8 +14,22 @@ from typing import Any
 from vepcli.errors import UserError
 
 # --arch -> whether the model is reverse-complement equivariant by construction (no RC augmentation needed)
-ARCHS = {"caduceus-ps": True, "caduceus-ph": False, "hybrid": False}
-OBJECTIVES = {"caduceus-ps": "masked", "caduceus-ph": "masked", "hybrid": "causal"}
+ARCHS = {
+    "caduceus-ps": True,
+    "caduceus-ph": False,
+    "hybrid": False,
+    "xlstm-ps": True,
+    "xlstm-ph": False,
+    "xlstm-causal": False,
+}
+OBJECTIVES = {
+    "caduceus-ps": "masked",
+    "caduceus-ph": "masked",
+    "hybrid": "causal",
+    "xlstm-ps": "masked",
+    "xlstm-ph": "masked",
+    "xlstm-causal": "causal",
+}
 _OPERATIONAL = {"defines_run": False}
 _ADDED = {"omit_default": True}
 
@@ -135,6 +149,8 @@ class PretrainConfig(RunControl):
     attn_layers: tuple[int, ...] | None = added_setting()  # attn_layer_idx; default: the last of every 8
     attn_heads: int | None = added_setting()  # attention heads (as many key/value heads); default d_model / 64
     d_intermediate: int | None = added_setting()  # gated-MLP width; 0 (default): no MLP
+    # DNA-xLSTM's block layout: the indices of its sLSTM blocks (the rest mLSTM); None: all mLSTM
+    slstm_layers: tuple[int, ...] | None = added_setting()
 
     def __post_init__(self) -> None:
         self.val_regions = tuple(self.val_regions)
@@ -152,11 +168,23 @@ class PretrainConfig(RunControl):
             given = [name for name in _HYBRID_SHAPE if getattr(self, name) is not None]
             if given:
                 raise UserError(f"--{given[0].replace('_', '-')} is an option of --arch hybrid only")
+        self._xlstm_shape()
 
     @property
     def objective(self) -> str:
         """ "masked" (Caduceus: [MASK]ed-token prediction) or "causal" (the hybrid: next-token prediction)."""
         return OBJECTIVES[self.arch]
+
+    def _xlstm_shape(self) -> None:
+        """DNA-xLSTM's --slstm-layers: indices of the stack, for --arch xlstm-* only."""
+        if self.slstm_layers is None:
+            return
+        if not self.arch.startswith("xlstm-"):
+            raise UserError("--slstm-layers is an option of --arch xlstm-ps, xlstm-ph and xlstm-causal only")
+        self.slstm_layers = tuple(sorted(set(int(i) for i in self.slstm_layers)))
+        bad = [i for i in self.slstm_layers if not 0 <= i < self.n_layer]
+        if bad:
+            raise UserError(f"--slstm-layers {bad} are not layer indices 0..{self.n_layer - 1}")
 
     def _hybrid_shape(self) -> None:
         """Fill the hybrid's defaults and refuse, in one line each, a shape the model cannot take."""

@@ -24,6 +24,8 @@ from vepcli.nn.backbone import Backbone
 from vepcli.nn.checkpoint import save_model
 from vepcli.nn.hybrid import HybridLM, MambaLMConfig
 from vepcli.nn.tokenizer import VOCAB
+from vepcli.nn.xlstm import build as build_xlstm
+from vepcli.nn.xlstm_config import config_for_arch
 from vepcli.regions import Interval
 from vepcli.runtime import grad_scaler
 from vepcli.train.config import ARCHS, PretrainConfig, settings
@@ -57,6 +59,8 @@ def build_model(cfg: PretrainConfig) -> Backbone:
     """A freshly initialised model of cfg's --arch and shape."""
     if cfg.arch == "hybrid":
         return HybridLM(hybrid_config(cfg))
+    if cfg.arch.startswith("xlstm-"):
+        return build_xlstm(config_for_arch(cfg.arch, cfg.d_model, cfg.n_layer, cfg.seq_len, cfg.slstm_layers))
     config = CaduceusConfig(
         d_model=cfg.d_model,
         n_layer=cfg.n_layer,

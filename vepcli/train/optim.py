@@ -9,8 +9,9 @@ from torch import nn
 
 from vepcli.nn.mamba2 import RMSNormGated
 from vepcli.nn.norm import RMSNorm
+from vepcli.nn.xlstm_parts import ResidualLayerNorm
 
-_NORMS = (RMSNorm, RMSNormGated, nn.LayerNorm)
+_NORMS = (RMSNorm, RMSNormGated, nn.LayerNorm, ResidualLayerNorm)
 
 
 def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
