@@ -102,3 +102,16 @@ def trained_hybrid(tmp_path_factory) -> TrainedHybrid:
     result = CliRunner().invoke(cli, list(args), catch_exceptions=False)
     assert result.exit_code == 0, result.output
     return TrainedHybrid(run, run / "model", args)
+
+
+@pytest.fixture(scope="session")
+def labelled_snvs(tmp_path_factory) -> Path:
+    """48 labelled SNVs on the real chr22 slice (tests/data/make_probe_set.py), as a TSV for the commands."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("make_probe_set", DATA_DIR / "make_probe_set.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    path = tmp_path_factory.mktemp("labelled") / "snvs.tsv"
+    module.build(DATA_DIR / "chr22_slice.fa", n=48, seed=0, guard=512, margin=64).to_csv(path, sep="\t", index=False)
+    return path

@@ -5,7 +5,6 @@ not; an end-to-end run with and without --echo on the model `trained_hybrid` pre
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -30,15 +29,9 @@ FASTA = DATA / "chr22_slice.fa"
 CADUCEUS_PH = Path(__file__).resolve().parent / "fixtures" / "caduceus-hf" / "caduceus-ph-tiny"
 
 
-@pytest.fixture(scope="module")
-def snvs(tmp_path_factory) -> Path:
-    """48 labelled SNVs on the real slice (tests/data/make_probe_set.py)."""
-    spec = importlib.util.spec_from_file_location("make_probe_set", DATA / "make_probe_set.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    path = tmp_path_factory.mktemp("ft") / "snvs.tsv"
-    module.build(FASTA, n=48, seed=0, guard=512, margin=64).to_csv(path, sep="\t", index=False)
-    return path
+@pytest.fixture
+def snvs(labelled_snvs) -> Path:
+    return labelled_snvs
 
 
 def windows(n: int, width: int) -> list[str]:

@@ -3,7 +3,6 @@ repository's own DNA, and `score`, `embed`, `probe` and `finetune` run on what i
 
 from __future__ import annotations
 
-import importlib.util
 from pathlib import Path
 
 import pyarrow.parquet as pq
@@ -48,17 +47,6 @@ def xlstm_causal(tmp_path_factory) -> Path:
     return pretrain(tmp_path_factory, "xlstm-causal")
 
 
-@pytest.fixture(scope="module")
-def labelled(tmp_path_factory) -> Path:
-    """48 labelled SNVs on the real slice (tests/data/make_probe_set.py)."""
-    spec = importlib.util.spec_from_file_location("make_probe_set", DATA / "make_probe_set.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    path = tmp_path_factory.mktemp("xl") / "snvs.tsv"
-    module.build(FASTA, n=48, seed=0, guard=512, margin=64).to_csv(path, sep="\t", index=False)
-    return path
-
-
 def test_pretrain_writes_a_model_of_the_arch_it_was_asked_for(xlstm_ph, xlstm_causal) -> None:
     ph, causal = load_model(xlstm_ph), load_model(xlstm_causal)
     assert isinstance(ph, XLSTMLM) and (ph.arch, ph.objective, ph.strands) == ("xlstm-ph", "masked", "ph")
@@ -66,15 +54,15 @@ def test_pretrain_writes_a_model_of_the_arch_it_was_asked_for(xlstm_ph, xlstm_ca
     assert "".join(ph.describe()["blocks"]) == "ms"  # --slstm-layers 1: mLSTM, then sLSTM
 
 
-def test_score_embed_probe_on_a_masked_xlstm(tmp_path, xlstm_ph, labelled) -> None:
+def test_score_embed_probe_on_a_masked_xlstm(tmp_path, xlstm_ph, labelled_snvs) -> None:
     common = ["-f", FASTA, "-m", xlstm_ph, "--window", 128, "--pool", 32, "--threads", 1, "-q"]
     emb = tmp_path / "emb.parquet"
-    cli_run("embed", labelled, *common, "-o", emb)
+    cli_run("embed", labelled_snvs, *common, "-o", emb)
     assert all(len(v) == 32 for v in pq.read_table(emb).column("ref_emb").to_pylist())
     probe = tmp_path / "p.skops"
     cli_run("probe", "train", emb, "--label", "label", "-o", probe, "--kind", "logistic", "--folds", 3, "-q")
     scored = tmp_path / "scored.tsv"
-    cli_run("score", labelled, *common, "--probe", probe, "-o", scored)
+    cli_run("score", labelled_snvs, *common, "--probe", probe, "-o", scored)
     got = read_scores(scored)
     assert len(got) == 48 and got["llr"].notna().all() and got["probe"].between(0, 1).all()
     assert (got["emb_l2"] > 0).all()
@@ -90,15 +78,15 @@ def test_score_on_a_causal_xlstm_reads_window_likelihoods(tmp_path, xlstm_causal
     assert len(indels) and indels["llr"].notna().all()  # the causal llr scores indels too
 
 
-def test_finetune_a_masked_xlstm(tmp_path, xlstm_ph, labelled) -> None:
-    args = ["finetune", labelled, "-f", FASTA, "-m", xlstm_ph, "-o", tmp_path / "ft", "--label", "label",
+def test_finetune_a_masked_xlstm(tmp_path, xlstm_ph, labelled_snvs) -> None:
+    args = ["finetune", labelled_snvs, "-f", FASTA, "-m", xlstm_ph, "-o", tmp_path / "ft", "--label", "label",
             "--window", 64, "--pool", 32, "--epochs", 2, "--batch-size", 8, "--lr", 3e-3, "--backbone-lr", 1e-3,
             "--head-hidden", 16, "--val-every", 2, "--log-every", 1, "-q"]  # fmt: skip
     cli_run(*args)
     tuned = load_model(tmp_path / "ft" / "model")
     assert isinstance(tuned, XLSTMLM) and tuned.arch == "xlstm-ph"
     scored = tmp_path / "scored.tsv"
-    cli_run("score", labelled, "-f", FASTA, "-m", tmp_path / "ft" / "model", "--window", 64, "--pool", 32, "-q",
+    cli_run("score", labelled_snvs, "-f", FASTA, "-m", tmp_path / "ft" / "model", "--window", 64, "--pool", 32, "-q",
             "--threads", 1, "-o", scored)  # fmt: skip
     assert read_scores(scored)["finetune"].between(0, 1).all()
 
