@@ -51,6 +51,7 @@ def test_pretrain_writes_a_model_of_the_arch_it_was_asked_for(xlstm_ph, xlstm_ca
     ph, causal = load_model(xlstm_ph), load_model(xlstm_causal)
     assert isinstance(ph, XLSTMLM) and (ph.arch, ph.objective, ph.strands) == ("xlstm-ph", "masked", "ph")
     assert (causal.objective, causal.trained_length) == ("causal", 128)
+    assert ph.scan_backend("cpu") == "xlstm-torch"
     assert "".join(ph.describe()["blocks"]) == "ms"  # --slstm-layers 1: mLSTM, then sLSTM
 
 

@@ -148,6 +148,10 @@ class XLSTMLM(Backbone):
     def arch(self) -> str:
         return self.config.arch
 
+    def scan_backend(self, device: torch.device | str, dtype: torch.dtype = torch.float32) -> str:
+        """The recurrences run in PyTorch everywhere: the chunkwise mLSTM and the sLSTM loop."""
+        return "xlstm-torch"
+
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         stack = self.xlstm_block_stack
         if not self.config.rcps:
