@@ -274,11 +274,10 @@ def score_model(path: str, model, sha256: str, val: list[tuple[np.ndarray, np.nd
     from vepcli.train.pretrain import evaluate
 
     figures = evaluate(model, val, Placement(Dist(), torch.device("cpu"), None, micro=1, accum=1), objective)
-    cfg = model.config
-    if model.objective == "masked":
-        architecture = f"{cfg.arch}, d_model {cfg.d_model}, n_layer {cfg.n_layer}, d_state {cfg.d_state}"
-    else:
-        architecture = f"{model.arch}, d_model {model.hidden_width}, n_layer {model.n_layer}"
+    d_state = model.describe().get("d_state")  # Caduceus' Mamba state size; other families name no such field
+    architecture = f"{model.arch}, d_model {model.hidden_width}, n_layer {model.n_layer}"
+    if d_state is not None:
+        architecture += f", d_state {d_state}"
     return {
         "name": Path(path).resolve().name,
         "sha256": sha256,
