@@ -126,7 +126,8 @@ def test_model_info_reports_published_facts() -> None:
     import json
 
     facts = json.loads(out.stdout)
-    assert facts["d_model"] == 24 and facts["n_layer"] == 3 and facts["hidden_width"] == 48
+    assert facts["d_model"] == 24 and facts["n_layer"] == 3
+    assert facts["state_width"] == 48 and facts["pooled_width"] == 24
     assert facts["variant"].startswith("PS")
     bad = vepcli("model", "info", "/no/such/dir")
     assert bad.returncode == 1 and bad.stderr.count("\n") == 1 and "error" in bad.stderr

@@ -120,7 +120,7 @@ class CaduceusPreTrained(nn.Module):
 
 
 class Caduceus(CaduceusPreTrained):
-    """The base model: token ids (batch, L) -> last hidden state (batch, L, hidden_width)."""
+    """The base model: token ids (batch, L) -> last hidden state (batch, L, state_width)."""
 
     def __init__(self, config: CaduceusConfig) -> None:
         super().__init__()
@@ -186,7 +186,7 @@ class CaduceusForMaskedLM(CaduceusPreTrained, Backbone):
             "variant": "PS (RC-equivariant)" if c.rcps else "Ph (strand-average at inference)",
             "d_model": c.d_model,
             "n_layer": c.n_layer,
-            "hidden_width": c.hidden_width,
+            "state_width": c.state_width,
             "d_state": c.d_state,
             "d_inner": c.d_inner,
             "dt_rank": c.dt_rank,

@@ -85,7 +85,7 @@ class CaduceusConfig:
         return math.ceil(self.d_model / 16) if r == "auto" else int(r)
 
     @property
-    def hidden_width(self) -> int:
+    def state_width(self) -> int:
         """Channels of the last hidden state: 2*d_model for PS (both strands), d_model for Ph."""
         return 2 * self.d_model if self.rcps else self.d_model
 
