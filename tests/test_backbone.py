@@ -75,25 +75,10 @@ class RunningMeanLM(Backbone):
     def n_layer(self) -> int:
         return 1
 
-    @property
-    def hidden_width(self) -> int:
-        return self.config.d_model
-
-    @property
-    def trained_length(self) -> int | None:
-        return self.config.max_length
-
-    @trained_length.setter
-    def trained_length(self, length: int | None) -> None:
-        self.config.max_length = length
-
     def hidden_states(self, input_ids: torch.Tensor) -> torch.Tensor:
         e = self.embedding(input_ids)
         t = torch.arange(1, input_ids.shape[1] + 1, device=e.device, dtype=e.dtype)[:, None]
         return torch.tanh(self.mix(e.cumsum(1) / t))
-
-    def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
-        return self.lm_head(hidden).float()
 
     def describe(self) -> dict[str, Any]:
         return {"architecture": "running mean", "d_model": self.config.d_model}

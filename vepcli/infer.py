@@ -150,7 +150,7 @@ class Engine:
         for i, req in enumerate(batch):
             pooled = self._pool(states, i, n, req.pool) if req.pool else None
             logp = self._logp(plain, i, n, L, req.logp_at) if req.logp_at else None
-            loglik = tuple(self._loglik(plain, ids, i, n, starts) for starts in req.loglik_from)
+            loglik = self._loglik(plain, ids, i, n, req.loglik_from) if req.loglik_from else ()
             out.append(Result(pooled, logp, loglik))
         return out
 
@@ -169,19 +169,18 @@ class Engine:
             logp = mean_of_strands(logp, logp_rc)
         return logp.cpu()
 
-    def _loglik(self, hidden: torch.Tensor, ids: torch.Tensor, i: int, n: int, starts: tuple[int, int]) -> float:
-        """The strand-averaged causal log-likelihood of row i from `starts` (forward, reverse complement)."""
-        fwd = self._strand_loglik(hidden[i], ids[i], starts[0])
+    def _loglik(self, hidden: torch.Tensor, ids: torch.Tensor, i: int, n: int, starts: Sequence[tuple[int, int]]):
+        """The strand-averaged causal log-likelihood of row i from each (forward, reverse-complement) start:
+        the LM head runs once per strand, and each start sums its suffix."""
+        fwd = self._token_logp(hidden[i], ids[i])
         if not self.strand_average:
-            return fwd
-        return float(mean_of_strands(fwd, self._strand_loglik(hidden[n + i], ids[n + i], starts[1])))
+            return tuple(float(fwd[max(s, 1) :].sum()) for s, _ in starts)
+        rev = self._token_logp(hidden[n + i], ids[n + i])
+        return tuple(float(mean_of_strands(fwd[max(s, 1) :].sum(), rev[max(r, 1) :].sum())) for s, r in starts)
 
-    def _strand_loglik(self, hidden: torch.Tensor, ids: torch.Tensor, start: int) -> float:
-        """sum over t >= start of log p(ids[t] | ids[< t]), in float64; position 0 has no prediction."""
-        start = max(start, 1)
-        if start >= len(ids):
-            return 0.0
+    def _token_logp(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        """log p(ids[t] | ids[< t]) for t >= 1, in float64, at index t (index 0, which nothing predicts: 0)."""
         with self._autocast():
-            logits = self.model.lm_logits(hidden[start - 1 : -1])  # logits at t - 1 predict token t
-        logp = torch.log_softmax(logits.double(), -1)
-        return float(logp.gather(-1, ids[start:, None]).sum())
+            logits = self.model.lm_logits(hidden[:-1])  # logits at t - 1 predict token t
+        logp = torch.log_softmax(logits.double(), -1).gather(-1, ids[1:, None])[:, 0]
+        return torch.cat([logp.new_zeros(1), logp])

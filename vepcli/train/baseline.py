@@ -32,8 +32,8 @@ import numpy as np
 from vepcli.errors import UserError
 from vepcli.genome import Genome
 from vepcli.nn.tokenizer import MASK, NUCLEOTIDES
-from vepcli.train.causal import causal_pair
-from vepcli.train.data import Interval, split_intervals, tile_windows, validation_set
+from vepcli.train.causal import causal_validation_set
+from vepcli.train.data import Interval, split_intervals, validation_set
 from vepcli.train.masking import IGNORE
 
 _CODE = np.full(256, -1, dtype=np.int8)  # token id -> 0..3 for A, C, G, T; -1 otherwise
@@ -92,20 +92,21 @@ class KmerTable:
             np.add.at(self.counts, (row, uniq & 3), n)
         self.best = self.counts.argmax(1)  # ties: the first base in A, C, G, T order
 
+    def lookup(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row of the context in the table, known) for every position of `codes`."""
+        key, valid = _context(codes, self.k, self.causal)
+        i = np.clip(np.searchsorted(self.contexts, key), 0, len(self.contexts) - 1)
+        return i, valid & (self.contexts[i] == key)
+
     def predict(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(prediction 0..3, known) for every position of `codes`."""
-        key, valid = _context(codes, self.k, self.causal)
-        i = np.clip(np.searchsorted(self.contexts, key), 0, len(self.contexts) - 1)
-        known = valid & (self.contexts[i] == key)
+        i, known = self.lookup(codes)
         return np.where(known, self.best[i], 0), known
 
-    def probabilities(self, codes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(add-one smoothed next-base probabilities (n, 4), known) for every position of `codes`."""
-        key, valid = _context(codes, self.k, self.causal)
-        i = np.clip(np.searchsorted(self.contexts, key), 0, len(self.contexts) - 1)
-        known = valid & (self.contexts[i] == key)
-        counts = self.counts[i] + 1.0
-        return counts / counts.sum(1, keepdims=True), known
+    def probabilities(self, rows: np.ndarray) -> np.ndarray:
+        """Add-one smoothed next-base probabilities (n, 4) of the contexts at `rows` (from `lookup`)."""
+        counts = self.counts[rows] + 1.0
+        return counts / counts.sum(1, keepdims=True)
 
 
 def kmer_baseline(
@@ -162,9 +163,9 @@ def causal_kmer_baseline(
     for k in sorted(ks):
         if k > 0:
             table = KmerTable(train, k, causal=True)
-            p, known = table.predict(codes)
-            preds = np.where(known, p, preds)
-            probs = np.where(known[:, None], table.probabilities(codes)[0], probs)
+            rows, known = table.lookup(codes)
+            preds = np.where(known, table.best[rows], preds)
+            probs = np.where(known[:, None], table.probabilities(rows), probs)
         p_true = probs[np.arange(len(codes)), truth]
         out[k] = {
             "acc": float((preds == codes)[target].mean()),
@@ -206,9 +207,9 @@ def run_baseline(
     train_iv, val_iv = split_intervals(genome, intervals, val_intervals, list(val_regions), val_fraction)
     train = train_sequences(genome, train_iv)
     if objective == "causal":
-        windows = [ids for _, ids in tile_windows(genome, val_iv, seq_len, val_windows, min_base_fraction)]
-        val = [causal_pair(ids) for ids in windows]
-        record = causal_report(causal_kmer_baseline(train, windows, range(max_k + 1)))
+        val = causal_validation_set(genome, val_iv, seq_len, val_windows, min_base_fraction)
+        inputs = [x for x, _ in val]  # the windows with N as [PAD]: neither is a base to the counts
+        record = causal_report(causal_kmer_baseline(train, inputs, range(max_k + 1)))
     else:
         val = validation_set(genome, val_iv, seq_len, val_windows, seed, mask_prob, min_base_fraction)
         record = masked_report(kmer_baseline(train, val, range(max_k + 1)))

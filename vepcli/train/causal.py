@@ -8,22 +8,31 @@ target is the successor of nothing.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from vepcli.nn.tokenizer import NUCLEOTIDES, PAD
-from vepcli.train.masking import IGNORE
-
-_IS_BASE = np.zeros(256, dtype=bool)
-_IS_BASE[list(NUCLEOTIDES)] = True
+from vepcli.genome import Genome
+from vepcli.nn.tokenizer import PAD
+from vepcli.regions import Interval
+from vepcli.train.data import tile_windows
+from vepcli.train.masking import IGNORE, IS_BASE, masked_lm_sums
 
 
 def causal_pair(ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(inputs, labels) of one window: non-bases -> [PAD] in the inputs and IGNORE in the labels."""
     ids = np.asarray(ids, dtype=np.int64)
-    is_base = _IS_BASE[ids]
+    is_base = IS_BASE[ids]
     return np.where(is_base, ids, PAD), np.where(is_base, ids, IGNORE)
+
+
+def causal_validation_set(
+    genome: Genome, intervals: Sequence[Interval], seq_len: int, n_windows: int, min_base_fraction: float = 0.5
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """The windows of masked pretraining's validation set (`validation_set`), unmasked: what every causal
+    evaluation and the causal k-mer baseline see."""
+    return [causal_pair(ids) for _, ids in tile_windows(genome, intervals, seq_len, n_windows, min_base_fraction)]
 
 
 def next_token_targets(labels: torch.Tensor | np.ndarray) -> int:
@@ -33,13 +42,6 @@ def next_token_targets(labels: torch.Tensor | np.ndarray) -> int:
 
 
 def causal_lm_sums(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(summed cross-entropy, correct predictions, targets) of logits[:, :-1] against labels[:, 1:].
-
-    Sums, not means, as `masked_lm_sums`: the caller divides by the step's target count over all
-    micro-batches and ranks, so the update does not depend on how the batch is split."""
-    flat = logits[..., :-1, :].reshape(-1, logits.shape[-1]).float()
-    y = labels[..., 1:].reshape(-1)
-    ce = F.cross_entropy(flat, y, ignore_index=IGNORE, reduction="sum")
-    keep = y != IGNORE
-    correct = (flat.argmax(-1)[keep] == y[keep]).sum()
-    return ce, correct, keep.sum()
+    """(summed cross-entropy, correct predictions, targets) of logits[:, :-1] against labels[:, 1:]: the
+    masked-LM sums (`masked_lm_sums`) with each position's label the next token's."""
+    return masked_lm_sums(logits[..., :-1, :], labels[..., 1:])

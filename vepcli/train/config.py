@@ -9,26 +9,26 @@ from __future__ import annotations
 
 import sys
 from dataclasses import MISSING, dataclass, field, fields
-from typing import Any
+from typing import Any, NamedTuple
 
 from vepcli.errors import UserError
 
-# --arch -> whether the model is reverse-complement equivariant by construction (no RC augmentation needed)
+
+class Arch(NamedTuple):
+    """What `--arch` trains: whether the model is reverse-complement equivariant by construction (then it
+    needs no RC augmentation) and its objective ("masked": [MASK]ed tokens; "causal": the next token)."""
+
+    equivariant: bool
+    objective: str
+
+
 ARCHS = {
-    "caduceus-ps": True,
-    "caduceus-ph": False,
-    "hybrid": False,
-    "xlstm-ps": True,
-    "xlstm-ph": False,
-    "xlstm-causal": False,
-}
-OBJECTIVES = {
-    "caduceus-ps": "masked",
-    "caduceus-ph": "masked",
-    "hybrid": "causal",
-    "xlstm-ps": "masked",
-    "xlstm-ph": "masked",
-    "xlstm-causal": "causal",
+    "caduceus-ps": Arch(True, "masked"),
+    "caduceus-ph": Arch(False, "masked"),
+    "hybrid": Arch(False, "causal"),
+    "xlstm-ps": Arch(True, "masked"),
+    "xlstm-ph": Arch(False, "masked"),
+    "xlstm-causal": Arch(False, "causal"),
 }
 _OPERATIONAL = {"defines_run": False}
 _ADDED = {"omit_default": True}
@@ -158,7 +158,7 @@ class PretrainConfig(RunControl):
         if self.arch not in ARCHS:
             raise UserError(f"--arch must be one of {', '.join(ARCHS)}, not {self.arch!r}")
         if self.rc_aug is None:
-            self.rc_aug = not ARCHS[self.arch]
+            self.rc_aug = not ARCHS[self.arch].equivariant
         require_at_least_one(self, _COUNTS)
         if not 0 < self.mask_prob < 1:
             raise UserError("--mask-prob must be between 0 and 1")
@@ -173,7 +173,7 @@ class PretrainConfig(RunControl):
     @property
     def objective(self) -> str:
         """ "masked" (Caduceus: [MASK]ed-token prediction) or "causal" (the hybrid: next-token prediction)."""
-        return OBJECTIVES[self.arch]
+        return ARCHS[self.arch].objective
 
     def _xlstm_shape(self) -> None:
         """DNA-xLSTM's --slstm-layers: indices of the stack, for --arch xlstm-* only."""

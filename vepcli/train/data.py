@@ -15,14 +15,12 @@ import numpy as np
 
 from vepcli.errors import UserError
 from vepcli.genome import Genome
-from vepcli.nn.tokenizer import COMPLEMENT, NUCLEOTIDES, encode
+from vepcli.nn.tokenizer import COMPLEMENT, encode
 from vepcli.regions import Interval, merge_regions, parse_region_list, read_bed, subtract
-from vepcli.train.masking import mask_window
+from vepcli.train.masking import IS_BASE, mask_window
 
 MAX_TRIES = 1000  # windows drawn before we give up on intervals that hold (almost) no sequence
 _COMPLEMENT_NP = COMPLEMENT.numpy()
-_IS_BASE = np.zeros(256, dtype=bool)
-_IS_BASE[list(NUCLEOTIDES)] = True
 
 
 def parse_region(text: str, genome: Genome | None = None) -> Interval:
@@ -116,7 +114,7 @@ def split_intervals(
 
 def base_fraction(ids: np.ndarray) -> float:
     """Share of A/C/G/T tokens (everything else is N or unknown, and never a target)."""
-    return float(_IS_BASE[ids].mean()) if len(ids) else 0.0
+    return float(IS_BASE[ids].mean()) if len(ids) else 0.0
 
 
 def reverse_complement_np(ids: np.ndarray) -> np.ndarray:

@@ -64,7 +64,7 @@ def build_model(cfg: PretrainConfig) -> Backbone:
     config = CaduceusConfig(
         d_model=cfg.d_model,
         n_layer=cfg.n_layer,
-        rcps=ARCHS[cfg.arch],
+        rcps=ARCHS[cfg.arch].equivariant,
         ssm_cfg={"d_state": cfg.d_state},
         max_length=cfg.seq_len,
     )

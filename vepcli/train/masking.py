@@ -13,8 +13,8 @@ from vepcli.nn.tokenizer import MASK, NUCLEOTIDES, PAD
 
 IGNORE = -100  # label of positions that are not targets (torch's cross_entropy default)
 _BASES = np.array(NUCLEOTIDES, dtype=np.int64)
-_IS_BASE = np.zeros(256, dtype=bool)
-_IS_BASE[list(NUCLEOTIDES)] = True
+IS_BASE = np.zeros(256, dtype=bool)  # token id -> whether it is A, C, G or T (a possible target)
+IS_BASE[list(NUCLEOTIDES)] = True
 
 
 def mask_window(
@@ -31,7 +31,7 @@ def mask_window(
     """
     ids = np.asarray(ids, dtype=np.int64)
     n = ids.shape[-1]
-    is_base = _IS_BASE[ids]
+    is_base = IS_BASE[ids]
     chosen = (rng.random(n) < mask_prob) & is_base
     how = rng.random(n)
     random_bases = _BASES[rng.integers(0, len(_BASES), n)]

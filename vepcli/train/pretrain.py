@@ -17,9 +17,9 @@ import torch
 from vepcli.genome import Genome
 from vepcli.nn.tokenizer import MASK
 from vepcli.regions import Interval
-from vepcli.train.causal import causal_lm_sums, causal_pair, next_token_targets
+from vepcli.train.causal import causal_lm_sums, causal_pair, causal_validation_set, next_token_targets
 from vepcli.train.config import PretrainConfig
-from vepcli.train.data import tile_windows, validation_set
+from vepcli.train.data import validation_set
 from vepcli.train.engine import Engine, Placement, launch, resume_point
 from vepcli.train.lmtask import Pair, PretrainTask, stack
 from vepcli.train.masking import IGNORE, mask_window, masked_lm_sums
@@ -90,8 +90,7 @@ class CausalLMTask(PretrainTask):
     def validation_data(self, genome: Genome, intervals: list[Interval]) -> list[Pair]:
         """The same windows as masked pretraining's validation set (and the k-mer baseline's), unmasked."""
         cfg = self.cfg
-        windows = tile_windows(genome, intervals, cfg.seq_len, cfg.val_windows, cfg.min_base_fraction)
-        return [causal_pair(ids) for _, ids in windows]
+        return causal_validation_set(genome, intervals, cfg.seq_len, cfg.val_windows, cfg.min_base_fraction)
 
     def make_pair(self, ids: np.ndarray, rng: np.random.Generator) -> Pair:
         return causal_pair(ids)
