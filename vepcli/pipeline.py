@@ -11,11 +11,12 @@ import hashlib
 import os
 import sys
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from vepcli import __version__
+from vepcli.defaults import added_setting, recorded
 from vepcli.errors import UserError
 from vepcli.genome import Genome
 from vepcli.infer import Engine
@@ -57,7 +58,7 @@ class ScoreSettings:
     embeddings: bool = False  # also keep the pooled ref and alt vectors (vepcli embed)
     probe: str | None = None  # a probe.skops whose probability becomes the `probe` score
     finetune: bool = False  # set when --model is a fine-tuned directory: its head gives the `finetune` score
-    echo: bool = False  # causal models: pooled vectors from echo passes ([x ; x], the second copy's states)
+    echo: bool = added_setting(False)  # causal models: pooled vectors from echo passes ([x ; x], the second copy's)
     # not part of the numbers' identity:
     batch_size: int | None = None  # None: the engine's default for the device
     device: str = "auto"
@@ -65,12 +66,11 @@ class ScoreSettings:
 
     def identity(self) -> dict[str, Any]:
         d = asdict(self)
-        for key in ("batch_size", "device", "extra_meta"):
-            d.pop(key)
+        for f in fields(self):
+            if f.name in ("batch_size", "device", "extra_meta") or not recorded(self, f):
+                d.pop(f.name)
         d["scores"] = list(self.scores)
         d["shard"] = list(self.shard) if self.shard else None
-        if not self.echo:  # as before --echo existed, so that such runs keep their identity (and bytes)
-            d.pop("echo")
         return d
 
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
-from vepcli.defaults import LAYOUTS, POOL_DEFAULT
+from vepcli.defaults import LAYOUTS, POOL_DEFAULT, added_setting
 from vepcli.errors import UserError
-from vepcli.train.config import RunControl, added_setting, operational, require_at_least_one
+from vepcli.train.config import RunControl, operational, require_at_least_one
 
 METRICS = {"auroc": "max", "accuracy": "max", "loss": "min"}  # validation metric -> which way is better
 # the head's input: pooled blocks, concatenated in this order ("seq": an interval's window, no alleles)

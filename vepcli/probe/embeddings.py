@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
+from vepcli.defaults import added_setting
 from vepcli.errors import UserError
 from vepcli.runheader import RunHeader, embedding_fields
 
@@ -33,7 +34,7 @@ class EmbeddingIdentity:
     weights_sha256: str = "unknown"
     arch: str = "unknown"
     model_path: str = ""
-    echo: bool = False  # echo embeddings (`--echo`): the second copy's states of [x ; x]
+    echo: bool = added_setting(False)  # echo embeddings (`--echo`): the second copy's states of [x ; x]
 
 
 @dataclass

@@ -7,13 +7,14 @@ every labelled row and, for an SVM, calibrates P(positive) by Platt scaling on o
 from __future__ import annotations
 
 import os
+from dataclasses import fields
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from vepcli import __version__
-from vepcli.defaults import PROBE_LAYOUTS
+from vepcli.defaults import PROBE_LAYOUTS, recorded
 from vepcli.errors import UserError
 from vepcli.features import (
     binary_metrics,
@@ -275,9 +276,6 @@ def _states(echo: bool) -> str:
 
 
 def _identity_meta(identity: EmbeddingIdentity) -> dict[str, Any]:
-    """The identity as a probe file stores it; `echo` only when set, so probes of plain embeddings keep the
-    bytes they had before echo embeddings existed (and older files read as plain)."""
-    meta = {f: getattr(identity, f) for f in EmbeddingIdentity.__dataclass_fields__}
-    if not identity.echo:
-        meta.pop("echo")
-    return meta
+    """The identity as a probe file stores it: settings added later (`echo`) only when set, so probes of plain
+    embeddings keep the bytes they had before echo embeddings existed (and older files read as plain)."""
+    return {f.name: getattr(identity, f.name) for f in fields(identity) if recorded(identity, f)}

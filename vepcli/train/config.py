@@ -11,6 +11,7 @@ import sys
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, NamedTuple
 
+from vepcli.defaults import added_setting, recorded
 from vepcli.errors import UserError
 
 
@@ -31,19 +32,6 @@ ARCHS = {
     "xlstm-causal": Arch(False, "causal"),
 }
 _OPERATIONAL = {"defines_run": False}
-_ADDED = {"omit_default": True}
-
-
-def added_setting(default: Any = None) -> Any:
-    """A setting added after runs were recorded (the hybrid's shape, fine-tuning's --echo): part of a run's
-    identity and record only when it is not its default, so that earlier runs, their checkpoints, records
-    and digests read as before."""
-    return field(default=default, metadata=_ADDED)
-
-
-def recorded(cfg: Any, f: Any) -> bool:
-    """Whether field `f` belongs in cfg's identity and record (an added setting at its default does not)."""
-    return not (f.metadata.get("omit_default") and getattr(cfg, f.name) == f.default)
 
 
 def operational(default: Any = MISSING, *, factory: Any = MISSING) -> Any:
