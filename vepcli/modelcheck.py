@@ -38,11 +38,12 @@ _LOAD_ERRORS = (
 
 
 def weights_file(directory: Path) -> Path | None:
-    """The file the loader reads the weights from, or None (a published DNA-xLSTM folder: its one .ckpt)."""
-    from vepcli.nn.xlstm_published import find_checkpoint, is_published_dir
+    """The file the loader reads the weights from, or None (a registered release layout says which)."""
+    from vepcli.nn.backbone import published_layout
 
-    if is_published_dir(directory):
-        return find_checkpoint(directory)
+    layout = published_layout(directory)
+    if layout is not None:
+        return layout.weights(directory)
     return next((directory / name for name in WEIGHT_FILES if (directory / name).is_file()), None)
 
 
@@ -116,12 +117,12 @@ def _check_ssm_fields(path: Path, ssm: Any) -> None:
 def load_checked(path_or_id: str | Path):
     """(directory, model, weights sha256): a model loaded from a checked folder, or one UserError line."""
     from vepcli.modelinfo import file_sha256
+    from vepcli.nn.backbone import published_layout
     from vepcli.nn.checkpoint import load_model
     from vepcli.nn.hub import resolve_model_dir
-    from vepcli.nn.xlstm_published import is_published_dir
 
     directory = resolve_model_dir(path_or_id)
-    if not is_published_dir(directory):  # the published DNA-xLSTM layout is checked by its own reader
+    if published_layout(directory) is None:  # a release layout is checked by its own reader
         check_config(directory)
     weights = weights_file(directory)
     if weights is None:

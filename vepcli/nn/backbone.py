@@ -20,6 +20,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
 import torch
@@ -132,6 +133,31 @@ def register(family: Family) -> Family:
     """Make a family loadable by the `model_type` of its config.json (re-registering replaces it)."""
     _FAMILIES[family.model_type] = family
     return family
+
+
+@dataclass(frozen=True)
+class PublishedLayout:
+    """A family's own release layout that is not `config.json` + weights (read, never written): how to
+    recognise such a folder, which file holds its weights (the run digest), and how to load it whole."""
+
+    name: str
+    recognises: Callable[[Path], bool]
+    weights: Callable[[Path], Path]
+    load: Callable[[Path], Backbone]
+
+
+_LAYOUTS: list[PublishedLayout] = []
+
+
+def register_layout(layout: PublishedLayout) -> PublishedLayout:
+    """Make `--model FOLDER` read folders in this layout too (loading, checks and digests follow)."""
+    _LAYOUTS.append(layout)
+    return layout
+
+
+def published_layout(directory: Path) -> PublishedLayout | None:
+    """The registered layout a folder is in, or None for vepcli's own `config.json` + weights."""
+    return next((layout for layout in _LAYOUTS if layout.recognises(Path(directory))), None)
 
 
 def known_model_types() -> tuple[str, ...]:

@@ -19,7 +19,7 @@ from safetensors.torch import load_file, save_file
 
 from vepcli.atomic import atomic_file
 from vepcli.errors import UserError
-from vepcli.nn.backbone import Backbone, Family, family_of
+from vepcli.nn.backbone import Backbone, Family, family_of, published_layout
 
 CONFIG_NAME, WEIGHTS_NAME, TORCH_WEIGHTS_NAME = "config.json", "model.safetensors", "pytorch_model.bin"
 
@@ -107,15 +107,15 @@ def load_model(
     """Load a model from a local directory or a Hugging Face id found in the local hub cache.
 
     `masked_lm=False`: the family's model without its LM head (Caduceus: the base `Caduceus`). A folder in
-    the published DNA-xLSTM layout (`nn/xlstm_published.py`) loads too."""
+    a registered release layout (`backbone.register_layout`; DNA-xLSTM's) loads too."""
     from vepcli.nn.hub import resolve_model_dir
-    from vepcli.nn.xlstm_published import is_published_dir, load_published
 
     directory = resolve_model_dir(path_or_id)
-    if is_published_dir(directory):  # DNA-xLSTM's own layout: model_config.json + a Lightning .ckpt
+    layout = published_layout(directory)
+    if layout is not None:  # a family's own release layout (DNA-xLSTM: model_config.json + a Lightning .ckpt)
         if not masked_lm:
-            raise UserError(f"{directory} is a published DNA-xLSTM folder; it loads whole (with its LM head)")
-        return load_published(directory).to(device=device, dtype=dtype).eval()
+            raise UserError(f"{directory} is a published {layout.name} folder; it loads whole (with its LM head)")
+        return layout.load(directory).to(device=device, dtype=dtype).eval()
     family, config = read_config(directory)
     if not masked_lm and family.base is None:
         raise UserError(f"model_type {family.model_type!r} has no model without its LM head; load it whole")

@@ -31,6 +31,7 @@ from pathlib import Path
 import torch
 
 from vepcli.errors import UserError
+from vepcli.nn.backbone import PublishedLayout, register_layout
 from vepcli.nn.slstm import GATES
 from vepcli.nn.xlstm import XLSTMLM, build
 from vepcli.nn.xlstm_config import XLSTMConfig
@@ -141,3 +142,6 @@ def load_published(directory: Path) -> XLSTMLM:
     model = build(config)
     load_into(model, map_state(read_lightning_state(find_checkpoint(directory)), config), str(directory))
     return model.eval()
+
+
+register_layout(PublishedLayout("DNA-xLSTM", is_published_dir, find_checkpoint, load_published))
