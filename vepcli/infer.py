@@ -171,16 +171,18 @@ class Engine:
 
     def _loglik(self, hidden: torch.Tensor, ids: torch.Tensor, i: int, n: int, starts: Sequence[tuple[int, int]]):
         """The strand-averaged causal log-likelihood of row i from each (forward, reverse-complement) start:
-        the LM head runs once per strand, and each start sums its suffix."""
-        fwd = self._token_logp(hidden[i], ids[i])
+        the LM head runs once per strand, from the earliest start, and each start sums its suffix."""
+        fwd = self._token_logp(hidden[i], ids[i], min(s for s, _ in starts))
         if not self.strand_average:
-            return tuple(float(fwd[max(s, 1) :].sum()) for s, _ in starts)
-        rev = self._token_logp(hidden[n + i], ids[n + i])
-        return tuple(float(mean_of_strands(fwd[max(s, 1) :].sum(), rev[max(r, 1) :].sum())) for s, r in starts)
+            return tuple(float(fwd[s:].sum()) for s, _ in starts)
+        rev = self._token_logp(hidden[n + i], ids[n + i], min(r for _, r in starts))
+        return tuple(float(mean_of_strands(fwd[s:].sum(), rev[r:].sum())) for s, r in starts)
 
-    def _token_logp(self, hidden: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        """log p(ids[t] | ids[< t]) for t >= 1, in float64, at index t (index 0, which nothing predicts: 0)."""
+    def _token_logp(self, hidden: torch.Tensor, ids: torch.Tensor, start: int) -> torch.Tensor:
+        """log p(ids[t] | ids[< t]) in float64 at index t for t >= start, and 0 before it (and at t = 0, which
+        nothing predicts): a start's sum is then the sum of the vector's suffix."""
+        start = max(start, 1)
         with self._autocast():
-            logits = self.model.lm_logits(hidden[:-1])  # logits at t - 1 predict token t
-        logp = torch.log_softmax(logits.double(), -1).gather(-1, ids[1:, None])[:, 0]
-        return torch.cat([logp.new_zeros(1), logp])
+            logits = self.model.lm_logits(hidden[start - 1 : -1])  # logits at t - 1 predict token t
+        logp = torch.log_softmax(logits.double(), -1).gather(-1, ids[start:, None])[:, 0]
+        return torch.cat([logp.new_zeros(start), logp])
