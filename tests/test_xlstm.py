@@ -133,6 +133,8 @@ def test_published_folder_converts_to_vepcli_files(tmp_path: Path) -> None:
         result = CliRunner().invoke(cli, ["model", "convert", str(FIXTURES / "xlstm-ps"), "-o", str(out)])
         assert result.exit_code == code, result.output
     assert "already holds a model" in result.output
+    bad = CliRunner().invoke(cli, ["model", "convert", str(tmp_path / "no-model"), "-o", str(tmp_path / "never")])
+    assert bad.exit_code == 1 and not (tmp_path / "never").exists()  # nothing half-made
     config = json.loads((out / "config.json").read_text())
     assert config["model_type"] == "dna_xlstm" and config["ps_head_flip"] is True
     with torch.no_grad():

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import click
 
@@ -46,8 +47,7 @@ def convert(path_or_id: str, output: str) -> None:
     from vepcli.nn.checkpoint import CONFIG_NAME, save_model
     from vepcli.outpath import check_output_folder
 
-    out = check_output_folder(output)
-    if (out / CONFIG_NAME).exists():
-        raise UserError(f"{out} already holds a model; choose another -o")
-    _, lm, _ = load_checked(path_or_id)
-    click.echo(f"vepcli: wrote {save_model(lm, out)}", err=True)
+    if (Path(output) / CONFIG_NAME).exists():
+        raise UserError(f"{output} already holds a model; choose another -o")
+    _, lm, _ = load_checked(path_or_id)  # before -o is created: a model that does not load leaves nothing
+    click.echo(f"vepcli: wrote {save_model(lm, check_output_folder(output))}", err=True)
