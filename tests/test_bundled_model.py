@@ -11,6 +11,7 @@ import pytest
 
 from vepcli.defaults import DEFAULT_MODEL_NAME
 from vepcli.genome import Genome
+from vepcli.modelcheck import load_checked
 from vepcli.nn.hub import bundled_model_dir
 from vepcli.train.baseline import score_model
 from vepcli.train.data import split_intervals, validation_set
@@ -33,8 +34,6 @@ def card_figure(pattern: str, card: str) -> float:
 
 @pytest.mark.slow  # reads the held-out region of ../shared/data and runs the model over it
 def test_card_figures_are_what_the_shipped_weights_give():
-    from vepcli.modelcheck import load_checked
-
     folder = bundled_model_dir(DEFAULT_MODEL_NAME)
     assert folder is not None
     card = (folder / "MODEL_CARD.md").read_text()

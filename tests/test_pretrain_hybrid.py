@@ -26,10 +26,9 @@ from vepcli.train.config import PretrainConfig, run_identity
 from vepcli.train.data import split_intervals, tile_windows
 from vepcli.train.distributed import Dist
 from vepcli.train.engine import Placement
-from vepcli.train.lmtask import build_model
+from vepcli.train.lmtask import build_model, evaluate
 from vepcli.train.masking import IGNORE
 from vepcli.train.optim import param_groups
-from vepcli.train.pretrain import evaluate
 from vepcli.train.report import read_metrics
 
 ROOT = Path(__file__).resolve().parents[1]

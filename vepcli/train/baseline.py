@@ -272,7 +272,7 @@ def score_model(path: str, model, sha256: str, val: list[tuple[np.ndarray, np.nd
 
     from vepcli.train.distributed import Dist
     from vepcli.train.engine import Placement
-    from vepcli.train.pretrain import evaluate
+    from vepcli.train.lmtask import evaluate
 
     figures = evaluate(model, val, Placement(Dist(), torch.device("cpu"), None, micro=1, accum=1), objective)
     d_state = model.describe().get("d_state")  # Caduceus' Mamba state size; other families name no such field

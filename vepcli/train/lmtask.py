@@ -1,5 +1,6 @@
 """What every pretraining objective shares: the model, the data split, the optimiser, the step's batches,
-the log and the outputs. `train/pretrain.py` adds each objective's samples, loss and validation.
+the loss and validation of either objective (`cfg.objective`), the log and the outputs. `train/pretrain.py`
+adds each objective's samples and validation set.
 
 Sample i of step s is a window drawn by a generator seeded with (seed, s, i), reverse-complemented half the
 time when --rc-aug is on, and made into (inputs, labels) by the objective; the loss is the cross-entropy
@@ -23,14 +24,16 @@ from vepcli.nn import CaduceusConfig, CaduceusForMaskedLM
 from vepcli.nn.backbone import Backbone
 from vepcli.nn.checkpoint import save_model
 from vepcli.nn.hybrid import HybridLM, MambaLMConfig
-from vepcli.nn.tokenizer import VOCAB
+from vepcli.nn.tokenizer import MASK, VOCAB
 from vepcli.nn.xlstm import build as build_xlstm
 from vepcli.nn.xlstm_config import config_for_arch
 from vepcli.regions import Interval
 from vepcli.runtime import grad_scaler
+from vepcli.train.causal import causal_lm_sums
 from vepcli.train.config import ARCHS, PretrainConfig, settings
 from vepcli.train.data import WindowSampler, reverse_complement_np, sample_rng, split_intervals
 from vepcli.train.engine import Optimisation, Placement, Schedule, Task, say
+from vepcli.train.masking import IGNORE, masked_lm_sums
 from vepcli.train.optim import build_optimizer, build_scheduler
 from vepcli.train.report import plot_curves
 
@@ -77,6 +80,34 @@ def stack(pairs: list[Pair], device: torch.device) -> tuple[torch.Tensor, torch.
     return x, y
 
 
+SUMS = {"masked": masked_lm_sums, "causal": causal_lm_sums}
+
+
+@torch.no_grad()
+def evaluate(model: torch.nn.Module, data: list[Pair], place: Placement, objective: str = "masked") -> dict[str, float]:
+    """Validation loss and accuracy over all targets of the objective; masked: also over the [MASK]ed ones."""
+    was_training = model.training
+    model.eval()
+    d = place.d
+    mine = data[d.rank :: d.world]
+    sums = [0.0] * 5
+    for i in range(0, len(mine), place.micro):
+        x, y = stack(mine[i : i + place.micro], place.device)
+        with place.autocast():
+            logits = model(x)
+        ce, correct, n = SUMS[objective](logits, y)
+        masked = (x == MASK) & (y != IGNORE)
+        correct_mask = (logits.argmax(-1)[masked] == y[masked]).sum()
+        for j, v in enumerate((ce, correct, n, correct_mask, masked.sum())):
+            sums[j] += float(v)
+    ce, correct, n, correct_mask, n_mask = d.sum(sums, place.device)
+    model.train(was_training)
+    figures = {"val_loss": ce / max(n, 1), "val_acc": correct / max(n, 1)}
+    if objective == "masked":
+        figures["val_acc_masked"] = correct_mask / max(n_mask, 1)
+    return figures
+
+
 class PretrainTask(Task):
     """Pretraining's data, model, optimiser and outputs; subclasses give the objective."""
 
@@ -117,14 +148,17 @@ class PretrainTask(Task):
         """The number of loss targets in a batch of labels."""
 
     @abstractmethod
-    def lm_sums(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(summed cross-entropy, correct predictions, targets) of a batch."""
-
-    @abstractmethod
     def val_progress(self, row: dict[str, Any]) -> str:
         """The validation figures of a progress line."""
 
     # shared ----------------------------------------------------------------------------------------
+    def lm_sums(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(summed cross-entropy, correct predictions, targets) of a batch."""
+        return SUMS[self.cfg.objective](logits, labels)
+
+    def validate(self, net: torch.nn.Module, done: int) -> dict[str, float]:
+        return evaluate(self.model, self.val_data, self.place, self.cfg.objective)
+
     def sample(self, step: int, index: int) -> Pair:
         """Sample `index` of step `step`: a window, reverse-complemented half the time with --rc-aug."""
         rng = sample_rng(self.cfg.seed, step, index)

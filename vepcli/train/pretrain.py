@@ -15,44 +15,15 @@ import numpy as np
 import torch
 
 from vepcli.genome import Genome
-from vepcli.nn.tokenizer import MASK
 from vepcli.regions import Interval
-from vepcli.train.causal import causal_lm_sums, causal_pair, causal_validation_set, next_token_targets
+from vepcli.train.causal import causal_pair, causal_validation_set, next_token_targets
 from vepcli.train.config import PretrainConfig
 from vepcli.train.data import validation_set
-from vepcli.train.engine import Engine, Placement, launch, resume_point
-from vepcli.train.lmtask import Pair, PretrainTask, stack
-from vepcli.train.masking import IGNORE, mask_window, masked_lm_sums
+from vepcli.train.engine import Engine, launch, resume_point
+from vepcli.train.lmtask import Pair, PretrainTask
+from vepcli.train.masking import IGNORE, mask_window
 
 COMMON_COLUMNS = ("step", "lr", "train_loss", "train_acc", "grad_norm", "tokens", "elapsed_s", "tokens_per_s")
-
-
-SUMS = {"masked": masked_lm_sums, "causal": causal_lm_sums}
-
-
-@torch.no_grad()
-def evaluate(model: torch.nn.Module, data: list[Pair], place: Placement, objective: str = "masked") -> dict[str, float]:
-    """Validation loss and accuracy over all targets of the objective; masked: also over the [MASK]ed ones."""
-    was_training = model.training
-    model.eval()
-    d = place.d
-    mine = data[d.rank :: d.world]
-    sums = [0.0] * 5
-    for i in range(0, len(mine), place.micro):
-        x, y = stack(mine[i : i + place.micro], place.device)
-        with place.autocast():
-            logits = model(x)
-        ce, correct, n = SUMS[objective](logits, y)
-        masked = (x == MASK) & (y != IGNORE)
-        correct_mask = (logits.argmax(-1)[masked] == y[masked]).sum()
-        for j, v in enumerate((ce, correct, n, correct_mask, masked.sum())):
-            sums[j] += float(v)
-    ce, correct, n, correct_mask, n_mask = d.sum(sums, place.device)
-    model.train(was_training)
-    figures = {"val_loss": ce / max(n, 1), "val_acc": correct / max(n, 1)}
-    if objective == "masked":
-        figures["val_acc_masked"] = correct_mask / max(n_mask, 1)
-    return figures
 
 
 class MaskedLMTask(PretrainTask):
@@ -71,12 +42,6 @@ class MaskedLMTask(PretrainTask):
 
     def targets(self, labels: torch.Tensor) -> int:
         return int((labels != IGNORE).sum())
-
-    def lm_sums(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return masked_lm_sums(logits, labels)
-
-    def validate(self, net: torch.nn.Module, done: int) -> dict[str, float]:
-        return evaluate(self.model, self.val_data, self.place, "masked")
 
     def val_progress(self, row: dict[str, Any]) -> str:
         return f" | val loss {row['val_loss']:.4f} acc {row['val_acc']:.4f} [MASK] acc {row['val_acc_masked']:.4f}"
@@ -97,12 +62,6 @@ class CausalLMTask(PretrainTask):
 
     def targets(self, labels: torch.Tensor) -> int:
         return next_token_targets(labels)
-
-    def lm_sums(self, logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        return causal_lm_sums(logits, labels)
-
-    def validate(self, net: torch.nn.Module, done: int) -> dict[str, float]:
-        return evaluate(self.model, self.val_data, self.place, "causal")
 
     def val_progress(self, row: dict[str, Any]) -> str:
         return f" | val next-token loss {row['val_loss']:.4f} acc {row['val_acc']:.4f}"
