@@ -635,7 +635,14 @@ def test_ctrl_c_is_one_line_and_resume_gives_the_same_bytes(tmp_path):
     assert whole.returncode == 0, whole.stderr
     out = tmp_path / "o.tsv"
     rows = tmp_path / "o.tsv.partial" / "rows.jsonl"
-    proc = subprocess.Popen([*argv, "-o", str(out)], stderr=subprocess.PIPE, text=True)
+    # Ctrl-C in a terminal: SIGINT at its default, which a job started in the background (`&`) of a
+    # non-interactive shell would not have (the shell ignores SIGINT for it, and so would vepcli)
+    proc = subprocess.Popen(
+        [*argv, "-o", str(out)],
+        stderr=subprocess.PIPE,
+        text=True,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
+    )
     deadline = time.monotonic() + 240
     while not (rows.is_file() and rows.read_text().count("block_end") >= 2):
         assert proc.poll() is None, "the run ended before it could be interrupted"
