@@ -20,12 +20,12 @@ $(VENV)/.installed: pyproject.toml setup.py
 
 # The full suite, then the packaging check. -rfEs: the reason of every skip, failure and error.
 test: lint
-	$(PY) -m pytest -q -rfEs tests
+	$(PY) -m pytest -q -rfEs -n auto --maxprocesses 4 tests
 	$(MAKE) --no-print-directory package-check
 
 # The quick tier (under a minute): no subprocess, torchrun or snakemake runs (tests marked slow).
 test-fast: install
-	$(PY) -m pytest -q -rfEs -m "not slow" tests
+	$(PY) -m pytest -q -rfEs -n auto --maxprocesses 4 -m "not slow" tests
 
 lint: install
 	$(VENV)/bin/ruff check .
@@ -65,14 +65,14 @@ PRETRAIN_DATA  := --fasta $(PRETRAIN_FASTA) --val-region 22:47000001-51304566 --
 PRETRAIN_ARGS  := $(PRETRAIN_DATA) --arch caduceus-ps --d-model 96 --n-layer 6 --d-state 16 --batch-size 2 \
                   --steps 2400 --lr 4e-3 --val-every 100 --checkpoint-every 100 --threads 1
 
-# COMPARE_MODEL: the model this one replaces (a folder; e.g. `git worktree add` of an older release), scored
-# on the same held-out windows and masks for the card.
-COMPARE_MODEL ?=
+# COMPARE_MODELS: the models this one replaces (folders; e.g. from `git worktree add` of an older release),
+# scored on the same held-out windows and masks for the card.
+COMPARE_MODELS ?=
 
 .PHONY: pretrain-default
 pretrain-default: install
 	test -f $(PRETRAIN_RUN)/model/training.json || $(PY) -m vepcli pretrain $(PRETRAIN_ARGS) -o $(PRETRAIN_RUN) \
 		$(if $(wildcard $(PRETRAIN_RUN)/checkpoints/step-*),--resume)
-	$(PY) -m vepcli tools kmer-baseline $(PRETRAIN_DATA) --max-k 8 $(if $(COMPARE_MODEL),--model $(COMPARE_MODEL)) \
+	$(PY) -m vepcli tools kmer-baseline $(PRETRAIN_DATA) --max-k 8 $(foreach m,$(COMPARE_MODELS),--model $(m)) \
 		-o $(PRETRAIN_RUN)/kmer_baseline.json
 	$(PY) -m vepcli tools model-card $(PRETRAIN_RUN) $(PRETRAIN_RUN)/kmer_baseline.json models/caduceus-ps-chr22-small

@@ -1,5 +1,6 @@
 """Shared pytest fixtures."""
 
+import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +28,16 @@ REQUIRED += [
     for arch in ("ps", "ph")
     for name in ("config.json", "model.safetensors", "expected.safetensors")
 ]
+
+
+def pytest_configure(config) -> None:
+    """Under `pytest -n` (the Makefile's test command) each worker process runs one torch thread and lets
+    idle OpenMP threads sleep, so that workers share the cores instead of waiting on each other's."""
+    if os.environ.get("PYTEST_XDIST_WORKER"):
+        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+        import torch
+
+        torch.set_num_threads(1)
 
 
 def pytest_sessionstart(session) -> None:
