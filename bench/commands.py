@@ -3,7 +3,8 @@
     git worktree add /tmp/v0.1 143c468      # optional: the version before the kernels, as the baseline
     .venv/bin/python bench/commands.py [--repeats 2] [--embed-n 600] [--embed-n-slow 60] [--baseline /tmp/v0.1]
 
-- `make demo`'s scoring: `vepcli score examples/demo.vcf` (48 alleles, the bundled model, its 1 kb window);
+- `make demo`'s scoring: `vepcli score examples/demo.vcf` (48 alleles, the bundled model, `make demo`'s
+  `--window 1024`);
 - embedding SNVs at 1 kb for a probe: `vepcli embed` of a labelled set built by
   tests/data/make_probe_set.py on the repository's chr22 slice (the slow settings get a shorter list:
   the work per variant is fixed, so alleles/s compare);
@@ -79,7 +80,19 @@ def main() -> None:
         for i, (label, env, extra, slow) in enumerate(settings):
             threads = extra or ["--threads", "1"]
             runs[("demo: score 48 alleles", label)] = (
-                [*VEPCLI, "score", str(DEMO), "-f", str(FASTA), "-q", "-o", str(out / f"d{i}.tsv"), *threads],
+                [
+                    *VEPCLI,
+                    "score",
+                    str(DEMO),
+                    "-f",
+                    str(FASTA),
+                    "--window",
+                    "1024",
+                    "-q",
+                    "-o",
+                    str(out / f"d{i}.tsv"),
+                    *threads,
+                ],
                 env,
                 48,
             )
