@@ -233,6 +233,43 @@ def test_resume_may_change_the_settings_that_only_change_logging_and_checkpoints
     assert wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
 
 
+def test_average_last_writes_the_mean_of_the_last_checkpoints_and_its_own_validation(tmp_path: Path):
+    """--average-last 3: the model is the mean of the last 3 checkpoints' weights (kept though
+    --keep-checkpoints is 1), and the recorded final validation is that model's, as kmer-baseline scores it."""
+    import json
+
+    from click.testing import CliRunner
+
+    from vepcli.cli import cli
+
+    result = pretrain(
+        tiny(tmp_path, "avg", steps=8, val_every=4, checkpoint_every=2, keep_checkpoints=1, average_last=3)
+    )
+    run = tmp_path / "avg"
+    assert sorted(p.name for p in (run / "checkpoints").iterdir()) == ["step-4", "step-6", "step-8"]
+    saved = [load_file(run / "checkpoints" / f"step-{s}" / "model" / "model.safetensors") for s in (4, 6, 8)]
+    got = load_file(run / "model" / "model.safetensors")
+    assert got.keys() == saved[-1].keys()
+    for k, v in got.items():
+        mean = np.mean([w[k].double().numpy() for w in saved], axis=0)
+        np.testing.assert_allclose(v.double().numpy(), mean, rtol=1e-6, atol=1e-7)
+    assert any(not torch.equal(got[k], saved[-1][k]) for k in got)  # not the last step's weights
+    record = json.loads((run / "model" / "training.json").read_text())
+    assert record["averaged_steps"] == [4, 6, 8] and record["final_validation"]["val_loss"] == result["val_loss"]
+    last_row = read_metrics(run / "metrics.csv")[-1]
+    assert last_row["step"] == 8 and last_row["val_loss"] != result["val_loss"]  # step 8's own weights
+    data = ["--fasta", str(FASTA), "--intervals", str(tmp_path / "train.bed"), "--val-region", VAL_REGION]
+    data += ["--seq-len", "128", "--val-windows", "8", "--seed", "0", "--max-k", "1"]
+    out = tmp_path / "b.json"
+    base = CliRunner().invoke(cli, ["tools", "kmer-baseline", *data, "--model", str(run / "model"), "-o", str(out)])
+    assert base.exit_code == 0, base.output
+    scored = json.loads(out.read_text())["models"][str(run / "model")]
+    assert scored["val_acc_masked"] == result["val_acc_masked"]
+    assert scored["val_loss"] == pytest.approx(result["val_loss"], rel=1e-6)
+    with pytest.raises(UserError, match="--average-last 5 is more than the 4 checkpoints"):
+        tiny(tmp_path, "no", steps=8, checkpoint_every=2, average_last=5)
+
+
 def _cli(tmp_path: Path, out: str, *extra: str) -> list[str]:
     bed = tmp_path / "train.bed"
     bed.write_text(TRAIN_BED)

@@ -102,6 +102,14 @@ class IndexList(click.ParamType):
 @click.option("--val-every", default=D["val_every"], show_default=True, type=opt.POSITIVE)
 @click.option("--val-windows", default=D["val_windows"], show_default=True, type=opt.POSITIVE)
 @click.option("--checkpoint-every", default=D["checkpoint_every"], show_default=True, type=opt.POSITIVE)
+@click.option(
+    "--average-last",
+    default=D["average_last"],
+    show_default=True,
+    type=opt.POSITIVE,
+    help="Write as the model the mean of the weights of the last N checkpoints (checkpoint averaging), "
+    "validated anew; 1: the last step's weights.",
+)
 @opt.training_run_options(PretrainConfig)
 def pretrain(**options) -> None:
     """Pretrain a DNA language model on a genome: Caduceus or DNA-xLSTM (masked LM), the hybrid

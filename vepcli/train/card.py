@@ -85,10 +85,14 @@ def facts_table(model: Backbone, record: dict, out: Path, architecture: str, rec
 
 
 def optimiser_recipe(s: dict, exempt: str) -> str:
-    return (
+    recipe = (
         f"AdamW lr {s['lr']} betas {tuple(s['betas'])} wd {s['weight_decay']} (none on {exempt}), "
         f"{s['warmup_frac']:.0%} warmup + cosine to {s['min_lr']}, clip {s['grad_clip']}"
     )
+    if s.get("average_last", 1) > 1:
+        n, every = s["average_last"], s["checkpoint_every"]
+        recipe += f"; the weights are the mean of the last {n} checkpoints (every {every} steps)"
+    return recipe
 
 
 def masked_card(model: Backbone, record: dict, base: dict, rows: list[dict], out: Path, make_target: str) -> str:

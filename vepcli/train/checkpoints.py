@@ -89,6 +89,20 @@ def prune(run_dir: Path, keep: int) -> None:
             shutil.rmtree(path, ignore_errors=True)
 
 
+def average_last(run_dir: Path, model: torch.nn.Module, last: int) -> list[int]:
+    """Load into `model` the mean of the weights of the newest `last` checkpoints, and return their steps:
+    checkpoint averaging (Vaswani et al. 2017), which smooths the noise of small-batch updates. The sums
+    run in float64 and in step order, so the mean is the same on every machine."""
+    found = list_checkpoints(run_dir)[-last:]
+    weights = [read_state_dict(path / "model") for _, path in found]
+    mean = {
+        k: (sum(w[k].double() for w in weights) / len(weights)).to(v.dtype) if v.is_floating_point() else v
+        for k, v in weights[-1].items()
+    }
+    load_into(model, mean, f"the mean of {run_dir}/checkpoints/step-{{{','.join(str(s) for s, _ in found)}}}")
+    return [step for step, _ in found]
+
+
 def read_state(path: Path) -> dict[str, Any]:
     return json.loads((Path(path) / "state.json").read_text())
 

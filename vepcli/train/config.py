@@ -7,6 +7,7 @@ change only speed, logging or where files go; every other field defines the run,
 
 from __future__ import annotations
 
+import math
 import sys
 from dataclasses import MISSING, dataclass, field, fields
 from typing import Any, NamedTuple
@@ -97,6 +98,7 @@ _COUNTS = (
     "val_every",
     "val_windows",
     "checkpoint_every",
+    "average_last",
     "log_every",
     "threads",
 )
@@ -131,6 +133,7 @@ class PretrainConfig(RunControl):
     val_every: int = operational(100)
     val_windows: int = 128
     checkpoint_every: int = operational(500)
+    average_last: int = operational(1)  # the model written: the mean of the last N checkpoints' weights
     seed: int = 0
     # the hybrid's shape (mamba_ssm MambaConfig names); None: the default below, or not a hybrid run
     headdim: int | None = added_setting()  # Mamba-2 channels per head; default 64 (or 2 d_model if smaller)
@@ -148,6 +151,12 @@ class PretrainConfig(RunControl):
         if self.rc_aug is None:
             self.rc_aug = not ARCHS[self.arch].equivariant
         require_at_least_one(self, _COUNTS)
+        saved = math.ceil(self.steps / self.checkpoint_every)  # every checkpoint_every steps, and the last
+        if self.average_last > saved:
+            raise UserError(
+                f"--average-last {self.average_last} is more than the {saved} checkpoints of {self.steps} steps "
+                f"at --checkpoint-every {self.checkpoint_every}"
+            )
         if not 0 < self.mask_prob < 1:
             raise UserError("--mask-prob must be between 0 and 1")
         if self.arch == "hybrid":

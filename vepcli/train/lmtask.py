@@ -29,6 +29,7 @@ from vepcli.nn.xlstm import build as build_xlstm
 from vepcli.nn.xlstm_config import config_for_arch
 from vepcli.regions import Interval
 from vepcli.runtime import grad_scaler
+from vepcli.train import checkpoints
 from vepcli.train.causal import causal_lm_sums
 from vepcli.train.config import ARCHS, PretrainConfig, settings
 from vepcli.train.data import WindowSampler, reverse_complement_np, sample_rng, split_intervals
@@ -131,7 +132,8 @@ class PretrainTask(Task):
             list(self.model.parameters()),
             cfg.grad_clip,
         )
-        self.schedule = Schedule(cfg.steps, cfg.val_every, cfg.log_every, cfg.checkpoint_every, cfg.keep_checkpoints)
+        keep = cfg.keep_checkpoints and max(cfg.keep_checkpoints, cfg.average_last)  # 0 keeps them all
+        self.schedule = Schedule(cfg.steps, cfg.val_every, cfg.log_every, cfg.checkpoint_every, keep)
         self.per_step = cfg.batch_size * cfg.seq_len
 
     # the objective ---------------------------------------------------------------------------------
@@ -211,8 +213,12 @@ class PretrainTask(Task):
         )
 
     def finish(self, outcome: dict[str, Any]) -> dict[str, Any]:
-        """The final model in the published layout, its training record, and the curves."""
+        """The final model in the published layout, its training record, and the curves. With
+        --average-last N the model is the mean of the last N checkpoints, and its validation is its own."""
         cfg, last_val = self.cfg, outcome["last_val"]
+        averaged = checkpoints.average_last(self.run_dir, self.model, cfg.average_last) if cfg.average_last > 1 else []
+        if averaged:
+            last_val = self.validate(self.net, cfg.steps)
         if self.place.d.main:
             out = save_model(self.model, self.run_dir / "model")
             record = {
@@ -229,6 +235,8 @@ class PretrainTask(Task):
                 "final_validation": last_val,
                 "settings": settings(cfg),
             }
+            if averaged:
+                record["averaged_steps"] = averaged
             (out / "training.json").write_text(json.dumps(record, indent=2) + "\n")
             curves = self.run_dir / "curves.png"
             plot_curves(self.run_dir / "metrics.csv", curves, cfg.objective)
