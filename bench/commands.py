@@ -79,38 +79,16 @@ def main() -> None:
         runs = {}
         for i, (label, env, extra, slow) in enumerate(settings):
             threads = extra or ["--threads", "1"]
+            common = ["-f", str(FASTA), "--window", "1024", "-q", *threads]  # make demo's window
             runs[("demo: score 48 alleles", label)] = (
-                [
-                    *VEPCLI,
-                    "score",
-                    str(DEMO),
-                    "-f",
-                    str(FASTA),
-                    "--window",
-                    "1024",
-                    "-q",
-                    "-o",
-                    str(out / f"d{i}.tsv"),
-                    *threads,
-                ],
+                [*VEPCLI, "score", str(DEMO), *common, "-o", str(out / f"d{i}.tsv")],
                 env,
                 48,
             )
             n = args.embed_n_slow if slow else args.embed_n
+            snvs = str(short if slow else probe_set)
             runs[(f"embed SNVs at 1 kb ({n})", label)] = (
-                [
-                    *VEPCLI,
-                    "embed",
-                    str(short if slow else probe_set),
-                    "-f",
-                    str(FASTA),
-                    "--window",
-                    "1024",
-                    "-q",
-                    "-o",
-                    str(out / f"e{i}.parquet"),
-                    *threads,
-                ],
+                [*VEPCLI, "embed", snvs, *common, "-o", str(out / f"e{i}.parquet")],
                 env,
                 n,
             )
