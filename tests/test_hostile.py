@@ -611,9 +611,15 @@ def _without_command(path: Path) -> bytes:
 
 
 @pytest.mark.slow  # three subprocesses
-def test_ctrl_c_is_one_line_and_resume_gives_the_same_bytes(tmp_path):
-    """SIGINT to a real `vepcli score` after two blocks: one line, exit 130, the resume folder kept and
-    nothing else; --resume then writes what an uninterrupted run writes."""
+@pytest.mark.parametrize(
+    "sig, code, what",
+    [(signal.SIGINT, 130, "interrupted"), (signal.SIGTERM, 143, "terminated")],
+    ids=["ctrl-c", "sigterm"],
+)
+def test_ctrl_c_or_sigterm_is_one_line_and_resume_gives_the_same_bytes(tmp_path, sig, code, what):
+    """SIGINT (Ctrl-C) or SIGTERM (a scheduler's time limit) to a real `vepcli score` after two blocks: one
+    line, exit 130 or 143, the resume folder kept and nothing else; --resume then writes what an
+    uninterrupted run writes."""
     src = write_vcf(tmp_path / "in.vcf", records(640, start=1001, step=50))
     argv = [
         sys.executable,
@@ -648,10 +654,10 @@ def test_ctrl_c_is_one_line_and_resume_gives_the_same_bytes(tmp_path):
         assert proc.poll() is None, "the run ended before it could be interrupted"
         assert time.monotonic() < deadline
         time.sleep(0.02)
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, err = proc.communicate(timeout=120)
-    assert proc.returncode == 130, err
-    assert err == "vepcli: interrupted; rerun with --resume to continue\n"
+    assert proc.returncode == code, err
+    assert err == f"vepcli: {what}; rerun with --resume to continue\n"
     assert not out.exists() and rows.is_file()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.vcf", "o.tsv.partial", "whole.tsv"]
     done = subprocess.run([*argv, "-o", str(out), "--resume"], capture_output=True, text=True, timeout=300)

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 import os
+import signal
 import sys
 
 import click
 
 from vepcli import __version__
 from vepcli.commands import embed, finetune, merge, model, pretrain, probe, score, tools
-from vepcli.errors import UserError
+from vepcli.errors import Terminated, UserError
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT (128 + 2)
+TERMINATED = 143  # ... and by SIGTERM (128 + 15)
 
 
 def _resumable(ctx: click.Context) -> bool:
@@ -22,10 +24,11 @@ def _resumable(ctx: click.Context) -> bool:
 
 
 class _Group(click.Group):
-    """Turn a UserError anywhere below into one line on stderr and exit code 1, and Ctrl-C
-    (KeyboardInterrupt) or an end of input (EOFError) into one line and exit code 130, never click's
-    bare "Aborted!". A stopped score/embed run keeps its resume folder (`<output>.partial/`); every
-    temporary file is removed on the way out (vepcli.atomic)."""
+    """Turn a UserError anywhere below into one line on stderr and exit code 1, Ctrl-C
+    (KeyboardInterrupt) or an end of input (EOFError) into one line and exit code 130, and SIGTERM
+    (Terminated) into one line and exit code 143; never click's bare "Aborted!". A stopped score/embed
+    run keeps its resume folder (`<output>.partial/`); every temporary file is removed on the way out
+    (vepcli.atomic)."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -33,11 +36,13 @@ class _Group(click.Group):
         except UserError as err:
             click.echo(f"vepcli: error: {err}", err=True)
             sys.exit(1)
-        except (KeyboardInterrupt, EOFError) as err:
-            what = "interrupted" if isinstance(err, KeyboardInterrupt) else "interrupted (end of input)"
+        except (KeyboardInterrupt, EOFError, Terminated) as err:
+            what, code = ("terminated", TERMINATED) if isinstance(err, Terminated) else ("interrupted", INTERRUPTED)
+            if isinstance(err, EOFError):
+                what = "interrupted (end of input)"
             hint = "; rerun with --resume to continue" if _resumable(ctx) else ""
             click.echo(f"vepcli: {what}{hint}", err=True)
-            sys.exit(INTERRUPTED)
+            sys.exit(code)
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -64,4 +69,10 @@ def main() -> None:
     # another process needs, and --threads 2 ran 1.6x slower than 1 (docs/benchmarks.md). Set before
     # torch loads; a user's own OMP_WAIT_POLICY wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # one that a parent set to be ignored stays so
+        signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="vepcli")
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
