@@ -62,8 +62,8 @@ clean:
 PRETRAIN_FASTA ?= ../shared/data/GRCh37_chr22_subset.fa.gz
 PRETRAIN_RUN   ?= runs/caduceus-ps-chr22-small
 PRETRAIN_DATA  := --fasta $(PRETRAIN_FASTA) --val-region 22:47000001-51304566 --seq-len 4096 --val-windows 32 --seed 0
-PRETRAIN_ARGS  := $(PRETRAIN_DATA) --arch caduceus-ps --d-model 96 --n-layer 6 --d-state 16 --batch-size 2 \
-                  --steps 2400 --lr 4e-3 --val-every 100 --checkpoint-every 100 --average-last 5 --threads 1
+PRETRAIN_ARGS  := $(PRETRAIN_DATA) --arch caduceus-ps --d-model 64 --n-layer 4 --d-state 16 --batch-size 2 \
+                  --steps 6000 --lr 4e-3 --val-every 100 --checkpoint-every 100 --threads 1
 
 # COMPARE_MODELS: the models this one replaces (folders; e.g. from `git worktree add` of an older release),
 # scored on the same held-out windows and masks for the card.
