@@ -37,9 +37,12 @@ class _Group(click.Group):
             click.echo(f"vepcli: error: {err}", err=True)
             sys.exit(1)
         except (KeyboardInterrupt, EOFError, Terminated) as err:
-            what, code = ("terminated", TERMINATED) if isinstance(err, Terminated) else ("interrupted", INTERRUPTED)
-            if isinstance(err, EOFError):
-                what = "interrupted (end of input)"
+            if isinstance(err, Terminated):
+                what, code = "terminated", TERMINATED
+            elif isinstance(err, EOFError):
+                what, code = "interrupted (end of input)", INTERRUPTED
+            else:
+                what, code = "interrupted", INTERRUPTED
             hint = "; rerun with --resume to continue" if _resumable(ctx) else ""
             click.echo(f"vepcli: {what}{hint}", err=True)
             sys.exit(code)

@@ -99,8 +99,9 @@ def average_last(run_dir: Path, model: torch.nn.Module, last: int) -> list[int]:
         k: (sum(w[k].double() for w in weights) / len(weights)).to(v.dtype) if v.is_floating_point() else v
         for k, v in weights[-1].items()
     }
-    load_into(model, mean, f"the mean of {run_dir}/checkpoints/step-{{{','.join(str(s) for s, _ in found)}}}")
-    return [step for step, _ in found]
+    steps = [step for step, _ in found]
+    load_into(model, mean, f"the mean of the checkpoints of steps {steps} in {run_dir}")
+    return steps
 
 
 def read_state(path: Path) -> dict[str, Any]:
