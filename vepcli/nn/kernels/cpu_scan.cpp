@@ -36,6 +36,10 @@
 #define BLOCK 4
 #endif
 #define CHUNK 64 /* steps between saved states in training */
+/* Steps ahead that a walk asks the caches for. A walk strides by whole rows of (L, dim), which the
+ * hardware prefetcher does not follow, so without it every step waits on memory (measured here: the
+ * forward scan 1.9x, forward + backward 1.75x, the conv 1.2-1.3x faster with it; 4 to 32 are alike). */
+#define PREFETCH 8
 #define LOG2E 1.4426950408889634f
 #define LN2 0.6931471805599453f
 
@@ -43,8 +47,14 @@ typedef float vf __attribute__((vector_size(BLOCK * 4)));
 typedef int32_t vi __attribute__((vector_size(BLOCK * 4)));
 
 static inline vf splat(float x) { return vf{} + x; }
+#if defined(__AVX512F__)
+/* MAXPS(b, a) is a < b ? b : a exactly (a NaN in a stays NaN), in one instruction, not compare + blend. */
+static inline vf vmax(vf a, vf b) { return (vf)_mm512_max_ps((__m512)b, (__m512)a); }
+static inline vf vmin(vf a, vf b) { return (vf)_mm512_min_ps((__m512)b, (__m512)a); }
+#else
 static inline vf vmax(vf a, vf b) { return a < b ? b : a; } /* NaN in a stays NaN */
 static inline vf vmin(vf a, vf b) { return a > b ? b : a; }
+#endif
 static inline vf vabs(vf x) { return (vf)((vi)x & 0x7fffffff); }
 
 /* 2^x for x clamped to [-126, 126]: x = k + f with k = round(x) and |f| <= 1/2, 2^f by its Taylor
@@ -219,6 +229,24 @@ static Item scan_item(const ScanArgs *s, int64_t b, int64_t c, vf *buf) {
 
 /* The time index of walk step j. */
 static inline int64_t step_t(const ScanArgs *s, const Item *it, int64_t j) { return it->rev ? s->L - 1 - j : j; }
+static inline int64_t off_u(const ScanArgs *s, const Item *it, int64_t t);
+static inline const float *z_at(const ScanArgs *s, const Item *it, int64_t t);
+
+/* Ask for the lines that walk step j reads (and writes): the forward pass's, or the backward pass's. */
+static inline __attribute__((always_inline)) void prefetch_step(const ScanArgs *s, const Item *it, int64_t j, bool backward) {
+    int64_t t = step_t(s, it, j), off = off_u(s, it, t);
+    __builtin_prefetch(s->delta + off);
+    __builtin_prefetch(s->u + off);
+    if (s->z) __builtin_prefetch(z_at(s, it, t));
+    if (!backward) {
+        __builtin_prefetch(s->y + off, 1);
+        return;
+    }
+    __builtin_prefetch(s->dout + off);
+    __builtin_prefetch(s->du + off, 1);
+    __builtin_prefetch(s->ddelta + off, 1);
+    if (s->z) __builtin_prefetch(s->dz + off, 1);
+}
 static inline int64_t off_u(const ScanArgs *s, const Item *it, int64_t t) { return (it->b * s->L + t) * s->dim + it->d0; }
 static inline const float *B_at(const ScanArgs *s, const Item *it, int64_t t) { return s->B + it->b * s->B_rs + t * s->B_ts; }
 static inline const float *C_at(const ScanArgs *s, const Item *it, int64_t t) { return s->C + it->b * s->C_rs + t * s->C_ts; }
@@ -233,7 +261,7 @@ static inline vf step_delta(const ScanArgs *s, const Item *it, int64_t off, vf *
 }
 
 /* One step: h <- A-bar h + B-bar x, returning <C, h>; keeps A-bar when abar is given. */
-static inline vf recur_step(int64_t N, const vf *__restrict A2, vf dt, vf du, const float *__restrict Bt,
+static inline __attribute__((always_inline)) vf recur_step(int64_t N, const vf *__restrict A2, vf dt, vf du, const float *__restrict Bt,
                             const float *__restrict Ct, vf *__restrict h, vf *__restrict abar) {
     vf acc = {};
     for (int64_t k = 0; k < N; k++) {
@@ -245,26 +273,47 @@ static inline vf recur_step(int64_t N, const vf *__restrict A2, vf dt, vf du, co
     return acc;
 }
 
-static void scan_fwd_item(const void *args, int64_t item) {
-    const ScanArgs *s = (const ScanArgs *)args;
-    int64_t N = s->N, L = s->L, nb = blocks(s->dim);
-    vf *buf = (vf *)aligned_alloc(sizeof(vf), sizeof(vf) * 3 * N), *h = buf + 2 * N;
-    Item it = scan_item(s, item / nb, item % nb, buf);
-    memset(h, 0, sizeof(vf) * N);
+/* The forward walk of one item. NS > 0 is d_state fixed at compile time (16, the published value, and 4),
+ * so that A and the state stay in registers (6-8% faster); NS = 0 reads s->N and keeps them in `buf`. */
+template <int NS>
+static void scan_fwd_walk(const ScanArgs *s, const Item *item, vf *buf) {
+    const Item local = *item, *it = &local; /* a copy: stores to y cannot alias it, so it stays in registers */
+    const int64_t N = NS ? NS : s->N, L = s->L;
+    vf A2_reg[NS ? NS : 1], h_reg[NS ? NS : 1]; /* two arrays, not one: the compiler then keeps both in registers */
+    const vf *A2 = NS ? A2_reg : it->A2;
+    vf *h = NS ? h_reg : buf + 2 * N;
+    for (int64_t k = 0; k < N; k++) {
+        if (NS) A2_reg[k] = it->A2[k];
+        h[k] = splat(0.0f);
+    }
     for (int64_t j = 0; j < L; j++) {
-        int64_t t = step_t(s, &it, j), off = off_u(s, &it, t);
+        int64_t t = step_t(s, it, j), off = off_u(s, it, t);
         if (s->states && j % CHUNK == 0) {
-            float *st = s->states + ((it.b * ((L + CHUNK - 1) / CHUNK) + j / CHUNK) * N) * s->dim + it.d0;
-            for (int64_t k = 0; k < N; k++) store(st + k * s->dim, h[k], it.n);
+            float *st = s->states + ((it->b * ((L + CHUNK - 1) / CHUNK) + j / CHUNK) * N) * s->dim + it->d0;
+            for (int64_t k = 0; k < N; k++) store(st + k * s->dim, h[k], it->n);
         }
-        vf x, dt = step_delta(s, &it, off, &x), u = load(s->u + off, it.n);
-        vf y = recur_step(N, it.A2, dt, dt * u, B_at(s, &it, t), C_at(s, &it, t), h, NULL) + it.D * u;
+        if (j + PREFETCH < L) prefetch_step(s, it, j + PREFETCH, false);
+        vf x, dt = step_delta(s, it, off, &x), u = load(s->u + off, it->n);
+        vf y = recur_step(N, A2, dt, dt * u, B_at(s, it, t), C_at(s, it, t), h, NULL) + it->D * u;
         if (s->z) {
-            vf z = load(z_at(s, &it, t), it.n);
+            vf z = load(z_at(s, it, t), it->n);
             y *= z * sigmoid_v(z);
         }
-        store(s->y + off, y, it.n);
+        store(s->y + off, y, it->n);
     }
+}
+
+static void scan_fwd_item(const void *args, int64_t item) {
+    const ScanArgs *s = (const ScanArgs *)args;
+    int64_t N = s->N, nb = blocks(s->dim);
+    vf *buf = (vf *)aligned_alloc(sizeof(vf), sizeof(vf) * 3 * N);
+    Item it = scan_item(s, item / nb, item % nb, buf);
+    if (N == 16)
+        scan_fwd_walk<16>(s, &it, buf);
+    else if (N == 4)
+        scan_fwd_walk<4>(s, &it, buf);
+    else
+        scan_fwd_walk<0>(s, &it, buf);
     free(buf);
 }
 
@@ -282,7 +331,7 @@ typedef struct {
  * and the lanes of dB_j = sum_d g_j delta_j u_j and dC_j = sum_d dyss_j h_j are added to dBv, dCv
  * (one vector per step and state), which the caller sums across lanes once for all its blocks. */
 static void scan_bwd_chunk(const ScanArgs *s, BlockGrad *bg, int64_t ch, vf *dBv, vf *dCv, vf *work) {
-    const Item *it = &bg->it;
+    const Item local = bg->it, *it = &local; /* a copy, as in scan_fwd_walk: 11% faster */
     int64_t N = s->N, L = s->L, nchunks = (L + CHUNK - 1) / CHUNK, b = it->b;
     int64_t j0 = ch * CHUNK, T = (L - j0) < CHUNK ? (L - j0) : CHUNK;
     vf *hs = work, *abar = hs + (CHUNK + 1) * N, *dts = abar + CHUNK * N, *xs = dts + CHUNK, *ys = xs + CHUNK;
@@ -290,6 +339,7 @@ static void scan_bwd_chunk(const ScanArgs *s, BlockGrad *bg, int64_t ch, vf *dBv
     for (int64_t k = 0; k < N; k++) hs[k] = load(st + k * s->dim, it->n);
     for (int64_t j = 0; j < T; j++) { /* recompute: hs[j + 1] is h after walk step j0 + j */
         int64_t t = step_t(s, it, j0 + j), off = off_u(s, it, t);
+        if (j + PREFETCH < T) prefetch_step(s, it, j0 + j + PREFETCH, true); /* for the way back too */
         dts[j] = step_delta(s, it, off, &xs[j]);
         vf u = load(s->u + off, it->n);
         memcpy(hs + (j + 1) * N, hs + j * N, sizeof(vf) * N);
@@ -422,7 +472,8 @@ static void conv_fwd_item(const void *args, int64_t item) {
         memset(win, 0, sizeof(vf) * s->K);
         float *orow = s->out + (g * s->batch + b) * s->L * s->dim + d0;
         for (int64_t j = 0; j < s->L; j++) {
-            int64_t t = rev ? s->L - 1 - j : j;
+            int64_t t = rev ? s->L - 1 - j : j, tp = rev ? t - PREFETCH : t + PREFETCH;
+            if (j + PREFETCH < s->L) __builtin_prefetch(xrow + tp * s->x_ts), __builtin_prefetch(orow + tp * s->dim, 1);
             vf pre = conv_step(s->K, w, bias, win, load(xrow + t * s->x_ts, n));
             store(orow + t * s->dim, pre * sigmoid_v(pre), n);
         }
@@ -447,7 +498,12 @@ static void conv_bwd_item(const void *args, int64_t item) {
         vf dbias = {};
         const float *grow = s->dout + (g * s->batch + b) * L * s->dim + d0;
         for (int64_t j = 0; j < L + K - 1; j++) { /* K-1 steps past the end flush gwin */
-            int64_t t = rev ? L - 1 - j : j;
+            int64_t t = rev ? L - 1 - j : j, tp = rev ? t - PREFETCH : t + PREFETCH;
+            if (j + PREFETCH < L) {
+                __builtin_prefetch(xrow + tp * s->x_ts);
+                __builtin_prefetch(grow + tp * s->dim);
+                __builtin_prefetch(dxrow + tp * s->dim, 1);
+            }
             vf gp = {};
             if (j < L) {
                 vf pre = conv_step(K, w, bias, win, load(xrow + t * s->x_ts, n)), sg = sigmoid_v(pre);
