@@ -57,16 +57,16 @@ static inline vf vmin(vf a, vf b) { return a > b ? b : a; }
 #endif
 static inline vf vabs(vf x) { return (vf)((vi)x & 0x7fffffff); }
 
-/* 2^x for x clamped to [-126, 126]: x = k + f with k = round(x) and |f| <= 1/2, 2^f by its Taylor
- * series (ln2)^i / i! to degree 6 (relative error 1.2e-7, the rounding of a float; exact at f = 0, so
- * that a decay of exactly 1 stays 1 over long sequences), times 2^k. */
+/* 2^x for x clamped to [-126, 126]: x = k + f with k = round(x) and |f| <= 1/2, 2^f by a degree-5
+ * polynomial with constant term 1, fitted for least maximum relative error on [-1/2, 1/2] (9.1e-8 in exact
+ * arithmetic, 2.0e-7 evaluated in fp32, against 2.4e-7 for the degree-6 Taylor series it replaced, one
+ * FMA per exp fewer; exact at f = 0, so that a decay of exactly 1 stays 1 over long sequences), times 2^k. */
 static inline vf exp2_poly(vf f) {
-    vf p = splat(1.5403530393381608e-4f);
-    p = p * f + 1.3333558146428443e-3f;
-    p = p * f + 9.6181291076284772e-3f;
-    p = p * f + 5.5504108664821580e-2f;
-    p = p * f + 2.4022650695910071e-1f;
-    p = p * f + LN2;
+    vf p = splat(1.326472731307149e-3f);
+    p = p * f + 9.671512991189957e-3f;
+    p = p * f + 5.550733581185341e-2f;
+    p = p * f + 2.4022242426872253e-1f;
+    p = p * f + 6.931470036506653e-1f;
     return p * f + 1.0f;
 }
 
@@ -88,6 +88,18 @@ static inline vf exp2_v(vf x) {
 #endif
 
 static inline vf exp_v(vf x) { return exp2_v(x * LOG2E); }
+
+/* 2^x for a decay's exponent, delta A log2(e) <= 0 (Mamba's A is negative). vscalefps turns an overflow
+ * into inf by itself, so only the lower clamp (which keeps x - k finite at x = -inf) is needed. */
+static inline vf exp2_decay(vf x) {
+#if defined(__AVX512F__)
+    x = vmax(x, splat(-126.0f));
+    __m512 k = _mm512_roundscale_ps((__m512)x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return (vf)_mm512_scalef_ps((__m512)exp2_poly(x - (vf)k), k);
+#else
+    return exp2_v(x);
+#endif
+}
 
 /* 1 / x from the hardware's estimate and one Newton step, r (2 - x r): the divider is slow and is needed
  * per step and channel (softplus, the gate); relative error 2^-24 from AVX's 12-bit estimate. */
@@ -265,7 +277,7 @@ static inline __attribute__((always_inline)) vf recur_step(int64_t N, const vf *
                             const float *__restrict Ct, vf *__restrict h, vf *__restrict abar) {
     vf acc = {};
     for (int64_t k = 0; k < N; k++) {
-        vf a = exp2_v(dt * A2[k]);
+        vf a = exp2_decay(dt * A2[k]);
         h[k] = a * h[k] + du * Bt[k];
         acc += h[k] * Ct[k];
         if (abar) abar[k] = a;
