@@ -4,9 +4,10 @@ Ph (rcps false), pre-norm "add, norm, mix" with no MLP:
 
     r_0 = e;  r_i = h_{i-1} + r_{i-1};  h_i = BiMamba_i(Norm_i(r_i));  out = Norm_f(h_n + r_n)
 
-PS (rcps true) carries both strands in 2*d_model channels and wraps every module in the
-RC-equivariant pieces of `vepcli.nn.rcps`. With `fused_add_norm` (all released checkpoints)
-the published code feeds the halves to each layer's add-norm in swapped order; we reproduce it.
+PS (rcps true) returns both strands in 2*d_model channels and is built from the RC-equivariant pieces
+of `vepcli.nn.rcps`: inside the stack the strands are the rows of one doubled batch, so every layer is
+Ph's layer. With `fused_add_norm` (all released checkpoints) the published code feeds the halves to each
+layer's add-norm in swapped order; we reproduce it (`swap_strand_rows`).
 Module and parameter names follow the published checkpoints so their state dicts load as they are.
 """
 
@@ -24,15 +25,14 @@ from vepcli.nn.config import CaduceusConfig
 from vepcli.nn.kernels import scan_backend
 from vepcli.nn.mamba import BiMamba, Mamba
 from vepcli.nn.norm import RMSNorm, apply_norm
-from vepcli.nn.rcps import RCPSEmbedding, RCPSLMHead, RCPSWrapper, rc_norm
+from vepcli.nn.rcps import RCPSEmbedding, RCPSLMHead, RCPSWrapper, from_strand_rows, swap_strand_rows
 
 
 class CaduceusBlock(nn.Module):
-    """One layer: residual add, norm, BiMamba mixer. Returns (mixer output, residual)."""
+    """One layer: residual add, norm, BiMamba mixer. Returns (mixer output, residual); PS: on strand rows."""
 
     def __init__(self, config: CaduceusConfig) -> None:
         super().__init__()
-        self.rcps = config.rcps
         self.swap_halves = config.rcps and config.fused_add_norm  # the published fused path's order
         self.residual_in_fp32 = config.residual_in_fp32
         mixer = BiMamba(
@@ -49,11 +49,9 @@ class CaduceusBlock(nn.Module):
         residual = hidden if residual is None else hidden + residual
         if self.residual_in_fp32:
             residual = residual.float()
-        if not self.rcps:
-            return self.mixer(apply_norm(self.norm, residual)), residual
         if self.swap_halves:
-            residual = torch.cat(residual.chunk(2, dim=-1)[::-1], dim=-1)
-        return self.mixer(rc_norm(self.norm, residual).to(hidden.dtype)), residual
+            residual = swap_strand_rows(residual)
+        return self.mixer(apply_norm(self.norm, residual).to(hidden.dtype)), residual
 
 
 def make_norm(config: CaduceusConfig) -> nn.Module:
@@ -71,6 +69,9 @@ class CaduceusEmbeddings(nn.Module):
             self.word_embeddings = nn.Embedding(config.vocab_size, config.d_model)
 
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """(batch, L, d_model); PS: the strand rows (2 batch, L, d_model)."""
+        if isinstance(self.word_embeddings, RCPSEmbedding):
+            return self.word_embeddings.strand_rows(input_ids)
         return self.word_embeddings(input_ids)
 
 
@@ -89,8 +90,8 @@ class CaduceusMixerModel(nn.Module):
         for layer in self.layers:
             hidden, residual = layer(hidden, residual)
         residual = hidden if residual is None else hidden + residual
-        normed = rc_norm(self.norm_f, residual) if self.rcps else apply_norm(self.norm_f, residual)
-        return normed.to(hidden.dtype)
+        normed = apply_norm(self.norm_f, residual).to(hidden.dtype)
+        return from_strand_rows(normed) if self.rcps else normed
 
 
 class CaduceusPreTrained(nn.Module):

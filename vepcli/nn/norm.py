@@ -16,19 +16,13 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(d))
         self.bias = None
 
-    def forward(self, x: torch.Tensor, flipped: bool = False) -> torch.Tensor:
-        return apply_norm(self, x, flipped)
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return apply_norm(self, x)
 
 
-def apply_norm(norm: nn.Module, x: torch.Tensor, flipped: bool = False) -> torch.Tensor:
-    """Apply an RMSNorm or LayerNorm; `flipped` gives flip_C(norm(flip_C(x))) without flipping x.
-
-    Both norm types go through here so that the reverse-complement half (rcps.rc_norm) needs no copy
-    of x and both compute in fp32 whatever the activations' dtype."""
+def apply_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """Apply an RMSNorm or LayerNorm in fp32 whatever the activations' dtype (both norm types go through here)."""
     w, b = norm.weight, norm.bias
-    if flipped:
-        w = w.flip(0)
-        b = None if b is None else b.flip(0)
     xf = x.float()
     if isinstance(norm, RMSNorm):
         y = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + norm.eps) * w.float()

@@ -1,13 +1,16 @@
 """Reverse-complement parameter sharing (RCPS; Schiff et al. 2024, section 3.2): the pieces that make PS
-Caduceus RC-equivariant, in one place.
+models RC-equivariant, in one place.
 
-A hidden tensor carries both strands in 2 d channels: the first half is the forward strand, the second
-the reverse-complement strand stored flipped in length and channels, so that RC(x) = flip_LC(x). Every
-module acts on the halves with shared weights:
+The hidden state a PS model returns carries both strands in 2 d channels: the first half is the forward
+strand, the second the reverse-complement strand stored flipped in length and channels, so that
+RC(x) = flip_LC(x). Every module acts on the halves with shared weights:
 
     M_PS([a | b]) = [M(a) | flip_LC(M(flip_LC(b)))]
 
-and the embedding and the tied LM head complement tokens through the vocabulary's complement map.
+so inside the network the two strands run as the rows of one doubled batch, [a ; b'] with b' = flip_LC(b),
+each module applied to every row (`strand_rows`), and the channel layout is made once, at the end
+(`from_strand_rows`). The embedding and the tied LM head complement tokens through the vocabulary's
+complement map.
 """
 
 from __future__ import annotations
@@ -15,8 +18,6 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 from torch import nn
-
-from vepcli.nn.norm import apply_norm
 
 
 def flip_LC(x: torch.Tensor) -> torch.Tensor:
@@ -27,6 +28,18 @@ def flip_LC(x: torch.Tensor) -> torch.Tensor:
 def complement_index(complement_map: dict[int, int], vocab_size: int) -> torch.Tensor:
     """The complement map as an index tensor: token id -> id of its complement."""
     return torch.tensor([complement_map[i] for i in range(vocab_size)], dtype=torch.long)
+
+
+def from_strand_rows(rows: torch.Tensor) -> torch.Tensor:
+    """[a ; b'] (2 batch, L, d) -> [a | flip_LC(b')] (batch, L, 2 d): the channel layout, made once."""
+    batch = rows.shape[0] // 2
+    return torch.cat([rows[:batch], flip_LC(rows[batch:])], dim=-1)
+
+
+def swap_strand_rows(rows: torch.Tensor) -> torch.Tensor:
+    """[a ; b'] -> [flip_LC(b') ; flip_LC(a)]: the halves [a | b] of the channel layout swapped to [b | a],
+    in one copy (what the published fused add-norm does to the PS residual)."""
+    return rows.unflatten(0, (2, -1)).flip(0, -2, -1).flatten(0, 1)
 
 
 class RCPSEmbedding(nn.Module):
@@ -41,28 +54,25 @@ class RCPSEmbedding(nn.Module):
     def weight(self) -> nn.Parameter:
         return self.embedding.weight
 
+    def strand_rows(self, input_ids: torch.Tensor) -> torch.Tensor:
+        """[E(ids) ; E(rc(ids))] (2 batch, L, d): both strands as rows, the network's own layout."""
+        return self.embedding(torch.cat([input_ids, self.complement_map[input_ids.flip(-1)]]))
+
     def forward(self, input_ids: torch.Tensor) -> torch.Tensor:
-        rc_ids = self.complement_map[input_ids.flip(-1)]
-        return torch.cat([self.embedding(input_ids), flip_LC(self.embedding(rc_ids))], dim=-1)
+        return from_strand_rows(self.strand_rows(input_ids))
 
 
 class RCPSWrapper(nn.Module):
-    """[M(a) | flip_LC(M(flip_LC(b)))]: both strands through one module, as one doubled batch."""
+    """M applied to both strands with shared weights: on strand rows [a ; b'], simply M of the batch.
+
+    It holds the module under the name of the published checkpoints (`mixer.submodule.*`)."""
 
     def __init__(self, submodule: nn.Module) -> None:
         super().__init__()
         self.submodule = submodule
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        d, batch = x.shape[-1] // 2, x.shape[0]
-        out = self.submodule(torch.cat([x[..., :d], flip_LC(x[..., d:])], dim=0))
-        return torch.cat([out[:batch], flip_LC(out[batch:])], dim=-1)
-
-
-def rc_norm(norm: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """[N(a) | flip_C(N(flip_C(b)))]: one per-position norm applied to both strands' halves."""
-    d = x.shape[-1] // 2
-    return torch.cat([apply_norm(norm, x[..., :d]), apply_norm(norm, x[..., d:], flipped=True)], dim=-1)
+    def forward(self, rows: torch.Tensor) -> torch.Tensor:
+        return self.submodule(rows)
 
 
 class RCPSLMHead(nn.Module):

@@ -32,7 +32,7 @@ from torch import nn
 from vepcli.nn.backbone import Backbone, Family, register
 from vepcli.nn.mlp import GatedMLP
 from vepcli.nn.mlstm import MLSTMLayer
-from vepcli.nn.rcps import RCPSEmbedding, RCPSLMHead, flip_LC
+from vepcli.nn.rcps import RCPSEmbedding, RCPSLMHead, from_strand_rows
 from vepcli.nn.slstm import SLSTMLayer
 from vepcli.nn.tokenizer import VOCAB_SIZE
 from vepcli.nn.xlstm_config import MODEL_TYPE, XLSTMConfig
@@ -156,11 +156,10 @@ class XLSTMLM(Backbone):
         stack = self.xlstm_block_stack
         if not self.config.rcps:
             return stack(self.token_embedding(input_ids))
-        emb, batch = self.token_embedding, input_ids.shape[0]
-        both = torch.cat([input_ids, emb.complement_map[input_ids.flip(-1)]])  # [x ; rc(x)]
+        batch = input_ids.shape[0]
         rc_rows = torch.arange(2 * batch, device=input_ids.device) >= batch
-        h = stack(emb.embedding(both), rc_rows if self.config.ps_head_flip else None)
-        return torch.cat([h[:batch], flip_LC(h[batch:])], dim=-1)
+        h = stack(self.token_embedding.strand_rows(input_ids), rc_rows if self.config.ps_head_flip else None)
+        return from_strand_rows(h)
 
     def lm_logits(self, hidden: torch.Tensor) -> torch.Tensor:
         """Logits over vepcli's padded vocabulary (16 ids, as Caduceus'): the published head has rows for the
