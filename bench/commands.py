@@ -9,7 +9,8 @@
   tests/data/make_probe_set.py on the repository's chr22 slice (the slow settings get a shorter list:
   the work per variant is fixed, so alleles/s compare);
 - threads: `--threads 2` against `--threads 1`, our kernel;
-- with --baseline, the same commands run by an earlier checkout (its own defaults: batch 8, its scan).
+- with --baseline, the same commands run by an earlier checkout (its own defaults: batch 8, its scan, its
+  bundled model), and by this version with that checkout's bundled model (the same model on both sides).
 Runs alternate between settings (best of --repeats), so other jobs on a shared machine slow all alike.
 """
 
@@ -58,6 +59,8 @@ def main() -> None:
     ]
     if args.baseline:
         settings.append((f"baseline {args.baseline.name}", {"PYTHONPATH": str(args.baseline.resolve())}, [], True))
+        old_model = args.baseline.resolve() / "models" / "caduceus-ps-chr22-small"
+        settings.append((f"this version, {args.baseline.name}'s model", {}, ["-m", str(old_model)], False))
     settings.append(("this version, --threads 2", {}, ["--threads", "2"], False))
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp)
@@ -78,8 +81,8 @@ def main() -> None:
         short.write_text("\n".join(probe_set.read_text().splitlines()[: args.embed_n_slow + 1]) + "\n")
         runs = {}
         for i, (label, env, extra, slow) in enumerate(settings):
-            threads = extra or ["--threads", "1"]
-            common = ["-f", str(FASTA), "--window", "1024", "-q", *threads]  # make demo's window
+            opts = extra if "--threads" in extra else ["--threads", "1", *extra]
+            common = ["-f", str(FASTA), "--window", "1024", "-q", *opts]  # make demo's window
             runs[("demo: score 48 alleles", label)] = (
                 [*VEPCLI, "score", str(DEMO), *common, "-o", str(out / f"d{i}.tsv")],
                 env,

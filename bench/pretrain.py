@@ -19,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from vepcli.malloc import keep_freed_memory
 from vepcli.train.config import PretrainConfig
 from vepcli.train.distributed import Dist
 from vepcli.train.engine import Engine, Placement
@@ -80,6 +81,7 @@ def main() -> None:
     ap.add_argument("--configs", default="32x2x256,64x4x1024,128x4x1024")
     ap.add_argument("--scans", default="cpu,torch", help="scan backends to compare (VEPCLI_SCAN values)")
     args = ap.parse_args()
+    keep_freed_memory()  # as the CLI does
     scans = tuple(args.scans.split(","))
     torch.set_num_threads(args.threads)
     print(

@@ -11,6 +11,7 @@ import click
 from vepcli import __version__
 from vepcli.commands import embed, finetune, merge, model, pretrain, probe, score, tools
 from vepcli.errors import Terminated, UserError
+from vepcli.malloc import keep_freed_memory
 
 INTERRUPTED = 130  # the shell's code for a process ended by SIGINT (128 + 2)
 TERMINATED = 143  # ... and by SIGTERM (128 + 15)
@@ -72,6 +73,7 @@ def main() -> None:
     # another process needs, and --threads 2 ran 1.6x slower than 1 (docs/benchmarks.md). Set before
     # torch loads; a user's own OMP_WAIT_POLICY wins.
     os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+    keep_freed_memory()
     if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:  # one that a parent set to be ignored stays so
         signal.signal(signal.SIGTERM, _terminate)
     cli(prog_name="vepcli")
