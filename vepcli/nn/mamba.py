@@ -16,6 +16,7 @@ import math
 from collections.abc import Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vepcli.nn.kernels import conv1d_silu, selective_scan
@@ -75,9 +76,17 @@ class Mamba(nn.Module):
     def A(self) -> torch.Tensor:
         return -torch.exp(self.A_log.float())
 
+    def in_proj_xz(self, hidden: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x and z = in_proj(hidden), as two products: their gradients then meet in the input's gradient
+        (dx Wx + dz Wz) rather than in one new tensor that autograd concatenates from both halves (8% of a
+        small model's training step here)."""
+        w, b, d = self.in_proj.weight, self.in_proj.bias, self.d_inner
+        return F.linear(hidden, w[:d], None if b is None else b[:d]), F.linear(
+            hidden, w[d:], None if b is None else b[d:]
+        )
+
     def forward(self, hidden: torch.Tensor) -> torch.Tensor:
-        x, z = self.in_proj(hidden).chunk(2, dim=-1)
-        return self.out_proj(ssm(x, z, [self]))
+        return self.out_proj(ssm(*self.in_proj_xz(hidden), [self]))
 
 
 def ssm(x: torch.Tensor, z: torch.Tensor, mixers: Sequence[Mamba], reverse: Sequence[bool] | None = None):
@@ -144,11 +153,10 @@ class BiMamba(nn.Module):
         if not self.bidirectional:
             return fwd(hidden)
         if self.tied:
-            x, z = fwd.in_proj(hidden).chunk(2, dim=-1)
-            y_f, y_r = ssm(x, z, [fwd, rev], reverse=[False, True]).chunk(2)
+            y_f, y_r = ssm(*fwd.in_proj_xz(hidden), [fwd, rev], reverse=[False, True]).chunk(2)
         else:
-            y_f = ssm(*fwd.in_proj(hidden).chunk(2, dim=-1), [fwd])
-            y_r = ssm(*rev.in_proj(hidden).chunk(2, dim=-1), [rev], reverse=[True])
+            y_f = ssm(*fwd.in_proj_xz(hidden), [fwd])
+            y_r = ssm(*rev.in_proj_xz(hidden), [rev], reverse=[True])
         if self.strategy == "add":
             return fwd.out_proj(y_f + y_r)
         return fwd.out_proj(y_f) * rev.out_proj(y_r)
