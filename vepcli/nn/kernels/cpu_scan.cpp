@@ -502,7 +502,6 @@ static void conv_bwd_item(const void *args, int64_t item) {
     vf *w = (vf *)aligned_alloc(sizeof(vf), sizeof(vf) * 4 * K), *dw = w + K, *win = dw + K, *gwin = win + K, bias;
     const float *xrow = s->x + b * s->x_rs + d0;
     float *dxrow = s->dx + b * L * s->dim + d0;
-    for (int64_t t = 0; t < L; t++) store(dxrow + t * s->dim, splat(0.0f), n);
     for (int64_t g = 0; g < s->groups; g++) {
         int64_t rev = s->reverse ? s->reverse[g] : 0;
         conv_weights(s, g, d0, n, w, &bias);
@@ -530,7 +529,7 @@ static void conv_bwd_item(const void *args, int64_t item) {
             vf dx = {};
             for (int64_t k = 0; k < K; k++) dx += w[k] * gwin[K - 1 - k];
             float *dst = dxrow + (rev ? L - 1 - i : i) * s->dim;
-            store(dst, load(dst, n) + dx, n);
+            store(dst, (g == 0 ? splat(0.0f) : load(dst, n)) + dx, n); /* group 0 writes, the others add */
         }
         for (int64_t i = 0; i < n; i++) {
             for (int64_t k = 0; k < K; k++) s->dw_part[((b * s->groups + g) * s->dim + d0 + i) * K + k] = dw[k][i];
