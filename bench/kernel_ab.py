@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import contextlib
 import ctypes
-import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -26,20 +25,9 @@ from vepcli.nn.kernels import cpu
 
 
 def build(source: Path, folder: Path, index: int) -> ctypes.CDLL:
-    lib_path = folder / f"kernel{index}.so"
-    subprocess.run(
-        [cpu._compiler() or "g++", *cpu.CFLAGS, f"-march={cpu.march()}", str(source), "-o", str(lib_path)], check=True
-    )
-    lib = ctypes.CDLL(str(lib_path))
-    for name, args in (
-        ("vepcli_scan_fwd", cpu.ScanArgs),
-        ("vepcli_scan_bwd", cpu.ScanArgs),
-        ("vepcli_conv_fwd", cpu.ConvArgs),
-        ("vepcli_conv_bwd", cpu.ConvArgs),
-    ):
-        getattr(lib, name).argtypes = [ctypes.POINTER(args), ctypes.c_int]
-        getattr(lib, name).restype = None
-    return lib
+    target = folder / f"kernel{index}.so"
+    cpu.compile_source(source, target)
+    return cpu.load_library(target)
 
 
 @contextlib.contextmanager

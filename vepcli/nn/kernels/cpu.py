@@ -75,12 +75,19 @@ def _build() -> Path:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
     with atomic_file(target) as tmp:  # processes building at once each rename a complete file
-        proc = subprocess.run(
-            [cc, *CFLAGS, f"-march={march()}", str(SOURCE), "-o", str(tmp)], capture_output=True, text=True
-        )
-        if proc.returncode != 0:
-            raise OSError(f"{Path(cc).name} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
+        compile_source(SOURCE, tmp, cc)
     return target
+
+
+def compile_source(source: Path, target: Path, cc: str | None = None) -> None:
+    """Compile a version of cpu_scan.cpp into the shared library `target`, with the package's flags."""
+    cc = cc or _compiler()
+    if cc is None:
+        raise OSError("no C++ compiler found: install g++ (Debian/Ubuntu: apt-get install g++) or set CXX")
+    cmd = [cc, *CFLAGS, f"-march={march()}", str(source), "-o", str(target)]
+    proc = subprocess.run(cmd, capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise OSError(f"{Path(cc).name} failed: {proc.stderr.strip().splitlines()[-1:] or proc.returncode}")
 
 
 class ScanArgs(ctypes.Structure):
@@ -144,12 +151,17 @@ def _library() -> ctypes.CDLL | None:
     if os.environ.get("VEPCLI_NO_CPU_KERNEL"):
         return None
     try:
-        lib = ctypes.CDLL(str(_build()))
+        return load_library(_build())
     except (OSError, subprocess.SubprocessError) as err:
         print(
             f"vepcli: warning: CPU scan kernel unavailable ({err}); using the slower pure-PyTorch scan", file=sys.stderr
         )
         return None
+
+
+def load_library(path: Path) -> ctypes.CDLL:
+    """A compiled cpu_scan.cpp, its entry points typed."""
+    lib = ctypes.CDLL(str(path))
     for name, args in (
         ("vepcli_scan_fwd", ScanArgs),
         ("vepcli_scan_bwd", ScanArgs),

@@ -241,10 +241,15 @@ static Item scan_item(const ScanArgs *s, int64_t b, int64_t c, vf *buf) {
 
 /* The time index of walk step j. */
 static inline int64_t step_t(const ScanArgs *s, const Item *it, int64_t j) { return it->rev ? s->L - 1 - j : j; }
-static inline int64_t off_u(const ScanArgs *s, const Item *it, int64_t t);
-static inline const float *z_at(const ScanArgs *s, const Item *it, int64_t t);
+static inline int64_t off_u(const ScanArgs *s, const Item *it, int64_t t) { return (it->b * s->L + t) * s->dim + it->d0; }
+static inline const float *B_at(const ScanArgs *s, const Item *it, int64_t t) { return s->B + it->b * s->B_rs + t * s->B_ts; }
+static inline const float *C_at(const ScanArgs *s, const Item *it, int64_t t) { return s->C + it->b * s->C_rs + t * s->C_ts; }
+static inline const float *z_at(const ScanArgs *s, const Item *it, int64_t t) {
+    return s->z + (it->b % s->z_rows) * s->z_rs + t * s->z_ts + it->d0;
+}
 
-/* Ask for the lines that walk step j reads (and writes): the forward pass's, or the backward pass's. */
+/* Ask for the lines that walk step j reads (and writes): the forward pass's, or the backward pass's.
+ * Always inlined: GCC takes a function of prefetches alone for one without effects and drops its calls. */
 static inline __attribute__((always_inline)) void prefetch_step(const ScanArgs *s, const Item *it, int64_t j, bool backward) {
     int64_t t = step_t(s, it, j), off = off_u(s, it, t);
     __builtin_prefetch(s->delta + off);
@@ -258,12 +263,6 @@ static inline __attribute__((always_inline)) void prefetch_step(const ScanArgs *
     __builtin_prefetch(s->du + off, 1);
     __builtin_prefetch(s->ddelta + off, 1);
     if (s->z) __builtin_prefetch(s->dz + off, 1);
-}
-static inline int64_t off_u(const ScanArgs *s, const Item *it, int64_t t) { return (it->b * s->L + t) * s->dim + it->d0; }
-static inline const float *B_at(const ScanArgs *s, const Item *it, int64_t t) { return s->B + it->b * s->B_rs + t * s->B_ts; }
-static inline const float *C_at(const ScanArgs *s, const Item *it, int64_t t) { return s->C + it->b * s->C_rs + t * s->C_ts; }
-static inline const float *z_at(const ScanArgs *s, const Item *it, int64_t t) {
-    return s->z + (it->b % s->z_rows) * s->z_rs + t * s->z_ts + it->d0;
 }
 
 /* delta_t of the block: delta + bias, through softplus when asked; x keeps the value before softplus. */
@@ -485,7 +484,10 @@ static void conv_fwd_item(const void *args, int64_t item) {
         float *orow = s->out + (g * s->batch + b) * s->L * s->dim + d0;
         for (int64_t j = 0; j < s->L; j++) {
             int64_t t = rev ? s->L - 1 - j : j, tp = rev ? t - PREFETCH : t + PREFETCH;
-            if (j + PREFETCH < s->L) __builtin_prefetch(xrow + tp * s->x_ts), __builtin_prefetch(orow + tp * s->dim, 1);
+            if (j + PREFETCH < s->L) {
+                __builtin_prefetch(xrow + tp * s->x_ts);
+                __builtin_prefetch(orow + tp * s->dim, 1);
+            }
             vf pre = conv_step(s->K, w, bias, win, load(xrow + t * s->x_ts, n));
             store(orow + t * s->dim, pre * sigmoid_v(pre), n);
         }
